@@ -1,0 +1,182 @@
+//! `meshwatch analyze`: capture files through the pipeline into a report. The I/O wiring
+//! around the pure core.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::aggregate::Edges;
+use crate::capture::file::{CaptureError, CaptureFile};
+use crate::cli::{AnalyzeArgs, Format, When};
+use crate::flow::{FlowRecord, TableLimits};
+use crate::identity::file::{WorkloadsError, WorkloadsFile};
+use crate::identity::{IdentitySource, NoIdentities};
+use crate::pipeline::{Pipeline, SecurityCounts};
+use crate::report::{format_time, table, Report, Summary};
+use crate::verdict::{self, Policy};
+
+/// Errors of an analysis run; all are the input's fault (exit code 2) except `Output`.
+#[derive(Debug, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    #[error(transparent)]
+    Workloads(#[from] WorkloadsError),
+    #[error("cannot write the report: {0}")]
+    Output(#[from] std::io::Error),
+}
+
+/// A warning that does not stop the run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning(pub String);
+
+/// Run the analysis of `captures` and build the report.
+pub fn analyze(
+    captures: &[PathBuf],
+    identities: &dyn IdentitySource,
+    policy: &Policy,
+    limits: TableLimits,
+    keep_flows: bool,
+    progress: Option<&ProgressBar>,
+) -> Result<(Report, Vec<Warning>), AnalyzeError> {
+    let mut pipeline = Pipeline::new(limits);
+    let mut edges = Edges::default();
+    let mut security = SecurityCounts::default();
+    let mut flows: Vec<FlowRecord> = Vec::new();
+    let mut warnings = Vec::new();
+    let mut truncated = Vec::new();
+    let mut absorb = |pipeline: &mut Pipeline| {
+        for rec in pipeline.take_finished() {
+            edges.add(&rec, identities);
+            security.add(rec.security, 1);
+            if keep_flows {
+                flows.push(rec);
+            }
+        }
+    };
+    let mut done_bytes = 0;
+    for path in captures {
+        let mut capture = CaptureFile::open(path)?;
+        let summary = capture.for_each_frame(
+            |frame| {
+                pipeline.on_frame(frame.ts, frame.link, frame.data, frame.wire_len);
+            },
+            |bytes| {
+                if let Some(bar) = progress {
+                    bar.set_position(done_bytes + bytes);
+                }
+            },
+        )?;
+        done_bytes += summary.bytes_read;
+        absorb(&mut pipeline);
+        if let Some(offset) = summary.truncated_at {
+            let name = capture.path().display().to_string();
+            warnings.push(Warning(format!(
+                "{name}: the last record (at byte {offset}) is truncated; analyzed the records before it"
+            )));
+            truncated.push(name);
+        }
+        if summary.unknown_interface_frames > 0 {
+            warnings.push(Warning(format!(
+                "{}: {} packets name an undescribed interface and were skipped",
+                capture.path().display(),
+                summary.unknown_interface_frames
+            )));
+        }
+    }
+    pipeline.finish();
+    absorb(&mut pipeline);
+    flows.sort_by(|a, b| {
+        (a.first_seen, a.src, a.sport, a.dst, a.dport).cmp(&(
+            b.first_seen,
+            b.src,
+            b.sport,
+            b.dst,
+            b.dport,
+        ))
+    });
+    let edges = edges.to_vec();
+    let verdicts = verdict::evaluate(&edges, policy, &identities.workloads());
+    let mut summary = Summary::new(
+        captures.len(),
+        pipeline.packet_stats(),
+        pipeline.table_stats(),
+        security,
+    );
+    if let Some((first, last)) = pipeline.time_span() {
+        summary.first_packet = Some(format_time(first));
+        summary.last_packet = Some(format_time(last));
+    }
+    summary.truncated_files = truncated;
+    let report = Report::new(summary, keep_flows.then_some(flows), edges, verdicts);
+    Ok((report, warnings))
+}
+
+/// The `analyze` subcommand: arguments in, report on stdout, warnings on stderr.
+pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
+    let identities: Box<dyn IdentitySource> = match &args.workloads {
+        Some(path) => Box::new(WorkloadsFile::load(path)?),
+        None => Box::new(NoIdentities),
+    };
+    let bar = progress_bar(args);
+    let (report, warnings) = analyze(
+        &args.captures,
+        identities.as_ref(),
+        &args.verdict.policy(),
+        args.table.limits(),
+        args.flows,
+        bar.as_ref(),
+    )?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    for w in &warnings {
+        eprintln!("warning: {}", w.0);
+    }
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    match args.format {
+        Format::Json => {
+            serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
+            writeln!(out)?;
+        }
+        Format::Table => {
+            let color = match args.color {
+                When::Always => true,
+                When::Never => false,
+                When::Auto => {
+                    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+                }
+            };
+            table::render(&report, table::Style { color }, &mut out)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn progress_bar(args: &AnalyzeArgs) -> Option<ProgressBar> {
+    let show = match args.progress {
+        When::Always => true,
+        When::Never => false,
+        When::Auto => std::io::stderr().is_terminal(),
+    };
+    if !show {
+        return None;
+    }
+    let total: u64 = args
+        .captures
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
+    let bar = ProgressBar::with_draw_target(Some(total), indicatif::ProgressDrawTarget::stderr());
+    let style = ProgressStyle::with_template(
+        "{spinner} {bytes}/{total_bytes} {bar:30} {bytes_per_sec} eta {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar());
+    bar.set_style(style);
+    Some(bar)
+}

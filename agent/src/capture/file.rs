@@ -1,0 +1,294 @@
+//! Capture files: pcap (both byte orders, micro- and nanosecond) and pcapng (several sections
+//! and interfaces, a link type and timestamp resolution per interface), from a path or stdin.
+//!
+//! pcap-parser does the block parsing from a streaming buffer, so memory stays bounded by the
+//! buffer, not the file. This module adds timestamps in nanoseconds, interface bookkeeping and
+//! errors that name the file and the byte offset.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use pcap_parser::pcapng::{build_ts_resolution, Block};
+use pcap_parser::traits::PcapReaderIterator;
+use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
+
+use super::Frame;
+use crate::decode::LinkType;
+use crate::Nanos;
+
+/// The reader's buffer; it grows for a larger record up to [`MAX_RECORD_BYTES`].
+const BUFFER_BYTES: usize = 1 << 20;
+/// The largest block we accept (pcapng blocks are bounded by their 32-bit length; 16 MiB is
+/// far above any real snaplen and keeps a hostile length from taking memory).
+pub const MAX_RECORD_BYTES: usize = 16 << 20;
+const NANOS_PER_SEC: u128 = 1_000_000_000;
+
+/// Why a capture could not be read. Displayed as one line naming the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    #[error("{path}: cannot open: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: empty file, not a pcap or pcapng capture")]
+    Empty { path: PathBuf },
+    #[error("{path}: not a pcap or pcapng capture (unrecognized header)")]
+    NotACapture { path: PathBuf },
+    #[error("{path}: read error at byte {offset}")]
+    Read { path: PathBuf, offset: u64 },
+    #[error("{path}: corrupt capture at byte {offset}: {detail}")]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        detail: String,
+    },
+    #[error("{path}: record at byte {offset} is larger than {MAX_RECORD_BYTES} bytes")]
+    RecordTooLarge { path: PathBuf, offset: u64 },
+}
+
+/// What reading a whole capture found, beside its frames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReadSummary {
+    pub frames: u64,
+    /// Bytes of the file consumed.
+    pub bytes_read: u64,
+    /// The last record was cut short (the capture was interrupted); the rest was analyzed.
+    pub truncated_at: Option<u64>,
+    /// pcapng packets naming an interface that was never described.
+    pub unknown_interface_frames: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Interface {
+    link: LinkType,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    offset_secs: i64,
+}
+
+/// A capture being read.
+pub struct CaptureFile {
+    path: PathBuf,
+    reader: Box<dyn PcapReaderIterator + Send>,
+    layout: Layout,
+}
+
+/// What earlier blocks said about the ones that follow.
+#[derive(Debug, Default)]
+struct Layout {
+    /// Legacy pcap: the one link type and whether timestamps are nanoseconds.
+    legacy: Option<(LinkType, bool)>,
+    /// pcapng: the current section's interfaces, by id.
+    interfaces: Vec<Interface>,
+    last_ts: Nanos,
+}
+
+impl std::fmt::Debug for CaptureFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CaptureFile")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+impl CaptureFile {
+    /// Open a capture file; `-` reads standard input.
+    pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        if path == Path::new("-") {
+            return Self::from_reader(PathBuf::from("<stdin>"), std::io::stdin());
+        }
+        let file = File::open(path).map_err(|source| CaptureError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(CaptureError::Open {
+                path: path.to_owned(),
+                source: std::io::Error::other("is a directory"),
+            });
+        }
+        Self::from_reader(path.to_owned(), file)
+    }
+
+    /// Read a capture from any byte stream; `name` is used in errors.
+    pub fn from_reader<R: Read + Send + 'static>(
+        name: PathBuf,
+        reader: R,
+    ) -> Result<Self, CaptureError> {
+        let reader = match create_reader(BUFFER_BYTES, reader) {
+            Ok(r) => r,
+            Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
+            Err(PcapError::ReadError) => {
+                return Err(CaptureError::Read {
+                    path: name,
+                    offset: 0,
+                })
+            }
+            Err(_) => return Err(CaptureError::NotACapture { path: name }),
+        };
+        Ok(CaptureFile {
+            path: name,
+            reader,
+            layout: Layout::default(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Read every frame, in file order, handing each to `on_frame`; `on_progress` gets the
+    /// bytes consumed so far every few thousand frames.
+    pub fn for_each_frame(
+        &mut self,
+        mut on_frame: impl FnMut(Frame<'_>),
+        mut on_progress: impl FnMut(u64),
+    ) -> Result<ReadSummary, CaptureError> {
+        let mut summary = ReadSummary::default();
+        let mut buffer_len = BUFFER_BYTES;
+        loop {
+            let offset = summary.bytes_read;
+            match self.reader.next() {
+                Ok((size, block)) => {
+                    let (frame, unknown_interface) = self.layout.frame_of(block);
+                    if let Some(frame) = frame {
+                        summary.frames += 1;
+                        on_frame(frame);
+                    }
+                    summary.unknown_interface_frames += u64::from(unknown_interface);
+                    self.reader.consume(size);
+                    summary.bytes_read += size as u64;
+                    if summary.frames % 4096 == 0 {
+                        on_progress(summary.bytes_read);
+                    }
+                }
+                Err(PcapError::Eof) => break,
+                Err(PcapError::Incomplete(_)) => {
+                    if self.reader.reader_exhausted() {
+                        if !self.reader.data().is_empty() {
+                            summary.truncated_at = Some(offset);
+                        }
+                        break;
+                    }
+                    let before = self.reader.data().len();
+                    self.reader.refill().map_err(|_| CaptureError::Read {
+                        path: self.path.clone(),
+                        offset,
+                    })?;
+                    let stuck =
+                        self.reader.data().len() == before && !self.reader.reader_exhausted();
+                    if stuck {
+                        // The buffer is full and still holds less than one block: grow it.
+                        buffer_len *= 2;
+                        if buffer_len > MAX_RECORD_BYTES || !self.reader.grow(buffer_len) {
+                            return Err(CaptureError::RecordTooLarge {
+                                path: self.path.clone(),
+                                offset,
+                            });
+                        }
+                    }
+                }
+                Err(PcapError::BufferTooSmall) => {
+                    return Err(CaptureError::RecordTooLarge {
+                        path: self.path.clone(),
+                        offset,
+                    })
+                }
+                Err(e) => {
+                    return Err(CaptureError::Corrupt {
+                        path: self.path.clone(),
+                        offset,
+                        detail: describe(&e),
+                    })
+                }
+            }
+        }
+        on_progress(summary.bytes_read);
+        Ok(summary)
+    }
+}
+
+impl Layout {
+    /// The frame a block carries, if any, and whether it named an undescribed interface.
+    fn frame_of<'b>(&mut self, block: PcapBlockOwned<'b>) -> (Option<Frame<'b>>, bool) {
+        match block {
+            PcapBlockOwned::LegacyHeader(header) => {
+                let link = LinkType(header.network.0 as u32);
+                self.legacy = Some((link, header.is_nanosecond_precision()));
+                (None, false)
+            }
+            PcapBlockOwned::Legacy(record) => {
+                let (link, nanos) = self.legacy.unwrap_or((LinkType::ETHERNET, false));
+                let frac = if nanos {
+                    u64::from(record.ts_usec)
+                } else {
+                    u64::from(record.ts_usec) * 1000
+                };
+                let ts = u64::from(record.ts_sec) * 1_000_000_000 + frac;
+                self.emit(link, ts, record.data, record.origlen)
+            }
+            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+                self.interfaces.clear();
+                (None, false)
+            }
+            PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                self.interfaces.push(Interface {
+                    link: LinkType(idb.linktype.0 as u32),
+                    units_per_sec: build_ts_resolution(idb.if_tsresol).unwrap_or(1_000_000),
+                    offset_secs: idb.if_tsoffset,
+                });
+                (None, false)
+            }
+            PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
+                let Some(iface) = self.interfaces.get(epb.if_id as usize).copied() else {
+                    return (None, true);
+                };
+                let units = u128::from(epb.ts_high) << 32 | u128::from(epb.ts_low);
+                let nanos = units * NANOS_PER_SEC / u128::from(iface.units_per_sec.max(1));
+                let offset = i128::from(iface.offset_secs) * NANOS_PER_SEC as i128;
+                let ts = (nanos as i128 + offset).clamp(0, i128::from(u64::MAX)) as u64;
+                self.emit(iface.link, ts, epb.data, epb.origlen)
+            }
+            PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
+                let Some(iface) = self.interfaces.first().copied() else {
+                    return (None, true);
+                };
+                let ts = self.last_ts;
+                self.emit(iface.link, ts, spb.data, spb.origlen)
+            }
+            PcapBlockOwned::NG(_) => (None, false),
+        }
+    }
+
+    fn emit<'b>(
+        &mut self,
+        link: LinkType,
+        ts: Nanos,
+        data: &'b [u8],
+        origlen: u32,
+    ) -> (Option<Frame<'b>>, bool) {
+        self.last_ts = ts;
+        let wire_len = origlen.max(data.len() as u32);
+        (
+            Some(Frame {
+                ts,
+                link,
+                data,
+                wire_len,
+            }),
+            false,
+        )
+    }
+}
+
+fn describe(e: &PcapError<&[u8]>) -> String {
+    match e {
+        PcapError::HeaderNotRecognized => "unrecognized block".to_owned(),
+        PcapError::NomError(_, kind) => format!("malformed block ({kind:?})"),
+        PcapError::OwnedNomError(_, kind) => format!("malformed block ({kind:?})"),
+        PcapError::UnexpectedEof => "unexpected end of file".to_owned(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,205 @@
+//! Command line: clap derive. Every flag can also be set by a `MESHWATCH_*` variable, so the
+//! CLI and a DaemonSet's environment are one definition.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Tells which workloads of an Istio mesh are ready for STRICT mTLS, from the packets.
+///
+/// meshwatch classifies every TCP connection as Istio mTLS (a ClientHello offering an
+/// `istio*` ALPN, or ambient HBONE), other TLS, or plaintext, and turns what it saw into a
+/// verdict per destination workload: ready, blocked (with the sources to fix), or insufficient.
+#[derive(Debug, Parser)]
+#[command(name = "meshwatch", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Analyze capture files (pcap or pcapng) and print edges and readiness verdicts.
+    #[command(after_help = ANALYZE_EXAMPLES)]
+    Analyze(AnalyzeArgs),
+}
+
+const ANALYZE_EXAMPLES: &str = "\
+Examples:
+  meshwatch analyze capture.pcap
+  meshwatch analyze --workloads workloads.yaml a.pcap b.pcapng --format json --flows > report.json
+  tcpdump -i any -w - 'tcp' | meshwatch analyze -
+
+Exit status: 0 analyzed; 2 bad input (unreadable or non-capture file, invalid workloads file,
+bad flag); 1 output could not be written.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum When {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Args)]
+pub struct AnalyzeArgs {
+    /// Capture files (pcap or pcapng); `-` reads standard input. Flows continue across files.
+    #[arg(required = true, value_name = "PCAP")]
+    pub captures: Vec<PathBuf>,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, env = "MESHWATCH_FORMAT")]
+    pub format: Format,
+
+    /// Include every connection in the JSON output (`flows`).
+    #[arg(long, env = "MESHWATCH_FLOWS")]
+    pub flows: bool,
+
+    /// Workloads file (YAML) mapping IPs to namespace/workload/service account and nodes.
+    #[arg(long, value_name = "FILE", env = "MESHWATCH_WORKLOADS")]
+    pub workloads: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub verdict: VerdictArgs,
+
+    #[command(flatten)]
+    pub table: TableArgs,
+
+    /// Colour in the table output.
+    #[arg(long, value_enum, default_value_t = When::Auto, env = "MESHWATCH_COLOR")]
+    pub color: When,
+
+    /// Progress bar on stderr.
+    #[arg(long, value_enum, default_value_t = When::Auto, env = "MESHWATCH_PROGRESS")]
+    pub progress: When,
+}
+
+/// Options of the verdict engine (shared by `analyze` and the agent).
+#[derive(Debug, Args)]
+pub struct VerdictArgs {
+    /// Istio mTLS connections a destination needs before it is `ready`.
+    #[arg(
+        long,
+        default_value_t = 5,
+        value_name = "N",
+        env = "MESHWATCH_MIN_CONNECTIONS"
+    )]
+    pub min_connections: u64,
+
+    /// Destination port whose traffic is not judged (repeatable; added to the defaults 15020,
+    /// 15021, 15090).
+    #[arg(
+        long = "exempt-port",
+        value_name = "PORT",
+        env = "MESHWATCH_EXEMPT_PORTS",
+        value_delimiter = ','
+    )]
+    pub exempt_ports: Vec<u16>,
+
+    /// Source address whose traffic is not judged (repeatable; added to the default
+    /// 169.254.7.127, ambient's probe source).
+    #[arg(
+        long = "exempt-source",
+        value_name = "IP",
+        env = "MESHWATCH_EXEMPT_SOURCES",
+        value_delimiter = ','
+    )]
+    pub exempt_sources: Vec<IpAddr>,
+
+    /// Drop the default exemptions: Istio's ports 15020/15021/15090, node sources and
+    /// 169.254.7.127.
+    #[arg(long, env = "MESHWATCH_NO_DEFAULT_EXEMPTIONS")]
+    pub no_default_exemptions: bool,
+
+    /// Share of unclassifiable connections above which the evidence is insufficient.
+    #[arg(long, default_value_t = 0.1, value_name = "RATIO", env = "MESHWATCH_MAX_UNKNOWN_RATIO",
+          value_parser = parse_ratio)]
+    pub max_unknown_ratio: f64,
+}
+
+/// Bounds of the flow table.
+#[derive(Debug, Args)]
+pub struct TableArgs {
+    /// Connections tracked at once; beyond it the oldest are evicted (and counted).
+    #[arg(long, default_value_t = 262_144, value_name = "N", env = "MESHWATCH_MAX_FLOWS",
+          value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub max_flows: u64,
+
+    /// Seconds without a packet after which a connection is finished.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS", env = "MESHWATCH_IDLE_TIMEOUT",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub idle_timeout: u64,
+}
+
+fn parse_ratio(s: &str) -> Result<f64, String> {
+    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1"))
+    }
+}
+
+impl VerdictArgs {
+    pub fn policy(&self) -> crate::verdict::Policy {
+        let mut policy = crate::verdict::Policy::default();
+        if self.no_default_exemptions {
+            policy = policy.without_default_exemptions();
+        }
+        policy.min_connections = self.min_connections;
+        policy.exempt_ports.extend(&self.exempt_ports);
+        policy.exempt_sources.extend(&self.exempt_sources);
+        policy.max_unknown_ratio = self.max_unknown_ratio;
+        policy
+    }
+}
+
+impl TableArgs {
+    pub fn limits(&self) -> crate::flow::TableLimits {
+        crate::flow::TableLimits {
+            max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
+            idle_timeout: self.idle_timeout * 1_000_000_000,
+            ..Default::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn exemptions_add_to_defaults_unless_disabled() {
+        let cli = Cli::parse_from(["meshwatch", "analyze", "--exempt-port", "9090", "x.pcap"]);
+        let Command::Analyze(a) = cli.command;
+        let p = a.verdict.policy();
+        assert!(p.exempt_ports.contains(&9090) && p.exempt_ports.contains(&15020));
+        let cli = Cli::parse_from(["meshwatch", "analyze", "--no-default-exemptions", "x.pcap"]);
+        let Command::Analyze(a) = cli.command;
+        let p = a.verdict.policy();
+        assert!(p.exempt_ports.is_empty() && !p.exempt_nodes && p.exempt_sources.is_empty());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        assert!(
+            Cli::try_parse_from(["meshwatch", "analyze", "--max-unknown-ratio", "2", "x"]).is_err()
+        );
+        assert!(
+            Cli::try_parse_from(["meshwatch", "analyze", "--exempt-port", "70000", "x"]).is_err()
+        );
+        assert!(Cli::try_parse_from(["meshwatch", "analyze"]).is_err());
+    }
+}

@@ -1,0 +1,68 @@
+//! The canonical flow key: both directions of a connection map to the same key.
+
+use std::net::IpAddr;
+
+/// An address and port.
+pub type Endpoint = (IpAddr, u16);
+
+/// The 5-tuple (protocol is always TCP) with the endpoints in a canonical order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    lo: Endpoint,
+    hi: Endpoint,
+}
+
+/// Which endpoint of the key sent a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    FromLo,
+    FromHi,
+}
+
+impl FlowKey {
+    /// The key of a packet from `src` to `dst`, and which side sent it.
+    pub fn new(src: Endpoint, dst: Endpoint) -> (Self, Direction) {
+        if src <= dst {
+            (FlowKey { lo: src, hi: dst }, Direction::FromLo)
+        } else {
+            (FlowKey { lo: dst, hi: src }, Direction::FromHi)
+        }
+    }
+
+    /// The endpoint that sends packets in `direction`.
+    pub fn sender(&self, direction: Direction) -> Endpoint {
+        match direction {
+            Direction::FromLo => self.lo,
+            Direction::FromHi => self.hi,
+        }
+    }
+}
+
+impl Direction {
+    pub fn reverse(self) -> Self {
+        match self {
+            Direction::FromLo => Direction::FromHi,
+            Direction::FromHi => Direction::FromLo,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn both_directions_share_a_key(a: [u8; 4], b: [u8; 16], pa: u16, pb: u16) {
+            let x = (IpAddr::from(a), pa);
+            let y = (IpAddr::from(b), pb);
+            let (k1, d1) = FlowKey::new(x, y);
+            let (k2, d2) = FlowKey::new(y, x);
+            prop_assert_eq!(k1, k2);
+            prop_assert_eq!(k1.sender(d1), x);
+            prop_assert_eq!(k2.sender(d2), y);
+            prop_assert_eq!(d1.reverse() == d2, x != y);
+        }
+    }
+}

@@ -1,0 +1,189 @@
+//! The bounded flow table: lookup, creation, port reuse, idle and close timeouts, eviction
+//! under pressure. Every flow leaves as exactly one [`FlowRecord`]; every eviction is counted.
+
+use std::collections::HashMap;
+
+use foldhash::fast::RandomState;
+
+use super::key::FlowKey;
+use super::state::{EndReason, Flow, FlowRecord, PacketOutcome};
+use crate::decode::TcpSegment;
+use crate::Nanos;
+
+const SECOND: Nanos = 1_000_000_000;
+
+/// Bounds of the table.
+#[derive(Debug, Clone, Copy)]
+pub struct TableLimits {
+    /// Flows held at once; at the bound the oldest are evicted.
+    pub max_flows: usize,
+    /// A flow with no packet for this long is finished.
+    pub idle_timeout: Nanos,
+    /// A closed flow (FIN both ways, or RST) lingers this long to absorb its last packets.
+    pub close_linger: Nanos,
+}
+
+impl Default for TableLimits {
+    fn default() -> Self {
+        TableLimits {
+            max_flows: 262_144,
+            idle_timeout: 300 * SECOND,
+            close_linger: 10 * SECOND,
+        }
+    }
+}
+
+/// Counters of the table's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableStats {
+    pub flows_started: u64,
+    pub duplicates: u64,
+    pub reassembly_gave_up: u64,
+    pub evicted_idle: u64,
+    pub evicted_pressure: u64,
+    pub closed_fin: u64,
+    pub closed_rst: u64,
+    pub reused: u64,
+    pub peak_flows: u64,
+}
+
+/// Flows by key, bounded.
+#[derive(Debug)]
+pub struct FlowTable {
+    flows: HashMap<FlowKey, Flow, RandomState>,
+    limits: TableLimits,
+    next_sweep: Nanos,
+    stats: TableStats,
+    scratch: Vec<u8>,
+}
+
+impl FlowTable {
+    pub fn new(limits: TableLimits) -> Self {
+        FlowTable {
+            flows: HashMap::with_capacity_and_hasher(1024, RandomState::default()),
+            limits,
+            next_sweep: 0,
+            stats: TableStats::default(),
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.flows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+    }
+
+    pub fn stats(&self) -> TableStats {
+        self.stats
+    }
+
+    /// Account one TCP segment; finished flows are appended to `done`.
+    pub fn on_segment(
+        &mut self,
+        seg: &TcpSegment<'_>,
+        now: Nanos,
+        done: &mut Vec<FlowRecord>,
+    ) -> PacketOutcome {
+        if now >= self.next_sweep {
+            self.sweep(now, done);
+            self.next_sweep = now.saturating_add(SECOND);
+        }
+        let (key, dir) = FlowKey::new((seg.src, seg.sport), (seg.dst, seg.dport));
+        if let Some(flow) = self.flows.get_mut(&key) {
+            if !flow.is_reused_by(dir, seg) {
+                let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
+                self.stats.duplicates += u64::from(outcome.duplicate);
+                self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
+                return outcome;
+            }
+            if let Some(old) = self.flows.remove(&key) {
+                self.stats.reused += 1;
+                done.push(old.finish(EndReason::Reused, &mut self.scratch));
+            }
+        }
+        if self.flows.len() >= self.limits.max_flows {
+            self.evict_oldest(done);
+        }
+        let mut flow = Flow::start(key, dir, seg, now);
+        let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
+        self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
+        self.flows.insert(key, flow);
+        self.stats.flows_started += 1;
+        self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);
+        outcome
+    }
+
+    /// Finish closed flows past their linger and idle flows.
+    pub fn sweep(&mut self, now: Nanos, done: &mut Vec<FlowRecord>) {
+        let limits = self.limits;
+        let expired: Vec<(FlowKey, EndReason)> = self
+            .flows
+            .iter()
+            .filter_map(|(key, flow)| {
+                let reason = match flow.closed_at() {
+                    Some(at) if now.saturating_sub(at) >= limits.close_linger => {
+                        Some(if flow.was_reset() {
+                            EndReason::Rst
+                        } else {
+                            EndReason::Fin
+                        })
+                    }
+                    _ if now.saturating_sub(flow.last_seen()) >= limits.idle_timeout => {
+                        Some(EndReason::Idle)
+                    }
+                    _ => None,
+                };
+                reason.map(|r| (*key, r))
+            })
+            .collect();
+        for (key, reason) in expired {
+            self.finish(&key, reason, done);
+        }
+    }
+
+    /// Finish every flow (end of the capture).
+    pub fn drain(&mut self, done: &mut Vec<FlowRecord>) {
+        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        for key in keys {
+            let reason = match self.flows.get(&key).and_then(Flow::closed_at) {
+                Some(_) if self.flows.get(&key).is_some_and(Flow::was_reset) => EndReason::Rst,
+                Some(_) => EndReason::Fin,
+                None => EndReason::CaptureEnd,
+            };
+            self.finish(&key, reason, done);
+        }
+    }
+
+    fn finish(&mut self, key: &FlowKey, reason: EndReason, done: &mut Vec<FlowRecord>) {
+        if let Some(flow) = self.flows.remove(key) {
+            match reason {
+                EndReason::Fin => self.stats.closed_fin += 1,
+                EndReason::Rst => self.stats.closed_rst += 1,
+                EndReason::Idle => self.stats.evicted_idle += 1,
+                EndReason::Evicted => self.stats.evicted_pressure += 1,
+                EndReason::Reused | EndReason::CaptureEnd => {}
+            }
+            done.push(flow.finish(reason, &mut self.scratch));
+        }
+    }
+
+    /// At the bound: finish the oldest eighth of the table (closed flows first), so eviction
+    /// costs O(n) once per n/8 new flows rather than per flow.
+    fn evict_oldest(&mut self, done: &mut Vec<FlowRecord>) {
+        let mut ages: Vec<(bool, Nanos, FlowKey)> = self
+            .flows
+            .iter()
+            .map(|(k, f)| (f.closed_at().is_none(), f.last_seen(), *k))
+            .collect();
+        let n = (ages.len() / 8).max(1);
+        if n < ages.len() {
+            ages.select_nth_unstable(n);
+        }
+        for (_, _, key) in ages.into_iter().take(n) {
+            self.finish(&key, EndReason::Evicted, done);
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! meshwatch: watch TCP connections in packets, classify them as Istio mTLS, other TLS or
+//! plaintext, and tell which workloads can be switched to STRICT mTLS.
+//!
+//! The packet path runs one way: [`capture`] -> [`decode`] -> [`flow`] (with [`reassembly`],
+//! [`tls`] and [`classify`]) -> [`aggregate`] -> [`verdict`] -> [`report`]. [`pipeline`] composes
+//! the pure parts; [`analyze`] wires I/O around it. See ARCHITECTURE.md.
+
+pub mod aggregate;
+pub mod analyze;
+pub mod capture;
+pub mod classify;
+pub mod cli;
+pub mod decode;
+pub mod flow;
+pub mod identity;
+pub mod pipeline;
+pub mod reassembly;
+pub mod report;
+pub mod tls;
+pub mod verdict;
+
+/// Time as nanoseconds since the Unix epoch (packet timestamps; never the wall clock in the
+/// pure modules).
+pub type Nanos = u64;

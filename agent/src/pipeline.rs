@@ -1,0 +1,128 @@
+//! The synchronous core: one captured frame in, flow records out. No I/O, no clock reads: time
+//! is the packet's timestamp, so offline runs are deterministic.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::classify::Security;
+use crate::decode::{self, Decoded, LinkType, Skip};
+use crate::flow::{FlowRecord, FlowTable, TableLimits, TableStats};
+use crate::Nanos;
+
+/// Packet-level counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PacketStats {
+    /// Frames read.
+    pub packets: u64,
+    /// Bytes of those frames on the wire (original length).
+    pub bytes: u64,
+    pub tcp_packets: u64,
+    pub not_ip: u64,
+    pub not_tcp: u64,
+    pub unsupported_encapsulation: u64,
+    pub decode_errors: u64,
+    /// Decode errors by reason (`truncated_ip`, `ip_fragment`, ...).
+    pub decode_errors_by_reason: BTreeMap<&'static str, u64>,
+}
+
+/// Frames to flow records.
+#[derive(Debug)]
+pub struct Pipeline {
+    table: FlowTable,
+    stats: PacketStats,
+    done: Vec<FlowRecord>,
+    first_ts: Option<Nanos>,
+    last_ts: Nanos,
+}
+
+impl Pipeline {
+    pub fn new(limits: TableLimits) -> Self {
+        Pipeline {
+            table: FlowTable::new(limits),
+            stats: PacketStats::default(),
+            done: Vec::new(),
+            first_ts: None,
+            last_ts: 0,
+        }
+    }
+
+    /// Account one captured frame. `wire_len` is its original length on the wire.
+    pub fn on_frame(&mut self, ts: Nanos, link: LinkType, frame: &[u8], wire_len: u32) {
+        self.stats.packets += 1;
+        self.stats.bytes += u64::from(wire_len);
+        self.first_ts.get_or_insert(ts);
+        // Captures are mostly in order; a packet from the past does not move time backwards.
+        self.last_ts = self.last_ts.max(ts);
+        match decode::decode(link, frame) {
+            Ok(Decoded::Tcp(seg)) => {
+                self.stats.tcp_packets += 1;
+                self.table.on_segment(&seg, self.last_ts, &mut self.done);
+            }
+            Ok(Decoded::Skipped(Skip::NotIp)) => self.stats.not_ip += 1,
+            Ok(Decoded::Skipped(Skip::NotTcp)) => self.stats.not_tcp += 1,
+            Ok(Decoded::Skipped(Skip::UnsupportedEncapsulation)) => {
+                self.stats.unsupported_encapsulation += 1
+            }
+            Err(e) => {
+                self.stats.decode_errors += 1;
+                *self
+                    .stats
+                    .decode_errors_by_reason
+                    .entry(e.reason())
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Flow records finished so far; the caller takes them.
+    pub fn take_finished(&mut self) -> std::vec::Drain<'_, FlowRecord> {
+        self.done.drain(..)
+    }
+
+    /// End of input: finish every open flow.
+    pub fn finish(&mut self) {
+        self.table.drain(&mut self.done);
+    }
+
+    pub fn packet_stats(&self) -> &PacketStats {
+        &self.stats
+    }
+
+    pub fn table_stats(&self) -> TableStats {
+        self.table.stats()
+    }
+
+    pub fn open_flows(&self) -> usize {
+        self.table.len()
+    }
+
+    /// First and last packet timestamps seen.
+    pub fn time_span(&self) -> Option<(Nanos, Nanos)> {
+        self.first_ts.map(|first| (first, self.last_ts))
+    }
+}
+
+/// Connections per security class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SecurityCounts {
+    pub istio_mtls: u64,
+    pub tls: u64,
+    pub plaintext: u64,
+    pub unknown: u64,
+}
+
+impl SecurityCounts {
+    pub fn add(&mut self, security: Security, n: u64) {
+        match security {
+            Security::IstioMtls => self.istio_mtls += n,
+            Security::Tls => self.tls += n,
+            Security::Plaintext => self.plaintext += n,
+            Security::Unknown => self.unknown += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.istio_mtls + self.tls + self.plaintext + self.unknown
+    }
+}

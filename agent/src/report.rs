@@ -1,0 +1,108 @@
+//! The analysis report: the JSON contract of DESIGN.md and the terminal table.
+
+pub mod table;
+
+use std::time::{Duration, UNIX_EPOCH};
+
+use serde::{Serialize, Serializer};
+
+use crate::aggregate::Edge;
+use crate::flow::{FlowRecord, TableStats};
+use crate::pipeline::{PacketStats, SecurityCounts};
+use crate::verdict::Verdicts;
+use crate::Nanos;
+
+/// Timestamps are RFC 3339 UTC with microseconds: `2026-11-22T15:29:53.123456Z`.
+pub fn serialize_time<S: Serializer>(ts: &Nanos, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&format_time(*ts))
+}
+
+pub fn format_time(ts: Nanos) -> String {
+    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ts)).to_string()
+}
+
+/// Counts over the whole input.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Summary {
+    /// Capture files read.
+    pub files: usize,
+    pub packets: u64,
+    pub bytes: u64,
+    pub tcp_packets: u64,
+    /// Connections (flows) seen.
+    pub flows: u64,
+    pub decode_errors: u64,
+    pub decode_errors_by_reason: std::collections::BTreeMap<&'static str, u64>,
+    pub skipped_not_ip: u64,
+    pub skipped_not_tcp: u64,
+    pub skipped_unsupported_encapsulation: u64,
+    /// Exact copies of the previous packet in a direction (e.g. `-i any` sees veth and bridge).
+    pub duplicate_packets: u64,
+    pub reassembly_gave_up: u64,
+    pub flows_evicted: u64,
+    /// Connections by security class.
+    pub security: SecurityCounts,
+    pub first_packet: Option<String>,
+    pub last_packet: Option<String>,
+    /// Capture files whose last record was cut short.
+    pub truncated_files: Vec<String>,
+}
+
+impl Summary {
+    pub fn new(
+        files: usize,
+        packets: &PacketStats,
+        table: TableStats,
+        security: SecurityCounts,
+    ) -> Self {
+        Summary {
+            files,
+            packets: packets.packets,
+            bytes: packets.bytes,
+            tcp_packets: packets.tcp_packets,
+            flows: security.total(),
+            decode_errors: packets.decode_errors,
+            decode_errors_by_reason: packets.decode_errors_by_reason.clone(),
+            skipped_not_ip: packets.not_ip,
+            skipped_not_tcp: packets.not_tcp,
+            skipped_unsupported_encapsulation: packets.unsupported_encapsulation,
+            duplicate_packets: table.duplicates,
+            reassembly_gave_up: table.reassembly_gave_up,
+            flows_evicted: table.evicted_pressure,
+            security,
+            first_packet: None,
+            last_packet: None,
+            truncated_files: Vec::new(),
+        }
+    }
+}
+
+/// `meshwatch analyze --format json`: one object, names kept stable.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub summary: Summary,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flows: Option<Vec<FlowRecord>>,
+    pub edges: Vec<Edge>,
+    pub verdicts: Vec<crate::verdict::Verdict>,
+    pub namespaces: Vec<crate::verdict::NamespaceVerdict>,
+    pub mesh: crate::verdict::MeshVerdict,
+}
+
+impl Report {
+    pub fn new(
+        summary: Summary,
+        flows: Option<Vec<FlowRecord>>,
+        edges: Vec<Edge>,
+        verdicts: Verdicts,
+    ) -> Self {
+        Report {
+            summary,
+            flows,
+            edges,
+            verdicts: verdicts.workloads,
+            namespaces: verdicts.namespaces,
+            mesh: verdicts.mesh,
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! PeerAuthentication (`security.istio.io/v1`) YAML for a suggested STRICT policy.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// Istio's root namespace, where a mesh-wide policy lives.
+pub const ROOT_NAMESPACE: &str = "istio-system";
+
+/// What the policy applies to.
+#[derive(Debug, Clone, Copy)]
+pub enum PolicyScope<'a> {
+    /// One workload, selected by its labels (`app: <workload>` when none are known).
+    Workload {
+        namespace: &'a str,
+        workload: &'a str,
+        labels: &'a BTreeMap<String, String>,
+    },
+    Namespace(&'a str),
+    Mesh,
+}
+
+/// A STRICT PeerAuthentication; `permissive_ports` stay PERMISSIVE through `portLevelMtls`
+/// (which Istio honours only with a workload selector).
+pub fn peer_authentication(scope: &PolicyScope<'_>, permissive_ports: &[u16]) -> String {
+    let (name, namespace) = match scope {
+        PolicyScope::Workload {
+            namespace,
+            workload,
+            ..
+        } => (format!("{workload}-strict"), *namespace),
+        PolicyScope::Namespace(ns) => ("default".to_owned(), *ns),
+        PolicyScope::Mesh => ("default".to_owned(), ROOT_NAMESPACE),
+    };
+    let mut y = String::new();
+    // Writing to a String cannot fail.
+    let _ = write!(
+        y,
+        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n",
+        quote(&name),
+        quote(namespace)
+    );
+    if let PolicyScope::Workload {
+        workload, labels, ..
+    } = scope
+    {
+        y.push_str("  selector:\n    matchLabels:\n");
+        if labels.is_empty() {
+            let _ = writeln!(y, "      app: {}", quote(workload));
+        }
+        for (k, v) in labels.iter() {
+            let _ = writeln!(y, "      {}: {}", quote(k), quote(v));
+        }
+    }
+    y.push_str("  mtls:\n    mode: STRICT\n");
+    if !permissive_ports.is_empty() {
+        y.push_str("  portLevelMtls:\n");
+        for port in permissive_ports {
+            let _ = writeln!(y, "    {port}:\n      mode: PERMISSIVE");
+        }
+    }
+    y
+}
+
+/// Kubernetes names are DNS labels and need no quoting; anything else is quoted.
+fn quote(s: &str) -> String {
+    let reserved = matches!(
+        s.to_ascii_lowercase().as_str(),
+        "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "~"
+    ) || s.parse::<f64>().is_ok();
+    let plain = !s.is_empty()
+        && !reserved
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/'));
+    if plain {
+        s.to_owned()
+    } else {
+        serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+    }
+}

@@ -1,0 +1,43 @@
+//! Shared helpers for the end-to-end tests: where things are, and running the analyzer.
+
+use std::path::{Path, PathBuf};
+
+use meshwatch::analyze::analyze;
+use meshwatch::flow::TableLimits;
+use meshwatch::identity::IdentitySource;
+use meshwatch::report::Report;
+use meshwatch::verdict::Policy;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(".."))
+}
+
+/// The third-party corpus: `$MESHWATCH_CORPUS`, else `shared/corpus` beside the repository.
+pub fn corpus_dir() -> PathBuf {
+    std::env::var_os("MESHWATCH_CORPUS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("../shared/corpus"))
+}
+
+/// Analyze captures in-process with the default policy and every flow kept.
+pub fn analyze_files(
+    files: &[PathBuf],
+    identities: &dyn IdentitySource,
+    policy: &Policy,
+) -> Report {
+    match analyze(
+        files,
+        identities,
+        policy,
+        TableLimits::default(),
+        true,
+        None,
+    ) {
+        Ok((report, _warnings)) => report,
+        Err(e) => panic!("analyzing {files:?}: {e}"),
+    }
+}
