@@ -21,7 +21,7 @@ const HANDSHAKE_CLIENT_HELLO: u8 = 0x01;
 const HANDSHAKE_SERVER_HELLO: u8 = 0x02;
 const EXT_HEADER_LEN: usize = 4;
 /// ALPN names and their bytes we keep per hello (a hostile hello may offer thousands).
-pub const MAX_ALPN_NAMES: usize = 32;
+pub const MAX_ALPN_NAMES: usize = 64;
 const MAX_NAME_BYTES: usize = 255;
 
 /// More bytes are needed to decide.

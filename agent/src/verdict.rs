@@ -380,9 +380,12 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
         .collect()
 }
 
+/// The mesh is as ready as its least ready namespace; namespaces where no workload received a
+/// connection (only clients, or nothing seen) are left out: STRICT changes nothing there.
 fn roll_up_mesh(namespaces: &[NamespaceVerdict]) -> MeshVerdict {
     let verdict = namespaces
         .iter()
+        .filter(|n| n.ready + n.blocked + n.insufficient > 0)
         .map(|n| n.verdict)
         .min()
         .unwrap_or(Readiness::Insufficient);
