@@ -9,3 +9,6 @@ mod table;
 pub use key::{Direction, FlowKey};
 pub use state::{EndReason, Flow, FlowRecord, PacketOutcome};
 pub use table::{FlowTable, TableLimits, TableStats};
+
+#[cfg(test)]
+mod tests;

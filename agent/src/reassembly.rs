@@ -8,8 +8,9 @@
 
 /// Client bytes kept per flow until it is classified. Large enough for post-quantum hellos.
 pub const MAX_PREFACE_BYTES: usize = 16 * 1024;
-/// Disjoint byte ranges tracked at once.
-pub const MAX_RANGES: usize = 8;
+/// Disjoint byte ranges tracked at once: a full preface at a 536-byte MSS is 31 segments, so
+/// any arrival order of those fits.
+pub const MAX_RANGES: usize = 32;
 
 /// What inserting a segment did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

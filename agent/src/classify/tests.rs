@@ -1,1 +1,185 @@
+use super::*;
 
+const ISTIO: &[u8] = include_bytes!("../../assets/clienthello-istio-openssl.bin");
+const GNUTLS: &[u8] = include_bytes!("../../assets/clienthello-app-gnutls.bin");
+const HBONE: &[u8] = include_bytes!("../../assets/clienthello-hbone.bin");
+
+/// A minimal TLS 1.2-style ClientHello record with the given ALPN names and SNI.
+fn hello(alpn: &[&str], sni: Option<&str>) -> Vec<u8> {
+    let mut ext = Vec::new();
+    if let Some(name) = sni {
+        let n = name.as_bytes();
+        ext.extend_from_slice(&[0x00, 0x00]);
+        ext.extend_from_slice(&((n.len() + 5) as u16).to_be_bytes());
+        ext.extend_from_slice(&((n.len() + 3) as u16).to_be_bytes());
+        ext.push(0);
+        ext.extend_from_slice(&(n.len() as u16).to_be_bytes());
+        ext.extend_from_slice(n);
+    }
+    if !alpn.is_empty() {
+        let list: Vec<u8> = alpn
+            .iter()
+            .flat_map(|a| std::iter::once(a.len() as u8).chain(a.bytes()))
+            .collect();
+        ext.extend_from_slice(&[0x00, 0x10]);
+        ext.extend_from_slice(&((list.len() + 2) as u16).to_be_bytes());
+        ext.extend_from_slice(&(list.len() as u16).to_be_bytes());
+        ext.extend_from_slice(&list);
+    }
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7u8; 32]);
+    body.extend_from_slice(&[0x00, 0x00, 0x02, 0xc0, 0x2f, 0x01, 0x00]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut rec = vec![0x16, 0x03, 0x01];
+    rec.extend_from_slice(&((body.len() + 4) as u16).to_be_bytes());
+    rec.extend_from_slice(&[0x01, 0x00]);
+    rec.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    rec.extend_from_slice(&body);
+    rec
+}
+
+fn class(bytes: &[u8], port: u16) -> Classification {
+    classify_preface(bytes, port, false, &mut Vec::new()).expect("decided")
+}
+
+#[test]
+fn every_istio_alpn_is_sidecar_mtls() {
+    for alpn in ISTIO_ALPNS {
+        let c = class(&hello(&["h2", alpn], None), 8000);
+        assert_eq!(
+            (c.security, c.mesh),
+            (Security::IstioMtls, Mesh::Sidecar),
+            "{alpn}"
+        );
+    }
+}
+
+#[test]
+fn istio_alpn_is_a_prefix_rule() {
+    let c = class(&hello(&["istio-future-protocol"], None), 80);
+    assert_eq!(c.security, Security::IstioMtls);
+    let c = class(&hello(&["h2", "isti"], None), 80);
+    assert_eq!(c.security, Security::Tls);
+}
+
+#[test]
+fn istio_outbound_sni_without_alpn_is_sidecar_mtls() {
+    let c = class(
+        &hello(&[], Some("outbound_.8000_._.httpbin.foo.svc.cluster.local")),
+        8000,
+    );
+    assert_eq!((c.security, c.mesh), (Security::IstioMtls, Mesh::Sidecar));
+}
+
+#[test]
+fn hbone_needs_port_15008_alpn_exactly_h2_and_no_sni() {
+    let c = class(&hello(&["h2"], None), HBONE_PORT);
+    assert_eq!((c.security, c.mesh), (Security::IstioMtls, Mesh::Ambient));
+    assert_eq!(class(&hello(&["h2"], None), 443).security, Security::Tls);
+    assert_eq!(
+        class(&hello(&["h2"], Some("x.example")), HBONE_PORT).security,
+        Security::Tls
+    );
+    assert_eq!(
+        class(&hello(&["h2", "http/1.1"], None), HBONE_PORT).security,
+        Security::Tls
+    );
+}
+
+#[test]
+fn real_hellos_from_the_captures() {
+    let c = class(ISTIO, 8000);
+    assert_eq!(
+        (c.security, c.mesh, c.app),
+        (Security::IstioMtls, Mesh::Sidecar, App::Tls)
+    );
+    let c = class(GNUTLS, 8000);
+    assert_eq!((c.security, c.mesh), (Security::Tls, Mesh::None));
+    let c = class(HBONE, HBONE_PORT);
+    assert_eq!((c.security, c.mesh), (Security::IstioMtls, Mesh::Ambient));
+}
+
+#[test]
+fn linkerd_alpn_is_application_tls_named_in_the_hint() {
+    let c = class(&hello(&[LINKERD_ALPN], None), 4143);
+    assert_eq!((c.security, c.app), (Security::Tls, App::Linkerd));
+}
+
+#[test]
+fn plaintext_app_hints() {
+    assert_eq!(class(b"GET /ip HTTP/1.1\r\n", 80).app, App::Http1);
+    assert_eq!(class(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 80).app, App::H2c);
+    let c = class(b"\x00\x00\x00\x01\x02hello-raw-tcp-protocol!!", 9000);
+    assert_eq!((c.security, c.app), (Security::Plaintext, App::Other));
+    assert_eq!(class(b"get / HTTP/1.1", 80).app, App::Other);
+}
+
+#[test]
+fn waits_while_the_bytes_could_still_be_a_method_or_tls() {
+    let mut s = Vec::new();
+    for partial in [
+        &b"G"[..],
+        b"GE",
+        b"GET",
+        b"PRI * HTTP/2",
+        b"\x16",
+        b"\x16\x03",
+        b"\x80\x2e",
+    ] {
+        assert_eq!(
+            classify_preface(partial, 80, false, &mut s),
+            Err(Incomplete),
+            "{partial:?}"
+        );
+        assert!(
+            classify_preface(partial, 80, true, &mut s).is_ok(),
+            "{partial:?} when complete"
+        );
+    }
+}
+
+#[test]
+fn truncated_hello_at_the_end_is_tls_of_unknown_kind() {
+    let c = classify_preface(&ISTIO[..100], 8000, true, &mut Vec::new()).expect("complete");
+    assert_eq!((c.security, c.app), (Security::Unknown, App::Tls));
+}
+
+#[test]
+fn sslv2_hello_is_tls() {
+    let c = class(&[0x80, 0x2e, 0x01, 0x03, 0x01, 0x00, 0x15], 443);
+    assert!(c.sslv2);
+    assert_eq!(c.security, Security::Tls);
+}
+
+#[test]
+fn midstream_proves_plaintext_only_for_http() {
+    let mut s = Vec::new();
+    assert_eq!(
+        classify_midstream(b"POST /x HTTP/1.1\r\n", 80, &mut s).security,
+        Security::Plaintext
+    );
+    assert_eq!(
+        classify_midstream(b"HTTP/1.1 200 OK\r\n", 80, &mut s).security,
+        Security::Plaintext
+    );
+    let c = classify_midstream(&[0x17, 0x03, 0x03, 0x01, 0x00, 0xaa], 443, &mut s);
+    assert_eq!((c.security, c.app), (Security::Unknown, App::Tls));
+    assert_eq!(
+        classify_midstream(b"\x01\x02binary", 9000, &mut s).security,
+        Security::Unknown
+    );
+    assert_eq!(
+        classify_midstream(ISTIO, 8000, &mut s).security,
+        Security::IstioMtls
+    );
+}
+
+#[test]
+fn only_plaintext_and_tls_block_strict() {
+    let blocking: Vec<Security> = Security::ALL
+        .into_iter()
+        .filter(|s| s.blocks_strict())
+        .collect();
+    assert_eq!(blocking, [Security::Tls, Security::Plaintext]);
+}

@@ -1,1 +1,323 @@
+use std::net::IpAddr;
 
+use super::*;
+use crate::aggregate::EdgeStats;
+use crate::classify::Mesh;
+
+fn wl(ns: &str, name: &str) -> Peer {
+    Peer {
+        namespace: Some(ns.into()),
+        workload: Some(name.into()),
+        node: None,
+        ip: None,
+    }
+}
+
+fn ip(addr: &str) -> Peer {
+    Peer {
+        namespace: None,
+        workload: None,
+        node: None,
+        ip: Some(addr.parse::<IpAddr>().expect("ip")),
+    }
+}
+
+fn node() -> Peer {
+    Peer {
+        node: Some("node-1".into()),
+        ..ip("10.0.0.5")
+    }
+}
+
+fn edge(source: Peer, destination: Peer, port: u16, security: Security, n: u64) -> Edge {
+    Edge {
+        source,
+        destination,
+        port,
+        security,
+        mesh: if security == Security::IstioMtls {
+            Mesh::Sidecar
+        } else {
+            Mesh::None
+        },
+        stats: EdgeStats {
+            connections: n,
+            packets: n * 10,
+            bytes: n * 1000,
+            first_seen: 1_000,
+            last_seen: 2_000 + n,
+        },
+    }
+}
+
+fn find<'a>(v: &'a Verdicts, dest: &Peer) -> &'a Verdict {
+    v.workloads
+        .iter()
+        .find(|w| &w.destination == dest)
+        .expect("verdict for destination")
+}
+
+fn workload(ns: &str, name: &str) -> Workload {
+    Workload {
+        namespace: ns.into(),
+        workload: name.into(),
+        service_account: None,
+        labels: Default::default(),
+    }
+}
+
+#[test]
+fn the_istio_migration_task() {
+    let foo = wl("foo", "httpbin");
+    let bar = wl("bar", "httpbin");
+    let edges = vec![
+        edge(
+            wl("foo", "sleep"),
+            foo.clone(),
+            8000,
+            Security::IstioMtls,
+            6,
+        ),
+        edge(
+            wl("legacy", "sleep"),
+            foo.clone(),
+            8000,
+            Security::Plaintext,
+            3,
+        ),
+        edge(
+            wl("bar", "sleep"),
+            bar.clone(),
+            8000,
+            Security::IstioMtls,
+            6,
+        ),
+        edge(node(), bar.clone(), 8000, Security::Plaintext, 2),
+        edge(
+            wl("foo", "sleep"),
+            bar.clone(),
+            15021,
+            Security::Plaintext,
+            2,
+        ),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let f = find(&v, &foo);
+    assert_eq!(f.verdict, Readiness::Blocked);
+    assert_eq!(f.blockers.len(), 1);
+    assert_eq!(f.blockers[0].source, wl("legacy", "sleep"));
+    assert_eq!(
+        (
+            f.blockers[0].security,
+            f.blockers[0].port,
+            f.blockers[0].connections
+        ),
+        (Security::Plaintext, 8000, 3)
+    );
+    assert_eq!(f.blockers[0].last_seen, 2_003);
+    assert!(
+        f.suggested_policy.is_none(),
+        "one port only, all blocked: nothing to apply"
+    );
+    let b = find(&v, &bar);
+    assert_eq!(b.verdict, Readiness::Ready);
+    assert_eq!(
+        b.exempted, 4,
+        "node source and port 15021 are exempt by default"
+    );
+    let yaml = b.suggested_policy.as_deref().expect("policy");
+    assert!(yaml.contains("kind: PeerAuthentication") && yaml.contains("mode: STRICT"));
+    assert!(
+        yaml.contains("namespace: bar") && yaml.contains("app: httpbin"),
+        "{yaml}"
+    );
+    assert_eq!(v.mesh.verdict, Readiness::Blocked);
+
+    // without default exemptions the node's plaintext probes block bar/httpbin
+    let strict = Policy::default().without_default_exemptions();
+    let v = evaluate(&edges, &strict, &[]);
+    let b = find(&v, &bar);
+    assert_eq!(b.verdict, Readiness::Blocked);
+    assert_eq!(b.exempted, 0);
+    assert_eq!(b.blockers.len(), 2);
+}
+
+#[test]
+fn non_mesh_tls_blocks_like_plaintext() {
+    let d = wl("a", "web");
+    let v = evaluate(
+        &[edge(ip("10.1.1.1"), d.clone(), 443, Security::Tls, 1)],
+        &Policy::default(),
+        &[],
+    );
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Blocked);
+    assert_eq!(w.blockers[0].source, ip("10.1.1.1"));
+}
+
+#[test]
+fn insufficient_evidence() {
+    let d = wl("a", "web");
+    let few = [edge(wl("a", "c"), d.clone(), 80, Security::IstioMtls, 4)];
+    let v = evaluate(&few, &Policy::default(), &[]);
+    assert_eq!(find(&v, &d).verdict, Readiness::Insufficient);
+    assert!(find(&v, &d).reason.contains("4 mTLS connections, 5 needed"));
+
+    let unknowns = [
+        edge(wl("a", "c"), d.clone(), 80, Security::IstioMtls, 10),
+        edge(wl("a", "c"), d.clone(), 80, Security::Unknown, 2),
+    ];
+    assert_eq!(
+        find(&evaluate(&unknowns, &Policy::default(), &[]), &d).verdict,
+        Readiness::Insufficient
+    );
+    let lenient = Policy {
+        max_unknown_ratio: 0.5,
+        ..Policy::default()
+    };
+    assert_eq!(
+        find(&evaluate(&unknowns, &lenient, &[]), &d).verdict,
+        Readiness::Ready
+    );
+
+    let dropped = Policy {
+        evidence_incomplete: true,
+        ..Policy::default()
+    };
+    let many = [edge(wl("a", "c"), d.clone(), 80, Security::IstioMtls, 100)];
+    let w = evaluate(&many, &dropped, &[]);
+    assert_eq!(find(&w, &d).verdict, Readiness::Insufficient);
+    assert!(find(&w, &d).reason.contains("dropped"));
+    // a blocker is proof even when packets were dropped
+    let blocked = [edge(ip("10.9.9.9"), d.clone(), 80, Security::Plaintext, 1)];
+    assert_eq!(
+        find(&evaluate(&blocked, &dropped, &[]), &d).verdict,
+        Readiness::Blocked
+    );
+}
+
+#[test]
+fn egress_never_blocks_the_sender() {
+    let client = wl("legacy", "sleep");
+    let edges = [edge(
+        client.clone(),
+        ip("93.184.216.34"),
+        80,
+        Security::Plaintext,
+        9,
+    )];
+    let v = evaluate(&edges, &Policy::default(), &[&workload("legacy", "sleep")]);
+    let w = find(&v, &client);
+    assert_eq!(w.verdict, Readiness::Insufficient);
+    assert!(w.blockers.is_empty());
+}
+
+#[test]
+fn plaintext_on_some_ports_suggests_port_level_mtls() {
+    let d = wl("a", "web");
+    let edges = [
+        edge(wl("a", "c"), d.clone(), 8080, Security::IstioMtls, 10),
+        edge(ip("10.3.3.3"), d.clone(), 9090, Security::Plaintext, 2),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Blocked);
+    let yaml = w.suggested_policy.as_deref().expect("port-level policy");
+    assert!(
+        yaml.contains("portLevelMtls:\n    9090:\n      mode: PERMISSIVE"),
+        "{yaml}"
+    );
+    assert!(!yaml.contains("8080:"));
+}
+
+#[test]
+fn namespace_and_mesh_roll_ups() {
+    let known = [
+        workload("a", "web"),
+        workload("a", "client"),
+        workload("b", "api"),
+        workload("c", "batch"),
+    ];
+    let refs: Vec<&Workload> = known.iter().collect();
+    let edges = [
+        edge(
+            wl("a", "client"),
+            wl("a", "web"),
+            80,
+            Security::IstioMtls,
+            10,
+        ),
+        edge(
+            wl("a", "client"),
+            wl("b", "api"),
+            80,
+            Security::IstioMtls,
+            10,
+        ),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &refs);
+    let ns = |n: &str| {
+        v.namespaces
+            .iter()
+            .find(|x| x.namespace == n)
+            .expect("namespace")
+    };
+    assert_eq!(
+        (ns("a").verdict, ns("a").ready, ns("a").idle),
+        (Readiness::Ready, 1, 1)
+    );
+    let yaml = ns("a")
+        .suggested_policy
+        .as_deref()
+        .expect("namespace policy");
+    assert!(yaml.contains("name: default") && !yaml.contains("selector"));
+    assert_eq!(
+        ns("c").verdict,
+        Readiness::Insufficient,
+        "nothing seen in c"
+    );
+    assert_eq!(
+        v.mesh.verdict,
+        Readiness::Ready,
+        "namespace c receives nothing: STRICT changes nothing there"
+    );
+    assert!(v
+        .mesh
+        .suggested_policy
+        .as_deref()
+        .is_some_and(|y| y.contains("namespace: istio-system")));
+    // an insufficient workload with traffic holds its namespace and the mesh back
+    let edges2 = [
+        edges[0].clone(),
+        edge(
+            wl("a", "client"),
+            wl("b", "api"),
+            80,
+            Security::IstioMtls,
+            1,
+        ),
+    ];
+    let v = evaluate(&edges2, &Policy::default(), &refs);
+    assert_eq!(v.mesh.verdict, Readiness::Insufficient);
+}
+
+#[test]
+fn policy_yaml_quotes_what_yaml_would_retype() {
+    let labels: std::collections::BTreeMap<String, String> = [
+        ("version".to_owned(), "1".to_owned()),
+        ("app".to_owned(), "web".to_owned()),
+    ]
+    .into();
+    let y = peer_authentication(
+        &PolicyScope::Workload {
+            namespace: "a",
+            workload: "web",
+            labels: &labels,
+        },
+        &[],
+    );
+    assert!(
+        y.contains("version: \"1\"") && y.contains("app: web"),
+        "{y}"
+    );
+}

@@ -1,0 +1,305 @@
+//! Flow table behaviour: client detection, closing, duplicates, reuse, eviction, timeouts, and
+//! classification through reassembly whatever the segmentation.
+
+use std::net::IpAddr;
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::classify::{App, Security};
+use crate::decode::{TcpFlags, TcpSegment};
+
+const SPLIT_HELLO: &[u8] = include_bytes!("../../assets/clienthello-split-records.bin");
+const SEC: u64 = 1_000_000_000;
+const SYN: u8 = TcpFlags::SYN;
+const ACK: u8 = TcpFlags::ACK;
+const FIN: u8 = TcpFlags::FIN | TcpFlags::ACK;
+const RST: u8 = TcpFlags::RST;
+const PSH: u8 = 0x08 | TcpFlags::ACK;
+
+fn addr(s: &str) -> IpAddr {
+    s.parse().expect("ip")
+}
+
+/// A connection between a client and a server for building segments.
+struct Conn {
+    c: (IpAddr, u16),
+    s: (IpAddr, u16),
+    cseq: u32,
+    sseq: u32,
+}
+
+impl Conn {
+    fn new(cport: u16) -> Self {
+        Conn {
+            c: (addr("10.0.0.1"), cport),
+            s: (addr("10.0.0.2"), 8000),
+            cseq: 1000,
+            sseq: 5000,
+        }
+    }
+    fn client_sends<'a>(&self, seq: u32, flags: u8, payload: &'a [u8]) -> TcpSegment<'a> {
+        seg(self.c, self.s, seq, self.sseq + 1, flags, payload)
+    }
+    fn server_sends<'a>(&self, seq: u32, flags: u8, payload: &'a [u8]) -> TcpSegment<'a> {
+        seg(self.s, self.c, seq, self.cseq + 1, flags, payload)
+    }
+    fn handshake(&self, t: &mut FlowTable, now: u64, done: &mut Vec<FlowRecord>) {
+        t.on_segment(&self.client_sends(self.cseq, SYN, &[]), now, done);
+        t.on_segment(&self.server_sends(self.sseq, SYN | ACK, &[]), now, done);
+        t.on_segment(&self.client_sends(self.cseq + 1, ACK, &[]), now, done);
+    }
+}
+
+fn seg<'a>(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    payload: &'a [u8],
+) -> TcpSegment<'a> {
+    TcpSegment {
+        src: src.0,
+        dst: dst.0,
+        sport: src.1,
+        dport: dst.1,
+        seq,
+        ack,
+        flags: TcpFlags(flags),
+        payload,
+        payload_len: payload.len() as u32,
+        tunnel: None,
+    }
+}
+
+fn table() -> FlowTable {
+    FlowTable::new(TableLimits::default())
+}
+
+#[test]
+fn a_whole_connection_gives_one_record() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40000));
+    c.handshake(&mut t, 0, &mut done);
+    t.on_segment(
+        &c.client_sends(1001, PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        1,
+        &mut done,
+    );
+    t.on_segment(
+        &c.server_sends(5001, PSH, b"HTTP/1.1 200 OK\r\n\r\n"),
+        2,
+        &mut done,
+    );
+    t.on_segment(&c.client_sends(1019, FIN, &[]), 3, &mut done);
+    t.on_segment(&c.server_sends(5020, FIN, &[]), 4, &mut done);
+    t.on_segment(&c.client_sends(1020, ACK, &[]), 5, &mut done);
+    assert!(
+        done.is_empty(),
+        "a closed flow lingers for its last packets"
+    );
+    t.sweep(20 * SEC, &mut done);
+    assert_eq!(done.len(), 1);
+    let r = &done[0];
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (c.c.0, 40000, c.s.0, 8000)
+    );
+    assert_eq!(
+        (r.security, r.app, r.end, r.mid_stream),
+        (Security::Plaintext, App::Http1, EndReason::Fin, false)
+    );
+    assert_eq!(
+        (r.packets, r.bytes_to_server, r.bytes_to_client),
+        (8, 18, 19)
+    );
+    assert!(!r.server_hello);
+    assert_eq!(t.len(), 0);
+}
+
+#[test]
+fn duplicate_copies_are_counted_once() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40001));
+    let syn = c.client_sends(c.cseq, SYN, &[]);
+    t.on_segment(&syn, 0, &mut done);
+    t.on_segment(&syn, 0, &mut done);
+    let data = c.client_sends(1001, PSH, b"GET / HTTP/1.1\r\n\r\n");
+    t.on_segment(&data, 1, &mut done);
+    t.on_segment(&data, 1, &mut done);
+    t.drain(&mut done);
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].packets, done[0].bytes), (2, 18));
+    assert_eq!(t.stats().duplicates, 2);
+}
+
+#[test]
+fn a_new_syn_on_a_closed_tuple_is_a_new_connection() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40002));
+    c.handshake(&mut t, 0, &mut done);
+    t.on_segment(&c.client_sends(1001, RST, &[]), 1, &mut done);
+    let again = Conn {
+        cseq: 90_000,
+        ..Conn::new(40002)
+    };
+    t.on_segment(&again.client_sends(90_000, SYN, &[]), 2, &mut done);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].end, EndReason::Reused);
+    // a retransmitted SYN of the open connection is not a new one
+    t.on_segment(&again.client_sends(90_000, SYN, &[]), 3, &mut done);
+    assert_eq!(done.len(), 1);
+    assert_eq!(t.stats().reused, 1);
+}
+
+#[test]
+fn server_first_protocols_are_plaintext() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40003));
+    c.handshake(&mut t, 0, &mut done);
+    t.on_segment(
+        &c.server_sends(5001, PSH, b"220 mail.example ESMTP\r\n"),
+        1,
+        &mut done,
+    );
+    t.on_segment(&c.client_sends(1001, PSH, b"EHLO me\r\n"), 2, &mut done);
+    t.drain(&mut done);
+    assert_eq!(
+        (done[0].security, done[0].server_first),
+        (Security::Plaintext, true)
+    );
+}
+
+#[test]
+fn midstream_http_response_names_the_server() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40004));
+    t.on_segment(
+        &c.server_sends(7777, PSH, b"HTTP/1.1 200 OK\r\n\r\n"),
+        0,
+        &mut done,
+    );
+    t.drain(&mut done);
+    let r = &done[0];
+    assert!(r.mid_stream);
+    assert_eq!(
+        (r.src, r.dport),
+        (c.c.0, 8000),
+        "the responder is the server"
+    );
+}
+
+#[test]
+fn syn_ack_without_syn_still_knows_the_client() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40005));
+    t.on_segment(&c.server_sends(c.sseq, SYN | ACK, &[]), 0, &mut done);
+    t.on_segment(
+        &c.client_sends(1001, PSH, b"GET / HTTP/1.1\r\n"),
+        1,
+        &mut done,
+    );
+    t.drain(&mut done);
+    assert_eq!(
+        (done[0].src, done[0].mid_stream, done[0].security),
+        (c.c.0, false, Security::Plaintext)
+    );
+}
+
+#[test]
+fn an_unfinished_preface_is_tls_of_unknown_kind() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40006));
+    c.handshake(&mut t, 0, &mut done);
+    t.on_segment(
+        &c.client_sends(1001, PSH, &SPLIT_HELLO[..600]),
+        1,
+        &mut done,
+    );
+    t.drain(&mut done);
+    assert_eq!(
+        (done[0].security, done[0].app),
+        (Security::Unknown, App::Tls)
+    );
+}
+
+#[test]
+fn a_lost_first_segment_is_start_missing() {
+    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40007));
+    c.handshake(&mut t, 0, &mut done);
+    t.on_segment(
+        &c.client_sends(1001 + 100, PSH, b"POST /x HTTP/1.1\r\n"),
+        1,
+        &mut done,
+    );
+    t.drain(&mut done);
+    assert!(done[0].start_missing);
+    assert_eq!(done[0].security, Security::Plaintext);
+}
+
+#[test]
+fn the_table_is_bounded_and_every_flow_leaves_once() {
+    let limits = TableLimits {
+        max_flows: 16,
+        ..TableLimits::default()
+    };
+    let (mut t, mut done) = (FlowTable::new(limits), Vec::new());
+    for port in 0..1000u16 {
+        let c = Conn::new(10_000 + port);
+        t.on_segment(
+            &c.client_sends(c.cseq, SYN, &[]),
+            u64::from(port),
+            &mut done,
+        );
+        assert!(t.len() <= 16);
+    }
+    t.drain(&mut done);
+    assert_eq!(done.len(), 1000);
+    assert!(t.stats().evicted_pressure >= 1000 - 16);
+    assert_eq!(t.stats().peak_flows, 16);
+}
+
+#[test]
+fn idle_flows_time_out_on_packet_time() {
+    let (mut t, mut done) = (table(), Vec::new());
+    let a = Conn::new(40010);
+    let b = Conn::new(40011);
+    t.on_segment(&a.client_sends(a.cseq, SYN, &[]), 0, &mut done);
+    t.on_segment(&b.client_sends(b.cseq, SYN, &[]), 301 * SEC, &mut done);
+    assert_eq!(done.len(), 1);
+    assert_eq!((done[0].sport, done[0].end), (40010, EndReason::Idle));
+}
+
+proptest! {
+    /// Any segmentation, reordering and duplication of a ClientHello (three TLS records, 42
+    /// ALPN names, from a real capture) classifies the same.
+    #[test]
+    fn any_segmentation_of_a_hello_classifies_the_same(
+        cuts in proptest::collection::vec(1usize..SPLIT_HELLO.len(), 0..24),
+        dups in proptest::collection::vec(any::<prop::sample::Index>(), 0..6),
+        order in proptest::collection::vec(any::<u32>(), 30),
+    ) {
+        let mut points = cuts.clone();
+        points.extend([0, SPLIT_HELLO.len()]);
+        points.sort_unstable();
+        points.dedup();
+        let mut segs: Vec<(usize, usize)> = points.windows(2).map(|w| (w[0], w[1])).collect();
+        for d in &dups {
+            let s = segs[d.index(segs.len())];
+            segs.push(s);
+        }
+        // a full shuffle: sort by random keys
+        let mut keyed: Vec<(u32, (usize, usize))> = segs.iter().enumerate().map(|(i, s)| (order[i % 30] ^ i as u32, *s)).collect();
+        keyed.sort_unstable();
+        let segs: Vec<(usize, usize)> = keyed.into_iter().map(|(_, s)| s).collect();
+        let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40100));
+        c.handshake(&mut t, 0, &mut done);
+        for (i, &(s, e)) in segs.iter().enumerate() {
+            let seq = c.cseq + 1 + s as u32;
+            // vary the ack so copies are retransmissions, not byte-identical duplicates
+            let mut sg = c.client_sends(seq, PSH, &SPLIT_HELLO[s..e]);
+            sg.ack = sg.ack.wrapping_add(i as u32 % 2);
+            t.on_segment(&sg, 1, &mut done);
+        }
+        t.drain(&mut done);
+        prop_assert_eq!(done.len(), 1);
+        let r = &done[0];
+        prop_assert_eq!(r.security, Security::IstioMtls);
+        prop_assert_eq!(r.alpn.len(), 42);
+        prop_assert_eq!(r.alpn[0].as_str(), "istio-peer-exchange");
+    }
+}
