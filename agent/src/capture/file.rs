@@ -150,6 +150,8 @@ impl CaptureFile {
         let mut buffer_len = BUFFER_BYTES;
         loop {
             let offset = summary.bytes_read;
+            // next() never reads, so this holds for its result too
+            let exhausted = self.reader.reader_exhausted();
             match self.reader.next() {
                 Ok((size, block)) => {
                     let (frame, unknown_interface) = self.layout.frame_of(block);
@@ -165,6 +167,11 @@ impl CaptureFile {
                     }
                 }
                 Err(PcapError::Eof) => break,
+                // pcap-parser's word for a record cut short at the end of the input
+                Err(PcapError::UnexpectedEof) if exhausted => {
+                    summary.truncated_at = Some(offset);
+                    break;
+                }
                 Err(PcapError::Incomplete(_)) => {
                     if self.reader.reader_exhausted() {
                         if !self.reader.data().is_empty() {
