@@ -7,8 +7,9 @@ PERMISSIVE-style Python server that accepts TLS and plaintext on one port); tcpd
 with --immediate-mode and is stopped with SIGTERM. Every client run is one TCP connection, and
 each is recorded, so NAME.expected.json states what the capture must yield.
 
-Needs root, iproute2, tcpdump, openssl, gnutls-bin, curl, ethtool. Touches only namespaces it
-creates (all named mw-*) and removes them. Usage: sudo python3 pcaps/generate.py [SCENARIO...]
+Needs root, iproute2, tcpdump, openssl, gnutls-bin, curl, ethtool, mergecap. Touches only
+namespaces it creates (all named mw-*) and removes them.
+Usage: sudo python3 pcaps/generate.py [--out DIR] [SCENARIO...]   (DIR defaults to pcaps/)
 """
 import json
 import os
@@ -19,11 +20,12 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+OUT = HERE  # where captures and expected files go (--out)
 ISTIO_ALPN = "istio-peer-exchange,istio"
 APP_PORT = 8000
 HEALTH_PORT = 15021
 HBONE_PORT = 15008
-SERVER = os.path.join(HERE, "permissive_server.py")
+SERVER = os.path.join(HERE, "permissive_server.py")  # always beside this script
 
 
 def sh(*args, check=True, **kw):
@@ -392,12 +394,12 @@ def run(name):
         lab = Lab(tmp, **opts)
         try:
             lab.make_certs()
-            out = os.path.join(HERE, f"{name}.pcap")
+            out = os.path.join(OUT, f"{name}.pcap")
             expected = fn(lab, out)
-            workloads_yaml(lab, os.path.join(HERE, f"{name}.workloads.yaml"))
+            workloads_yaml(lab, os.path.join(OUT, f"{name}.workloads.yaml"))
             expected["edges"] = edges_of(lab.connections)
             expected["workloads"] = f"{name}.workloads.yaml"
-            with open(os.path.join(HERE, f"{name}.expected.json"), "w") as f:
+            with open(os.path.join(OUT, f"{name}.expected.json"), "w") as f:
                 json.dump(expected, f, indent=2, sort_keys=True)
                 f.write("\n")
             print(f"{name}: {len(lab.connections)} connections -> {out}")
@@ -409,10 +411,10 @@ def derive_mixed_interfaces():
     """A pcapng with two interfaces of different link types (Linux cooked v2 and Ethernet), made
     by merging two captures generated above; its expectation is the sum of theirs."""
     a, b = "any-cooked-v2", "vxlan-overlay"
-    out = os.path.join(HERE, "mixed-interfaces.pcapng")
-    sh("mergecap", "-F", "pcapng", "-w", out, os.path.join(HERE, f"{a}.pcap"), os.path.join(HERE, f"{b}.pcap"))
-    ea = json.load(open(os.path.join(HERE, f"{a}.expected.json")))
-    eb = json.load(open(os.path.join(HERE, f"{b}.expected.json")))
+    out = os.path.join(OUT, "mixed-interfaces.pcapng")
+    sh("mergecap", "-F", "pcapng", "-w", out, os.path.join(OUT, f"{a}.pcap"), os.path.join(OUT, f"{b}.pcap"))
+    ea = json.load(open(os.path.join(OUT, f"{a}.expected.json")))
+    eb = json.load(open(os.path.join(OUT, f"{b}.expected.json")))
     counts = {}
     for e in ea["edges"] + eb["edges"]:
         k = (e["source"], e["destination"], e["port"], e["security"])
@@ -434,16 +436,24 @@ def derive_mixed_interfaces():
         },
         "min_duplicates": 1,
     }
-    with open(os.path.join(HERE, "mixed-interfaces.expected.json"), "w") as f:
+    with open(os.path.join(OUT, "mixed-interfaces.expected.json"), "w") as f:
         json.dump(expected, f, indent=2, sort_keys=True)
         f.write("\n")
     print(f"mixed-interfaces: merged {a} and {b} -> {out}")
 
 
 def main():
+    global OUT
     if os.geteuid() != 0:
         sys.exit("generate.py needs root (network namespaces)")
-    names = sys.argv[1:] or list(SCENARIOS) + ["mixed-interfaces"]
+    args = sys.argv[1:]
+    if args[:1] == ["--out"]:
+        if len(args) < 2:
+            sys.exit("--out needs a directory")
+        OUT = os.path.abspath(args[1])
+        os.makedirs(OUT, exist_ok=True)
+        args = args[2:]
+    names = args or list(SCENARIOS) + ["mixed-interfaces"]
     for n in names:
         if n == "mixed-interfaces":
             derive_mixed_interfaces()  # from the captures of two scenarios above

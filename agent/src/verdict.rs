@@ -221,13 +221,17 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: &BTreeMap<Peer, &Workload
     let c = t.counts;
     let (verdict, reason) = if !t.blockers.is_empty() {
         let sources: BTreeSet<&Peer> = t.blockers.keys().map(|(p, _, _)| p).collect();
+        let what = match (c.plaintext, c.tls) {
+            (p, 0) => format!("{p} plaintext"),
+            (0, t) => format!("{t} non-mesh TLS"),
+            (p, t) => format!("{p} plaintext and {t} non-mesh TLS"),
+        };
+        let n = sources.len();
         (
             Readiness::Blocked,
             format!(
-                "{} plaintext and {} non-mesh TLS connections from {} source(s)",
-                c.plaintext,
-                c.tls,
-                sources.len()
+                "{what} connection(s) from {n} source{}",
+                if n == 1 { "" } else { "s" }
             ),
         )
     } else if policy.evidence_incomplete {

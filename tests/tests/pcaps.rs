@@ -51,9 +51,12 @@ struct ExpectedBlocker {
     connections: u64,
 }
 
+/// `pcaps/`, or `$MESHWATCH_PCAPS` (a fresh run of the generator, see scripts/check-generator.sh).
 fn captures() -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(repo_root().join("pcaps"))
-        .expect("pcaps/")
+    let dir = std::env::var_os("MESHWATCH_PCAPS")
+        .map_or_else(|| repo_root().join("pcaps"), PathBuf::from);
+    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
             matches!(

@@ -1,0 +1,35 @@
+# meshwatch: the two commands a fresh machine needs.
+#   make demo   installs what is missing, builds, analyzes a bundled capture, prints the verdicts
+#   make test   installs what is missing, then lint + every test (unit, property, corpus, pcaps,
+#               CLI) + a fresh run of the capture generator (as root)
+
+CARGO ?= cargo
+DEMO_PCAP ?= pcaps/istio-migration-before.pcap
+DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
+
+.PHONY: demo test deps build lint unit generator pcaps
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release --locked
+
+demo: build
+	./target/release/meshwatch analyze --workloads $(DEMO_WORKLOADS) $(DEMO_PCAP)
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit: deps
+	$(CARGO) test --workspace --locked
+
+generator: deps
+	./scripts/check-generator.sh
+
+test: lint unit generator
+
+# Regenerate the committed captures (root): then review and commit pcaps/.
+pcaps: deps
+	python3 pcaps/generate.py
