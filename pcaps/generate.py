@@ -214,10 +214,9 @@ def workloads_yaml(lab, path):
         f.write("\n".join(lines) + "\n")
 
 
-def migration(lab, after):
-    """The Istio migration task: sleep in foo and bar (sidecars) and legacy (none) call
-    httpbin in foo and bar. Before: legacy -> httpbin.foo in plaintext. After: legacy has a
-    sidecar too. Kubelet probes come from the node on the health port and the app port."""
+def setup_migration(lab):
+    """The Istio migration task's pods: sleep in foo and bar (sidecars), legacy (none), httpbin
+    in foo and bar serving the app port and the health port."""
     for w, i in MIGRATION_PODS:
         lab.pod(w, i)
     for w in ("foo/httpbin", "bar/httpbin"):
@@ -226,7 +225,12 @@ def migration(lab, after):
     for w in ("foo/httpbin", "bar/httpbin"):
         lab.wait_listening(w, APP_PORT)
         lab.wait_listening(w, HEALTH_PORT)
-    for _ in range(3):
+
+
+def migration_traffic(lab, after, rounds=3):
+    """Before: legacy -> httpbin.foo in plaintext. After: legacy has a sidecar too. Kubelet
+    probes come from the node on the health port and the app port."""
+    for _ in range(rounds):
         for src in ("foo/sleep", "bar/sleep"):
             for dst in ("foo/httpbin", "bar/httpbin"):
                 lab.mtls(src, dst)
@@ -237,6 +241,11 @@ def migration(lab, after):
     for dst in ("foo/httpbin", "bar/httpbin"):
         lab.plaintext("node:node-1", dst, HEALTH_PORT, "/healthz/ready")
         lab.plaintext("node:node-1", dst, APP_PORT, "/app-health/httpbin/readyz")
+
+
+def migration(lab, after):
+    setup_migration(lab)
+    migration_traffic(lab, after)
 
 
 def expect_migration(after):

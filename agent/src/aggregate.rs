@@ -76,7 +76,7 @@ pub struct EdgeKey {
 }
 
 /// Counters of an edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct EdgeStats {
     pub connections: u64,
     pub packets: u64,

@@ -47,6 +47,8 @@ pub fn analyze(
     let mut warnings = Vec::new();
     let mut truncated = Vec::new();
     let mut absorb = |pipeline: &mut Pipeline| {
+        // offline, a connection is counted from its final record (same count, with its bytes)
+        pipeline.take_connections().for_each(drop);
         for rec in pipeline.take_finished() {
             edges.add(&rec, identities);
             security.add(rec.security, 1);

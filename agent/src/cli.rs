@@ -23,6 +23,86 @@ pub enum Command {
     /// Analyze capture files (pcap or pcapng) and print edges and readiness verdicts.
     #[command(after_help = ANALYZE_EXAMPLES)]
     Analyze(AnalyzeArgs),
+    /// Capture live on this node and serve /metrics, /healthz, /readyz and /api/v1 (DaemonSet).
+    #[command(after_help = AGENT_EXAMPLES)]
+    Agent(AgentArgs),
+}
+
+const AGENT_EXAMPLES: &str = "\
+Examples:
+  meshwatch agent --interface any --listen 0.0.0.0:9477 --kubernetes   # in the DaemonSet
+  meshwatch agent --interface br0 --workloads w.yaml                     # on a lab host
+  curl localhost:9477/metrics; curl localhost:9477/api/v1/verdicts
+
+Privileges: only CAP_NET_RAW (and CAP_NET_ADMIN for --promiscuous), e.g.
+  setcap cap_net_raw+ep /usr/local/bin/meshwatch   # then run as any user";
+
+/// Options of `meshwatch agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Interface to capture on (`any`: all, as Linux cooked v2).
+    #[arg(long, default_value = "any", env = "MESHWATCH_INTERFACE")]
+    pub interface: String,
+
+    /// BPF capture filter.
+    #[arg(long, default_value = crate::capture::live::DEFAULT_FILTER, env = "MESHWATCH_FILTER")]
+    pub filter: String,
+
+    /// Bytes captured per packet.
+    #[arg(long, default_value_t = 262_144, env = "MESHWATCH_SNAPLEN",
+          value_parser = clap::value_parser!(i32).range(64..=262_144))]
+    pub snaplen: i32,
+
+    /// Kernel capture buffer, MiB (large buffers avoid drops at high packet rates).
+    #[arg(long = "buffer-size", default_value_t = 64, value_name = "MIB", env = "MESHWATCH_BUFFER_MIB",
+          value_parser = clap::value_parser!(i32).range(1..=1024))]
+    pub buffer_mib: i32,
+
+    /// Put the interface in promiscuous mode (needs CAP_NET_ADMIN).
+    #[arg(long, env = "MESHWATCH_PROMISCUOUS")]
+    pub promiscuous: bool,
+
+    /// Address of the HTTP server.
+    #[arg(long, default_value = "0.0.0.0:9477", env = "MESHWATCH_LISTEN")]
+    pub listen: std::net::SocketAddr,
+
+    /// Workloads file (YAML), reloaded when it changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "MESHWATCH_WORKLOADS",
+        conflicts_with = "kubernetes"
+    )]
+    pub workloads: Option<PathBuf>,
+
+    /// Resolve identities from the Kubernetes API (in-cluster config or KUBECONFIG).
+    #[arg(long, env = "MESHWATCH_KUBERNETES")]
+    pub kubernetes: bool,
+
+    /// This node's name (the `reporter` label: pods here are local). In a DaemonSet, set it
+    /// from the downward API (spec.nodeName).
+    #[arg(long, value_name = "NAME", env = "MESHWATCH_NODE_NAME")]
+    pub node_name: Option<String>,
+
+    /// How far back verdicts look (e.g. 24h, 30m, 15s).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration, env = "MESHWATCH_WINDOW")]
+    pub window: std::time::Duration,
+
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "MESHWATCH_LOG_FORMAT")]
+    pub log_format: LogFormat,
+
+    #[command(flatten)]
+    pub verdict: VerdictArgs,
+
+    #[command(flatten)]
+    pub table: TableArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 const ANALYZE_EXAMPLES: &str = "\
@@ -183,11 +263,15 @@ mod tests {
     #[test]
     fn exemptions_add_to_defaults_unless_disabled() {
         let cli = Cli::parse_from(["meshwatch", "analyze", "--exempt-port", "9090", "x.pcap"]);
-        let Command::Analyze(a) = cli.command;
+        let Command::Analyze(a) = cli.command else {
+            panic!("analyze")
+        };
         let p = a.verdict.policy();
         assert!(p.exempt_ports.contains(&9090) && p.exempt_ports.contains(&15020));
         let cli = Cli::parse_from(["meshwatch", "analyze", "--no-default-exemptions", "x.pcap"]);
-        let Command::Analyze(a) = cli.command;
+        let Command::Analyze(a) = cli.command else {
+            panic!("analyze")
+        };
         let p = a.verdict.policy();
         assert!(p.exempt_ports.is_empty() && !p.exempt_nodes && p.exempt_sources.is_empty());
     }
@@ -201,5 +285,24 @@ mod tests {
             Cli::try_parse_from(["meshwatch", "analyze", "--exempt-port", "70000", "x"]).is_err()
         );
         assert!(Cli::try_parse_from(["meshwatch", "analyze"]).is_err());
+        assert!(Cli::try_parse_from(["meshwatch", "agent", "--window", "soon"]).is_err());
+        assert!(
+            Cli::try_parse_from(["meshwatch", "agent", "--workloads", "w", "--kubernetes"])
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn agent_defaults() {
+        let cli = Cli::parse_from(["meshwatch", "agent"]);
+        let Command::Agent(a) = cli.command else {
+            panic!("agent")
+        };
+        assert_eq!(
+            (a.interface.as_str(), a.buffer_mib, a.promiscuous),
+            ("any", 64, false)
+        );
+        assert_eq!(a.window, std::time::Duration::from_secs(86_400));
+        assert_eq!(a.listen.port(), 9477);
     }
 }

@@ -7,8 +7,8 @@ mod state;
 mod table;
 
 pub use key::{Direction, FlowKey};
-pub use state::{EndReason, Flow, FlowRecord, PacketOutcome};
-pub use table::{FlowTable, TableLimits, TableStats};
+pub use state::{Connection, EndReason, Flow, FlowRecord, PacketOutcome};
+pub use table::{FlowTable, Outputs, TableLimits, TableStats};
 
 #[cfg(test)]
 mod tests;

@@ -5,19 +5,24 @@
 //! [`tls`] and [`classify`]) -> [`aggregate`] -> [`verdict`] -> [`report`]. [`pipeline`] composes
 //! the pure parts; [`analyze`] wires I/O around it. See ARCHITECTURE.md.
 
+pub mod agent;
 pub mod aggregate;
 pub mod analyze;
+pub mod api;
 pub mod capture;
 pub mod classify;
 pub mod cli;
 pub mod decode;
 pub mod flow;
 pub mod identity;
+pub mod live;
+pub mod metrics;
 pub mod pipeline;
 pub mod reassembly;
 pub mod report;
 pub mod tls;
 pub mod verdict;
+pub mod window;
 
 /// Time as nanoseconds since the Unix epoch (packet timestamps; never the wall clock in the
 /// pure modules).

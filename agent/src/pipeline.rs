@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::classify::Security;
 use crate::decode::{self, Decoded, LinkType, Skip};
-use crate::flow::{FlowRecord, FlowTable, TableLimits, TableStats};
+use crate::flow::{Connection, FlowRecord, FlowTable, Outputs, TableLimits, TableStats};
 use crate::Nanos;
 
 /// Packet-level counters.
@@ -31,7 +31,7 @@ pub struct PacketStats {
 pub struct Pipeline {
     table: FlowTable,
     stats: PacketStats,
-    done: Vec<FlowRecord>,
+    out: Outputs,
     first_ts: Option<Nanos>,
     last_ts: Nanos,
 }
@@ -41,7 +41,7 @@ impl Pipeline {
         Pipeline {
             table: FlowTable::new(limits),
             stats: PacketStats::default(),
-            done: Vec::new(),
+            out: Outputs::default(),
             first_ts: None,
             last_ts: 0,
         }
@@ -57,7 +57,7 @@ impl Pipeline {
         match decode::decode(link, frame) {
             Ok(Decoded::Tcp(seg)) => {
                 self.stats.tcp_packets += 1;
-                self.table.on_segment(&seg, self.last_ts, &mut self.done);
+                self.table.on_segment(&seg, self.last_ts, &mut self.out);
             }
             Ok(Decoded::Skipped(Skip::NotIp)) => self.stats.not_ip += 1,
             Ok(Decoded::Skipped(Skip::NotTcp)) => self.stats.not_tcp += 1,
@@ -77,12 +77,23 @@ impl Pipeline {
 
     /// Flow records finished so far; the caller takes them.
     pub fn take_finished(&mut self) -> std::vec::Drain<'_, FlowRecord> {
-        self.done.drain(..)
+        self.out.finished.drain(..)
+    }
+
+    /// Connection events so far (one per flow); the caller takes them.
+    pub fn take_connections(&mut self) -> std::vec::Drain<'_, Connection> {
+        self.out.connections.drain(..)
+    }
+
+    /// Let time pass without packets (live capture): finishes idle and closed flows.
+    pub fn tick(&mut self, now: Nanos) {
+        self.last_ts = self.last_ts.max(now);
+        self.table.sweep(self.last_ts, &mut self.out);
     }
 
     /// End of input: finish every open flow.
     pub fn finish(&mut self) {
-        self.table.drain(&mut self.done);
+        self.table.drain(&mut self.out);
     }
 
     pub fn packet_stats(&self) -> &PacketStats {

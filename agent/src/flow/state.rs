@@ -308,11 +308,43 @@ impl Flow {
         }
     }
 
-    /// The security class, if decided (for counters while the flow is open).
-    pub fn security(&self) -> Option<Security> {
+    /// The connection event of a classified flow.
+    pub fn connection(&self, now: Nanos) -> Option<Connection> {
         match &self.phase {
-            Phase::Classified(c) => Some(c.security),
+            Phase::Classified(c) => Some(Connection {
+                src: self.key.sender(self.client_dir).0,
+                dst: self.key.sender(self.client_dir.reverse()).0,
+                dport: self.server_port(),
+                security: c.security,
+                mesh: c.mesh,
+                ts: now,
+            }),
             Phase::Preface(_) => None,
+        }
+    }
+}
+
+/// A connection, announced once: when it is classified, or at its end if it never was. The agent
+/// counts connections on these (a long-lived connection counts when it starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Connection {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub dport: u16,
+    pub security: Security,
+    pub mesh: Mesh,
+    pub ts: Nanos,
+}
+
+impl From<&FlowRecord> for Connection {
+    fn from(r: &FlowRecord) -> Self {
+        Connection {
+            src: r.src,
+            dst: r.dst,
+            dport: r.dport,
+            security: r.security,
+            mesh: r.mesh,
+            ts: r.first_seen,
         }
     }
 }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use foldhash::fast::RandomState;
 
 use super::key::FlowKey;
-use super::state::{EndReason, Flow, FlowRecord, PacketOutcome};
+use super::state::{Connection, EndReason, Flow, FlowRecord, PacketOutcome};
 use crate::decode::TcpSegment;
 use crate::Nanos;
 
@@ -47,6 +47,13 @@ pub struct TableStats {
     pub peak_flows: u64,
 }
 
+/// What the table hands out: each flow yields one [`Connection`] and one [`FlowRecord`].
+#[derive(Debug, Default)]
+pub struct Outputs {
+    pub connections: Vec<Connection>,
+    pub finished: Vec<FlowRecord>,
+}
+
 /// Flows by key, bounded.
 #[derive(Debug)]
 pub struct FlowTable {
@@ -85,7 +92,7 @@ impl FlowTable {
         &mut self,
         seg: &TcpSegment<'_>,
         now: Nanos,
-        done: &mut Vec<FlowRecord>,
+        done: &mut Outputs,
     ) -> PacketOutcome {
         if now >= self.next_sweep {
             self.sweep(now, done);
@@ -97,12 +104,13 @@ impl FlowTable {
                 let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
                 self.stats.duplicates += u64::from(outcome.duplicate);
                 self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
+                if outcome.classified {
+                    done.connections.extend(flow.connection(now));
+                }
                 return outcome;
             }
-            if let Some(old) = self.flows.remove(&key) {
-                self.stats.reused += 1;
-                done.push(old.finish(EndReason::Reused, &mut self.scratch));
-            }
+            self.stats.reused += 1;
+            self.finish(&key, EndReason::Reused, done);
         }
         if self.flows.len() >= self.limits.max_flows {
             self.evict_oldest(done);
@@ -110,6 +118,9 @@ impl FlowTable {
         let mut flow = Flow::start(key, dir, seg, now);
         let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
         self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
+        if outcome.classified {
+            done.connections.extend(flow.connection(now));
+        }
         self.flows.insert(key, flow);
         self.stats.flows_started += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);
@@ -117,7 +128,7 @@ impl FlowTable {
     }
 
     /// Finish closed flows past their linger and idle flows.
-    pub fn sweep(&mut self, now: Nanos, done: &mut Vec<FlowRecord>) {
+    pub fn sweep(&mut self, now: Nanos, done: &mut Outputs) {
         let limits = self.limits;
         let expired: Vec<(FlowKey, EndReason)> = self
             .flows
@@ -145,7 +156,7 @@ impl FlowTable {
     }
 
     /// Finish every flow (end of the capture).
-    pub fn drain(&mut self, done: &mut Vec<FlowRecord>) {
+    pub fn drain(&mut self, done: &mut Outputs) {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for key in keys {
             let reason = match self.flows.get(&key).and_then(Flow::closed_at) {
@@ -157,7 +168,7 @@ impl FlowTable {
         }
     }
 
-    fn finish(&mut self, key: &FlowKey, reason: EndReason, done: &mut Vec<FlowRecord>) {
+    fn finish(&mut self, key: &FlowKey, reason: EndReason, done: &mut Outputs) {
         if let Some(flow) = self.flows.remove(key) {
             match reason {
                 EndReason::Fin => self.stats.closed_fin += 1,
@@ -166,13 +177,18 @@ impl FlowTable {
                 EndReason::Evicted => self.stats.evicted_pressure += 1,
                 EndReason::Reused | EndReason::CaptureEnd => {}
             }
-            done.push(flow.finish(reason, &mut self.scratch));
+            let counted = flow.is_classified();
+            let record = flow.finish(reason, &mut self.scratch);
+            if !counted {
+                done.connections.push(Connection::from(&record));
+            }
+            done.finished.push(record);
         }
     }
 
     /// At the bound: finish the oldest eighth of the table (closed flows first), so eviction
     /// costs O(n) once per n/8 new flows rather than per flow.
-    fn evict_oldest(&mut self, done: &mut Vec<FlowRecord>) {
+    fn evict_oldest(&mut self, done: &mut Outputs) {
         let mut ages: Vec<(bool, Nanos, FlowKey)> = self
             .flows
             .iter()

@@ -44,7 +44,7 @@ impl Conn {
     fn server_sends<'a>(&self, seq: u32, flags: u8, payload: &'a [u8]) -> TcpSegment<'a> {
         seg(self.s, self.c, seq, self.cseq + 1, flags, payload)
     }
-    fn handshake(&self, t: &mut FlowTable, now: u64, done: &mut Vec<FlowRecord>) {
+    fn handshake(&self, t: &mut FlowTable, now: u64, done: &mut Outputs) {
         t.on_segment(&self.client_sends(self.cseq, SYN, &[]), now, done);
         t.on_segment(&self.server_sends(self.sseq, SYN | ACK, &[]), now, done);
         t.on_segment(&self.client_sends(self.cseq + 1, ACK, &[]), now, done);
@@ -79,7 +79,7 @@ fn table() -> FlowTable {
 
 #[test]
 fn a_whole_connection_gives_one_record() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40000));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40000));
     c.handshake(&mut t, 0, &mut done);
     t.on_segment(
         &c.client_sends(1001, PSH, b"GET / HTTP/1.1\r\n\r\n"),
@@ -95,12 +95,12 @@ fn a_whole_connection_gives_one_record() {
     t.on_segment(&c.server_sends(5020, FIN, &[]), 4, &mut done);
     t.on_segment(&c.client_sends(1020, ACK, &[]), 5, &mut done);
     assert!(
-        done.is_empty(),
+        done.finished.is_empty(),
         "a closed flow lingers for its last packets"
     );
     t.sweep(20 * SEC, &mut done);
-    assert_eq!(done.len(), 1);
-    let r = &done[0];
+    assert_eq!(done.finished.len(), 1);
+    let r = &done.finished[0];
     assert_eq!(
         (r.src, r.sport, r.dst, r.dport),
         (c.c.0, 40000, c.s.0, 8000)
@@ -119,7 +119,7 @@ fn a_whole_connection_gives_one_record() {
 
 #[test]
 fn duplicate_copies_are_counted_once() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40001));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40001));
     let syn = c.client_sends(c.cseq, SYN, &[]);
     t.on_segment(&syn, 0, &mut done);
     t.on_segment(&syn, 0, &mut done);
@@ -127,14 +127,14 @@ fn duplicate_copies_are_counted_once() {
     t.on_segment(&data, 1, &mut done);
     t.on_segment(&data, 1, &mut done);
     t.drain(&mut done);
-    assert_eq!(done.len(), 1);
-    assert_eq!((done[0].packets, done[0].bytes), (2, 18));
+    assert_eq!(done.finished.len(), 1);
+    assert_eq!((done.finished[0].packets, done.finished[0].bytes), (2, 18));
     assert_eq!(t.stats().duplicates, 2);
 }
 
 #[test]
 fn a_new_syn_on_a_closed_tuple_is_a_new_connection() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40002));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40002));
     c.handshake(&mut t, 0, &mut done);
     t.on_segment(&c.client_sends(1001, RST, &[]), 1, &mut done);
     let again = Conn {
@@ -142,17 +142,17 @@ fn a_new_syn_on_a_closed_tuple_is_a_new_connection() {
         ..Conn::new(40002)
     };
     t.on_segment(&again.client_sends(90_000, SYN, &[]), 2, &mut done);
-    assert_eq!(done.len(), 1);
-    assert_eq!(done[0].end, EndReason::Reused);
+    assert_eq!(done.finished.len(), 1);
+    assert_eq!(done.finished[0].end, EndReason::Reused);
     // a retransmitted SYN of the open connection is not a new one
     t.on_segment(&again.client_sends(90_000, SYN, &[]), 3, &mut done);
-    assert_eq!(done.len(), 1);
+    assert_eq!(done.finished.len(), 1);
     assert_eq!(t.stats().reused, 1);
 }
 
 #[test]
 fn server_first_protocols_are_plaintext() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40003));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40003));
     c.handshake(&mut t, 0, &mut done);
     t.on_segment(
         &c.server_sends(5001, PSH, b"220 mail.example ESMTP\r\n"),
@@ -162,21 +162,21 @@ fn server_first_protocols_are_plaintext() {
     t.on_segment(&c.client_sends(1001, PSH, b"EHLO me\r\n"), 2, &mut done);
     t.drain(&mut done);
     assert_eq!(
-        (done[0].security, done[0].server_first),
+        (done.finished[0].security, done.finished[0].server_first),
         (Security::Plaintext, true)
     );
 }
 
 #[test]
 fn midstream_http_response_names_the_server() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40004));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40004));
     t.on_segment(
         &c.server_sends(7777, PSH, b"HTTP/1.1 200 OK\r\n\r\n"),
         0,
         &mut done,
     );
     t.drain(&mut done);
-    let r = &done[0];
+    let r = &done.finished[0];
     assert!(r.mid_stream);
     assert_eq!(
         (r.src, r.dport),
@@ -187,7 +187,7 @@ fn midstream_http_response_names_the_server() {
 
 #[test]
 fn syn_ack_without_syn_still_knows_the_client() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40005));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40005));
     t.on_segment(&c.server_sends(c.sseq, SYN | ACK, &[]), 0, &mut done);
     t.on_segment(
         &c.client_sends(1001, PSH, b"GET / HTTP/1.1\r\n"),
@@ -196,14 +196,18 @@ fn syn_ack_without_syn_still_knows_the_client() {
     );
     t.drain(&mut done);
     assert_eq!(
-        (done[0].src, done[0].mid_stream, done[0].security),
+        (
+            done.finished[0].src,
+            done.finished[0].mid_stream,
+            done.finished[0].security
+        ),
         (c.c.0, false, Security::Plaintext)
     );
 }
 
 #[test]
 fn an_unfinished_preface_is_tls_of_unknown_kind() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40006));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40006));
     c.handshake(&mut t, 0, &mut done);
     t.on_segment(
         &c.client_sends(1001, PSH, &SPLIT_HELLO[..600]),
@@ -212,14 +216,14 @@ fn an_unfinished_preface_is_tls_of_unknown_kind() {
     );
     t.drain(&mut done);
     assert_eq!(
-        (done[0].security, done[0].app),
+        (done.finished[0].security, done.finished[0].app),
         (Security::Unknown, App::Tls)
     );
 }
 
 #[test]
 fn a_lost_first_segment_is_start_missing() {
-    let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40007));
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40007));
     c.handshake(&mut t, 0, &mut done);
     t.on_segment(
         &c.client_sends(1001 + 100, PSH, b"POST /x HTTP/1.1\r\n"),
@@ -227,8 +231,8 @@ fn a_lost_first_segment_is_start_missing() {
         &mut done,
     );
     t.drain(&mut done);
-    assert!(done[0].start_missing);
-    assert_eq!(done[0].security, Security::Plaintext);
+    assert!(done.finished[0].start_missing);
+    assert_eq!(done.finished[0].security, Security::Plaintext);
 }
 
 #[test]
@@ -237,7 +241,7 @@ fn the_table_is_bounded_and_every_flow_leaves_once() {
         max_flows: 16,
         ..TableLimits::default()
     };
-    let (mut t, mut done) = (FlowTable::new(limits), Vec::new());
+    let (mut t, mut done) = (FlowTable::new(limits), Outputs::default());
     for port in 0..1000u16 {
         let c = Conn::new(10_000 + port);
         t.on_segment(
@@ -248,20 +252,23 @@ fn the_table_is_bounded_and_every_flow_leaves_once() {
         assert!(t.len() <= 16);
     }
     t.drain(&mut done);
-    assert_eq!(done.len(), 1000);
+    assert_eq!(done.finished.len(), 1000);
     assert!(t.stats().evicted_pressure >= 1000 - 16);
     assert_eq!(t.stats().peak_flows, 16);
 }
 
 #[test]
 fn idle_flows_time_out_on_packet_time() {
-    let (mut t, mut done) = (table(), Vec::new());
+    let (mut t, mut done) = (table(), Outputs::default());
     let a = Conn::new(40010);
     let b = Conn::new(40011);
     t.on_segment(&a.client_sends(a.cseq, SYN, &[]), 0, &mut done);
     t.on_segment(&b.client_sends(b.cseq, SYN, &[]), 301 * SEC, &mut done);
-    assert_eq!(done.len(), 1);
-    assert_eq!((done[0].sport, done[0].end), (40010, EndReason::Idle));
+    assert_eq!(done.finished.len(), 1);
+    assert_eq!(
+        (done.finished[0].sport, done.finished[0].end),
+        (40010, EndReason::Idle)
+    );
 }
 
 proptest! {
@@ -286,7 +293,7 @@ proptest! {
         let mut keyed: Vec<(u32, (usize, usize))> = segs.iter().enumerate().map(|(i, s)| (order[i % 30] ^ i as u32, *s)).collect();
         keyed.sort_unstable();
         let segs: Vec<(usize, usize)> = keyed.into_iter().map(|(_, s)| s).collect();
-        let (mut t, mut done, c) = (table(), Vec::new(), Conn::new(40100));
+        let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40100));
         c.handshake(&mut t, 0, &mut done);
         for (i, &(s, e)) in segs.iter().enumerate() {
             let seq = c.cseq + 1 + s as u32;
@@ -296,8 +303,8 @@ proptest! {
             t.on_segment(&sg, 1, &mut done);
         }
         t.drain(&mut done);
-        prop_assert_eq!(done.len(), 1);
-        let r = &done[0];
+        prop_assert_eq!(done.finished.len(), 1);
+        let r = &done.finished[0];
         prop_assert_eq!(r.security, Security::IstioMtls);
         prop_assert_eq!(r.alpn.len(), 42);
         prop_assert_eq!(r.alpn[0].as_str(), "istio-peer-exchange");

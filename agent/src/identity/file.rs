@@ -6,14 +6,18 @@
 //! nodes:
 //!   - {name: node-1, ips: [10.0.0.5]}
 //! ```
+//!
+//! Optional per workload: `labels` (for the suggested policy's selector) and `node` (the node it
+//! runs on; with the agent's `--node-name`, it decides the `reporter` label; without, every
+//! listed workload counts as local).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{Identity, IdentitySource, Workload};
+use super::{uid_hash, IdentityMap, Workload};
 
 /// Why a workloads file was refused; names the file.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +51,8 @@ struct WorkloadEntry {
     labels: BTreeMap<String, String>,
     #[serde(default)]
     ips: Vec<IpAddr>,
+    #[serde(default)]
+    node: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,89 +63,74 @@ struct NodeEntry {
     ips: Vec<IpAddr>,
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Entry {
-    Workload(usize),
-    Node(usize),
-}
-
-/// Identities read from a workloads file.
-#[derive(Debug, Default)]
-pub struct WorkloadsFile {
-    workloads: Vec<Workload>,
-    nodes: Vec<String>,
-    by_ip: HashMap<IpAddr, Entry>,
-}
+/// Loads workloads files.
+#[derive(Debug)]
+pub struct WorkloadsFile;
 
 impl WorkloadsFile {
-    pub fn load(path: &Path) -> Result<Self, WorkloadsError> {
+    /// Read and parse `path`; `this_node` decides which workloads are local.
+    pub fn load(path: &Path) -> Result<IdentityMap, WorkloadsError> {
+        Self::load_for_node(path, None)
+    }
+
+    pub fn load_for_node(
+        path: &Path,
+        this_node: Option<&str>,
+    ) -> Result<IdentityMap, WorkloadsError> {
         let text = std::fs::read_to_string(path).map_err(|source| WorkloadsError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(&text).map_err(|detail| WorkloadsError::Invalid {
+        Self::parse(&text, this_node).map_err(|detail| WorkloadsError::Invalid {
             path: path.to_owned(),
             detail,
         })
     }
 
     /// Parse the YAML text; an IP listed twice is an error (it would make verdicts ambiguous).
-    pub fn parse(text: &str) -> Result<Self, String> {
+    pub fn parse(text: &str, this_node: Option<&str>) -> Result<IdentityMap, String> {
         let parsed: FileFormat = serde_norway::from_str(text).map_err(|e| e.to_string())?;
-        let mut out = WorkloadsFile::default();
-        for entry in parsed.workloads {
-            let index = out.workloads.len();
-            for ip in &entry.ips {
-                out.claim(*ip, Entry::Workload(index), &entry.workload)?;
+        let mut seen = HashSet::new();
+        let mut claim = |ip: IpAddr, name: &str| {
+            if seen.insert(ip) {
+                Ok(())
+            } else {
+                Err(format!("address {ip} is listed twice (again for {name})"))
             }
-            out.workloads.push(Workload {
-                namespace: entry.namespace,
-                workload: entry.workload,
-                service_account: entry.service_account,
-                labels: entry.labels,
-            });
-        }
-        for node in parsed.nodes {
-            let index = out.nodes.len();
-            for ip in &node.ips {
-                out.claim(*ip, Entry::Node(index), &node.name)?;
+        };
+        let mut map = IdentityMap::default();
+        for (i, e) in parsed.workloads.into_iter().enumerate() {
+            for ip in &e.ips {
+                claim(*ip, &e.workload)?;
             }
-            out.nodes.push(node.name);
+            let local = match (this_node, &e.node) {
+                (Some(me), Some(n)) => me == n,
+                _ => true,
+            };
+            let uid = uid_hash(&format!("file:{i}"));
+            let w = Workload {
+                namespace: e.namespace,
+                workload: e.workload,
+                service_account: e.service_account,
+                labels: e.labels,
+            };
+            map.add_workload(w.clone());
+            map.upsert_pod(uid, &e.ips, w, local);
         }
-        Ok(out)
-    }
-
-    fn claim(&mut self, ip: IpAddr, entry: Entry, name: &str) -> Result<(), String> {
-        if self.by_ip.insert(ip, entry).is_some() {
-            return Err(format!("address {ip} is listed twice (again for {name})"));
+        for n in parsed.nodes {
+            for ip in &n.ips {
+                claim(*ip, &n.name)?;
+            }
+            map.upsert_node(&n.name, &n.ips);
         }
-        Ok(())
-    }
-}
-
-impl IdentitySource for WorkloadsFile {
-    fn lookup(&self, ip: IpAddr) -> Identity<'_> {
-        match self.by_ip.get(&ip) {
-            Some(Entry::Workload(i)) => self
-                .workloads
-                .get(*i)
-                .map_or(Identity::Unknown, Identity::Workload),
-            Some(Entry::Node(i)) => self
-                .nodes
-                .get(*i)
-                .map_or(Identity::Unknown, |n| Identity::Node(n)),
-            None => Identity::Unknown,
-        }
-    }
-
-    fn workloads(&self) -> Vec<&Workload> {
-        self.workloads.iter().collect()
+        Ok(map)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::{Identity, IdentitySource};
 
     #[test]
     fn parses_the_design_example_and_resolves() {
@@ -150,6 +141,7 @@ workloads:
 nodes:
   - {name: node-1, ips: [10.0.0.5]}
 "#,
+            None,
         )
         .expect("valid file");
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
@@ -165,19 +157,30 @@ nodes:
         }
         assert_eq!(f.lookup(ip("10.0.0.5")), Identity::Node("node-1"));
         assert_eq!(f.lookup(ip("10.9.9.9")), Identity::Unknown);
+        assert!(f.is_local(ip("10.244.1.21")));
+    }
+
+    #[test]
+    fn node_field_decides_locality() {
+        let text = "workloads:\n  - {namespace: a, workload: x, ips: [10.0.0.1], node: n1}\n  - {namespace: a, workload: y, ips: [10.0.0.2], node: n2}\n";
+        let m = WorkloadsFile::parse(text, Some("n1")).expect("valid");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(m.is_local(ip("10.0.0.1")) && !m.is_local(ip("10.0.0.2")));
     }
 
     #[test]
     fn refuses_bad_files_with_a_reason() {
         let dup = WorkloadsFile::parse(
             "workloads:\n  - {namespace: a, workload: x, ips: [10.0.0.1]}\n  - {namespace: a, workload: y, ips: [10.0.0.1]}\n",
+            None,
         );
         assert!(dup.expect_err("duplicate ip").contains("listed twice"));
         let bad_ip = WorkloadsFile::parse(
             "workloads:\n  - {namespace: a, workload: x, ips: [10.0.0.300]}\n",
+            None,
         );
         assert!(bad_ip.is_err());
-        let typo = WorkloadsFile::parse("workload:\n  - {namespace: a, workload: x}\n");
+        let typo = WorkloadsFile::parse("workload:\n  - {namespace: a, workload: x}\n", None);
         assert!(typo.expect_err("unknown field").contains("unknown field"));
     }
 }

@@ -1,0 +1,280 @@
+//! `meshwatch agent`: live capture on a dedicated thread feeding the same pipeline as `analyze`,
+//! identities from a workloads file (reloaded on change) or the Kubernetes API, and the HTTP
+//! server. SIGTERM or SIGINT stop it cleanly, with final statistics logged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+
+use crate::capture::live::{self, LiveConfig};
+use crate::cli::AgentArgs;
+use crate::flow::TableLimits;
+use crate::identity::file::WorkloadsFile;
+use crate::identity::kubernetes::{self, SyncState};
+use crate::identity::{IdentityMap, SharedIdentities};
+use crate::live::{now, IdentityFeed, LiveState};
+use crate::pipeline::Pipeline;
+
+/// How often the capture thread publishes counters and sweeps idle flows.
+const PUBLISH_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait for packets before the capture thread looks at the stop flag and the clock.
+const POLL_TIMEOUT_MS: u16 = 100;
+/// How often a workloads file is checked for changes.
+const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// Run the agent until a signal.
+pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .thread_name("meshwatch-api")
+        .build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: &AgentArgs) -> anyhow::Result<()> {
+    let node = args.node_name.clone();
+    let identities: SharedIdentities = Arc::new(RwLock::new(IdentityMap::default()));
+    let feed = match (&args.workloads, args.kubernetes) {
+        (Some(path), _) => {
+            let map = WorkloadsFile::load_for_node(path, node.as_deref())?;
+            if let Ok(mut m) = identities.write() {
+                *m = map;
+            }
+            IdentityFeed::File(path.to_path_buf())
+        }
+        (None, true) => IdentityFeed::Kubernetes(Arc::new(SyncState::default())),
+        (None, false) => IdentityFeed::None,
+    };
+    let cfg = LiveConfig {
+        interface: args.interface.clone(),
+        filter: args.filter.clone(),
+        snaplen: args.snaplen,
+        buffer_bytes: args.buffer_mib.saturating_mul(1 << 20),
+        promiscuous: args.promiscuous,
+        timeout_ms: 100,
+    };
+    let (capture, link) = live::open(&cfg)?;
+    tracing::info!(interface = %cfg.interface, link = link.0, filter = %cfg.filter, "capture open");
+    let window = args.window.as_nanos() as u64;
+    let state = Arc::new(LiveState::new(
+        identities.clone(),
+        feed,
+        args.verdict.policy(),
+        window,
+        cfg.interface.clone(),
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    match &state.feed {
+        IdentityFeed::Kubernetes(sync) => {
+            let client = kube::Client::try_default().await?;
+            tokio::spawn(kubernetes::watch(
+                client,
+                identities.clone(),
+                node.clone(),
+                sync.clone(),
+            ));
+        }
+        IdentityFeed::File(path) => {
+            tokio::spawn(reload_workloads(
+                path.clone(),
+                node.clone(),
+                identities.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        IdentityFeed::None => {}
+    }
+
+    let capture_state = state.clone();
+    let limits = args.table.limits();
+    let capture_stop = stop_rx.clone();
+    let capture_thread = std::thread::Builder::new()
+        .name("meshwatch-capture".into())
+        .spawn(move || capture_loop(capture, link, limits, &capture_state, &capture_stop))?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let addr: SocketAddr = listener.local_addr()?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1");
+    let mut server_stop = stop_rx.clone();
+    let server = axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(
+        async move {
+            let _ = server_stop.wait_for(|stop| *stop).await;
+        },
+    );
+    let server = tokio::spawn(async move { server.await });
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    let summary = tokio::task::spawn_blocking(move || capture_thread.join()).await;
+    if let Ok(Ok(Err(e))) = &summary {
+        tracing::error!(error = %e, "capture failed");
+    }
+    let c = &state.capture;
+    tracing::info!(
+        packets = c.packets.load(Ordering::Relaxed),
+        received = c.received.load(Ordering::Relaxed),
+        dropped_kernel = c.dropped_kernel.load(Ordering::Relaxed),
+        dropped_interface = c.dropped_interface.load(Ordering::Relaxed),
+        uptime_seconds = state.started.elapsed().as_secs(),
+        "final statistics"
+    );
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// The capture thread: packets into the pipeline, flow events into the shared state, counters
+/// published once a second. Returns when asked to stop or when the capture fails.
+fn capture_loop(
+    capture: pcap::Capture<pcap::Active>,
+    link: crate::decode::LinkType,
+    limits: TableLimits,
+    state: &LiveState,
+    stop: &watch::Receiver<bool>,
+) -> Result<(), pcap::Error> {
+    // Non-blocking reads and poll(2): libpcap's read timeout does not start before a first
+    // packet, so a blocking read on a quiet interface would never return to sweep flows,
+    // publish counters or notice the stop request.
+    let mut capture = capture.setnonblock()?;
+    let mut pipeline = Pipeline::new(limits);
+    let mut last_publish = Instant::now();
+    state.capture.running.store(true, Ordering::Relaxed);
+    let result = loop {
+        if *stop.borrow() {
+            break Ok(());
+        }
+        match capture.next_packet() {
+            Ok(packet) => {
+                let ts = packet.header.ts;
+                let nanos =
+                    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + (ts.tv_usec.max(0) as u64) * 1000;
+                pipeline.on_frame(nanos, link, packet.data, packet.header.len);
+            }
+            Err(pcap::Error::TimeoutExpired) => wait_readable(&capture),
+            Err(e) => break Err(e),
+        }
+        for c in pipeline.take_connections() {
+            state.on_connection(&c);
+        }
+        for r in pipeline.take_finished() {
+            state.on_finished(r);
+        }
+        if last_publish.elapsed() >= PUBLISH_EVERY {
+            last_publish = Instant::now();
+            pipeline.tick(now());
+            publish(&mut capture, &pipeline, state);
+        }
+    };
+    pipeline.finish();
+    for c in pipeline.take_connections() {
+        state.on_connection(&c);
+    }
+    for r in pipeline.take_finished() {
+        state.on_finished(r);
+    }
+    publish(&mut capture, &pipeline, state);
+    state.capture.running.store(false, Ordering::Relaxed);
+    result
+}
+
+/// Wait until the capture has packets, at most [`POLL_TIMEOUT_MS`].
+fn wait_readable(capture: &pcap::Capture<pcap::Active>) {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::AsFd;
+    let mut fds = [PollFd::new(capture.as_fd(), PollFlags::POLLIN)];
+    // EINTR or an error: the loop simply tries to read again
+    let _ = poll(&mut fds, PollTimeout::from(POLL_TIMEOUT_MS));
+}
+
+fn publish(capture: &mut pcap::Capture<pcap::Active>, pipeline: &Pipeline, state: &LiveState) {
+    let t = pipeline.table_stats();
+    state.publish_packets(
+        pipeline.packet_stats(),
+        pipeline.open_flows(),
+        (t.evicted_idle, t.evicted_pressure),
+        t.reassembly_gave_up,
+    );
+    let Ok(stats) = capture.stats() else { return };
+    use crate::metrics::{DropLabels, DropPoint};
+    let c = &state.capture;
+    c.received
+        .store(u64::from(stats.received), Ordering::Relaxed);
+    let kernel = u64::from(stats.dropped);
+    let interface = u64::from(stats.if_dropped);
+    let before = c.dropped_kernel.swap(kernel, Ordering::Relaxed)
+        + c.dropped_interface.swap(interface, Ordering::Relaxed);
+    if kernel + interface > before {
+        c.last_drop_at.store(now(), Ordering::Relaxed);
+    }
+    // get_or_create returns a guard on the family: one series at a time
+    for (point, total) in [
+        (DropPoint::kernel, kernel),
+        (DropPoint::interface, interface),
+    ] {
+        let counter = state
+            .metrics
+            .capture_drops
+            .get_or_create(&DropLabels { point });
+        counter.inc_by(total.saturating_sub(counter.get()));
+    }
+}
+
+/// Reload the workloads file when its modification time changes; a file that no longer parses
+/// is reported and the previous identities are kept.
+async fn reload_workloads(
+    path: PathBuf,
+    node: Option<String>,
+    identities: SharedIdentities,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mtime = |p: &PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    let mut last = mtime(&path);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(RELOAD_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let current = mtime(&path);
+        if current == last {
+            continue;
+        }
+        last = current;
+        match WorkloadsFile::load_for_node(&path, node.as_deref()) {
+            Ok(map) => {
+                let n = map.len();
+                if let Ok(mut m) = identities.write() {
+                    *m = map;
+                }
+                tracing::info!(path = %path.display(), addresses = n, "workloads reloaded");
+            }
+            Err(e) => tracing::warn!(error = %e, "workloads file not reloaded"),
+        }
+    }
+}

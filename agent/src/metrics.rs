@@ -1,0 +1,261 @@
+//! Prometheus metrics (prometheus-client). Registered once; connection and byte counters are
+//! updated per flow event (classification, end), packet counters in batches from the capture
+//! thread's own counts — never per packet through a label lookup.
+//!
+//! Label values are enums with fixed lowercase names or identities; never IPs, client ports or
+//! SNI. A destination port is a label value only for the first [`MAX_PORT_LABELS`] distinct
+//! (destination, port) pairs; later ones are `other`, so a port scan cannot grow the series.
+
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+use crate::classify::{Mesh, Security};
+
+/// Distinct (destination workload, port) label pairs before ports become `other`.
+pub const MAX_PORT_LABELS: usize = 1024;
+
+impl EncodeLabelValue for Security {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+impl EncodeLabelValue for Mesh {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(self.as_str())
+    }
+}
+
+/// Which side of a connection this agent reports for (Istio's convention): `destination` when
+/// the destination is a pod on this node, `source` when only the source is. Summed over agents,
+/// each connection is counted once.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Reporter {
+    destination,
+    source,
+}
+
+/// Direction of bytes.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Direction {
+    /// Sent by the client.
+    to_server,
+    /// Sent by the server.
+    to_client,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConnectionLabels {
+    pub reporter: Reporter,
+    pub source_workload: String,
+    pub source_namespace: String,
+    pub destination_workload: String,
+    pub destination_namespace: String,
+    pub destination_port: String,
+    pub security: Security,
+    pub mesh: Mesh,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    #[prometheus(flatten)]
+    pub connection: ConnectionLabels,
+    pub direction: Direction,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    pub reason: String,
+}
+
+/// Where packets were dropped before we saw them.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum DropPoint {
+    /// The kernel's capture buffer was full (`ps_drop`).
+    kernel,
+    /// The interface or driver dropped them (`ps_ifdrop`).
+    interface,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DropLabels {
+    pub point: DropPoint,
+}
+
+/// Every metric of the agent.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub connections: Family<ConnectionLabels, Counter>,
+    pub bytes: Family<BytesLabels, Counter>,
+    pub packets: Counter,
+    pub captured_bytes: Counter,
+    pub decode_errors: Family<ReasonLabels, Counter>,
+    pub capture_drops: Family<DropLabels, Counter>,
+    pub flows_active: Gauge,
+    pub flows_evicted: Family<ReasonLabels, Counter>,
+    pub reassembly_give_ups: Counter,
+    pub identity_entries: Gauge,
+    port_labels: Mutex<HashSet<(String, String, u16)>>,
+}
+
+impl Metrics {
+    /// Create the metrics and register them under `meshwatch_`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Metrics::default();
+        let r = registry.sub_registry_with_prefix("meshwatch");
+        r.register(
+            "connections",
+            "TCP connections by source and destination workload, destination port and security (istio_mtls, tls, plaintext, unknown)",
+            m.connections.clone(),
+        );
+        r.register(
+            "bytes",
+            "TCP payload bytes of finished connections, by direction",
+            m.bytes.clone(),
+        );
+        r.register("packets", "Packets captured", m.packets.clone());
+        r.register(
+            "capture_bytes",
+            "Bytes of captured packets on the wire",
+            m.captured_bytes.clone(),
+        );
+        r.register(
+            "decode_errors",
+            "Packets that could not be decoded, by reason",
+            m.decode_errors.clone(),
+        );
+        r.register(
+            "capture_dropped_packets",
+            "Packets dropped before capture (kernel buffer full, or by the interface)",
+            m.capture_drops.clone(),
+        );
+        r.register(
+            "flows_active",
+            "Connections tracked now",
+            m.flows_active.clone(),
+        );
+        r.register(
+            "flows_evicted",
+            "Connections finished early, by reason (idle, pressure)",
+            m.flows_evicted.clone(),
+        );
+        r.register(
+            "preface_reassembly_give_ups",
+            "Client preface segments dropped because they opened too many holes",
+            m.reassembly_give_ups.clone(),
+        );
+        r.register(
+            "identity_cache_entries",
+            "Addresses with a known identity",
+            m.identity_entries.clone(),
+        );
+        r.register(
+            "build",
+            "Build information",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        m
+    }
+
+    /// The port label for a destination: the port, or `other` past the bound.
+    pub fn port_label(&self, namespace: &str, workload: &str, port: u16) -> String {
+        let Ok(mut seen) = self.port_labels.lock() else {
+            return "other".to_owned();
+        };
+        let key = (namespace.to_owned(), workload.to_owned(), port);
+        if seen.contains(&key) || seen.len() < MAX_PORT_LABELS {
+            seen.insert(key);
+            port.to_string()
+        } else {
+            "other".to_owned()
+        }
+    }
+}
+
+/// Encode the registry in the OpenMetrics text format.
+pub fn encode(registry: &Registry) -> String {
+    let mut out = String::new();
+    if prometheus_client::encoding::text::encode(&mut out, registry).is_err() {
+        out.clear();
+        let _ = writeln!(out, "# encoding failed");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(port: &str, security: Security) -> ConnectionLabels {
+        ConnectionLabels {
+            reporter: Reporter::destination,
+            source_workload: "sleep".into(),
+            source_namespace: "legacy".into(),
+            destination_workload: "httpbin".into(),
+            destination_namespace: "foo".into(),
+            destination_port: port.into(),
+            security,
+            mesh: Mesh::None,
+        }
+    }
+
+    #[test]
+    fn encodes_exact_lines() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.connections
+            .get_or_create(&labels("8000", Security::Plaintext))
+            .inc_by(3);
+        m.bytes
+            .get_or_create(&BytesLabels {
+                connection: labels("8000", Security::Plaintext),
+                direction: Direction::to_server,
+            })
+            .inc_by(120);
+        m.capture_drops
+            .get_or_create(&DropLabels {
+                point: DropPoint::kernel,
+            })
+            .inc_by(2);
+        m.flows_active.set(4);
+        let text = encode(&registry);
+        let conn = "meshwatch_connections_total{reporter=\"destination\",source_workload=\"sleep\",source_namespace=\"legacy\",destination_workload=\"httpbin\",destination_namespace=\"foo\",destination_port=\"8000\",security=\"plaintext\",mesh=\"none\"} 3";
+        assert!(text.lines().any(|l| l == conn), "{text}");
+        assert!(text.lines().any(|l| l.starts_with("meshwatch_bytes_total{")
+            && l.contains("direction=\"to_server\"")
+            && l.ends_with(" 120")));
+        assert!(text
+            .lines()
+            .any(|l| l == "meshwatch_capture_dropped_packets_total{point=\"kernel\"} 2"));
+        assert!(text.lines().any(|l| l == "meshwatch_flows_active 4"));
+        assert!(text
+            .lines()
+            .any(|l| l.starts_with("meshwatch_build_info{version=")));
+        assert!(text.contains("# TYPE meshwatch_connections counter"));
+    }
+
+    #[test]
+    fn port_labels_are_bounded() {
+        let m = Metrics::default();
+        for port in 0..MAX_PORT_LABELS as u16 {
+            assert_eq!(m.port_label("a", "b", port), port.to_string());
+        }
+        assert_eq!(m.port_label("a", "b", 60000), "other");
+        assert_eq!(
+            m.port_label("a", "b", 7),
+            "7",
+            "known pairs keep their label"
+        );
+    }
+}

@@ -1,0 +1,198 @@
+//! Edges over a sliding time window, for the agent: counts are kept in time buckets per edge so
+//! `--window 24h` verdicts and last-seen work, and a source that stopped sending plaintext longer
+//! than the window ago no longer blocks. PURE: time is a parameter.
+
+use std::collections::{HashMap, VecDeque};
+
+use crate::aggregate::{Edge, EdgeKey, EdgeStats};
+use crate::Nanos;
+
+/// Buckets per window: the window's resolution is 1/60th of it (24 min for 24 h).
+const BUCKETS_PER_WINDOW: u64 = 60;
+const MIN_BUCKET: Nanos = 1_000_000_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    start: Nanos,
+    stats: EdgeStats,
+}
+
+/// Edges with their recent history.
+#[derive(Debug)]
+pub struct WindowedEdges {
+    window: Nanos,
+    bucket: Nanos,
+    edges: HashMap<EdgeKey, VecDeque<Bucket>>,
+}
+
+impl WindowedEdges {
+    pub fn new(window: Nanos) -> Self {
+        let window = window.max(MIN_BUCKET);
+        WindowedEdges {
+            window,
+            bucket: (window / BUCKETS_PER_WINDOW).max(MIN_BUCKET),
+            edges: HashMap::new(),
+        }
+    }
+
+    pub fn window(&self) -> Nanos {
+        self.window
+    }
+
+    /// Add to an edge at time `ts`: `connections` new connections, and traffic.
+    pub fn add(&mut self, key: EdgeKey, ts: Nanos, connections: u64, packets: u64, bytes: u64) {
+        let start = ts - ts % self.bucket;
+        let buckets = self.edges.entry(key).or_default();
+        let fresh = EdgeStats {
+            connections: 0,
+            packets: 0,
+            bytes: 0,
+            first_seen: ts,
+            last_seen: ts,
+        };
+        let bucket = match buckets.iter_mut().rev().find(|b| b.start == start) {
+            Some(b) => b,
+            None => {
+                // keep buckets ordered by start; late events land in their own bucket
+                let at = buckets.partition_point(|b| b.start < start);
+                buckets.insert(
+                    at,
+                    Bucket {
+                        start,
+                        stats: fresh,
+                    },
+                );
+                &mut buckets[at]
+            }
+        };
+        let s = &mut bucket.stats;
+        s.connections += connections;
+        s.packets += packets;
+        s.bytes += bytes;
+        s.first_seen = s.first_seen.min(ts);
+        s.last_seen = s.last_seen.max(ts);
+    }
+
+    /// Drop buckets that ended before the window and edges left empty.
+    pub fn prune(&mut self, now: Nanos) {
+        let horizon = now.saturating_sub(self.window);
+        let bucket = self.bucket;
+        self.edges.retain(|_, buckets| {
+            while buckets.front().is_some_and(|b| b.start + bucket <= horizon) {
+                buckets.pop_front();
+            }
+            !buckets.is_empty()
+        });
+    }
+
+    /// The edges of the window ending at `now`, sorted like [`crate::aggregate::Edges`].
+    pub fn snapshot(&self, now: Nanos) -> Vec<Edge> {
+        let horizon = now.saturating_sub(self.window);
+        let mut out: Vec<(EdgeKey, EdgeStats)> = self
+            .edges
+            .iter()
+            .filter_map(|(k, buckets)| {
+                let mut sum: Option<EdgeStats> = None;
+                for b in buckets.iter().filter(|b| b.stats.last_seen > horizon) {
+                    let s = sum.get_or_insert(EdgeStats {
+                        first_seen: b.stats.first_seen,
+                        ..Default::default()
+                    });
+                    s.connections += b.stats.connections;
+                    s.packets += b.stats.packets;
+                    s.bytes += b.stats.bytes;
+                    s.first_seen = s.first_seen.min(b.stats.first_seen);
+                    s.last_seen = s.last_seen.max(b.stats.last_seen);
+                }
+                sum.filter(|s| s.connections > 0).map(|s| (k.clone(), s))
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out.into_iter()
+            .map(|(k, stats)| Edge {
+                source: k.source,
+                destination: k.destination,
+                port: k.port,
+                security: k.security,
+                mesh: k.mesh,
+                stats,
+            })
+            .collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.edges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.edges.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::Peer;
+    use crate::classify::{Mesh, Security};
+
+    const S: Nanos = 1_000_000_000;
+
+    fn key(sec: Security) -> EdgeKey {
+        let p = |w: &str| Peer {
+            namespace: Some("ns".into()),
+            workload: Some(w.into()),
+            node: None,
+            ip: None,
+        };
+        EdgeKey {
+            destination: p("httpbin"),
+            port: 8000,
+            source: p("sleep"),
+            security: sec,
+            mesh: Mesh::None,
+        }
+    }
+
+    #[test]
+    fn old_plaintext_leaves_the_window() {
+        let mut w = WindowedEdges::new(60 * S);
+        w.add(key(Security::Plaintext), 100 * S, 3, 30, 300);
+        w.add(key(Security::IstioMtls), 150 * S, 6, 60, 600);
+        let snap = w.snapshot(155 * S);
+        assert_eq!(snap.len(), 2);
+        let plain = snap
+            .iter()
+            .find(|e| e.security == Security::Plaintext)
+            .expect("plaintext edge");
+        assert_eq!(
+            (plain.stats.connections, plain.stats.last_seen),
+            (3, 100 * S)
+        );
+        let later = w.snapshot(170 * S);
+        assert_eq!(
+            later.len(),
+            1,
+            "plaintext from 70 s ago is outside a 60 s window"
+        );
+        assert_eq!(later[0].security, Security::IstioMtls);
+        w.prune(170 * S);
+        assert_eq!(w.len(), 1);
+        w.prune(1000 * S);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn late_and_repeated_events_sum_in_order() {
+        let mut w = WindowedEdges::new(3600 * S);
+        w.add(key(Security::IstioMtls), 1000 * S, 1, 0, 0);
+        w.add(key(Security::IstioMtls), 500 * S, 1, 0, 0);
+        w.add(key(Security::IstioMtls), 1000 * S, 0, 10, 1000);
+        let snap = w.snapshot(1001 * S);
+        assert_eq!(snap[0].stats.connections, 2);
+        assert_eq!(
+            (snap[0].stats.first_seen, snap[0].stats.last_seen),
+            (500 * S, 1000 * S)
+        );
+        assert_eq!(snap[0].stats.bytes, 1000);
+    }
+}

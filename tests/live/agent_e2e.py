@@ -1,0 +1,177 @@
+#!/usr/bin/env python3
+"""End-to-end test of `meshwatch agent` with real parts (root).
+
+Pods are network namespaces on a bridge (pcaps/generate.py's Lab); the agent captures on the
+bridge; a real Prometheus server (Debian package) scrapes it; real openssl (Istio ALPN) and curl
+make the traffic of Istio's migration task. Checks, through Prometheus' query API and the agent's
+JSON API: legacy/sleep -> foo/httpbin plaintext is counted, foo/httpbin is blocked by
+legacy/sleep and bar/httpbin is ready; after legacy switches to mTLS and the window passes,
+foo/httpbin is ready; SIGTERM stops the agent cleanly. Everything it starts is stopped and its
+namespaces are removed.
+
+Usage: sudo python3 tests/live/agent_e2e.py [MESHWATCH_BINARY]
+Prints 'agent e2e: N passed, M failed' and exits non-zero on a failure.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "pcaps"))
+import generate  # noqa: E402
+
+AGENT_PORT = 19477
+PROM_PORT = 19090
+WINDOW = 20  # seconds
+results = []
+
+
+def check(name, ok, detail=""):
+    results.append((name, bool(ok)))
+    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""), flush=True)
+    return ok
+
+
+def in_node(*args, **kw):
+    return subprocess.run(["ip", "netns", "exec", "mw-node", *args], capture_output=True, text=True, **kw)
+
+
+def http_get(port, path):
+    r = in_node("curl", "-s", "-m", "5", "-w", "\n%{http_code}", f"http://127.0.0.1:{port}{path}")
+    body, _, code = r.stdout.rpartition("\n")
+    return (int(code) if code.isdigit() else 0), body
+
+
+def api(path):
+    code, body = http_get(AGENT_PORT, path)
+    return json.loads(body) if code == 200 else None
+
+
+def prom_query(q):
+    code, body = http_get(PROM_PORT, "/api/v1/query?query=" + urllib.parse.quote(q))
+    if code != 200:
+        return None
+    res = json.loads(body)["data"]["result"]
+    return float(res[0]["value"][1]) if res else 0.0
+
+
+def wait_for(fn, timeout, every=0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = fn()
+        if v:
+            return v
+        time.sleep(every)
+    return fn()
+
+
+def verdict_of(v, ns, wl):
+    return next((x for x in v["verdicts"] if x.get("namespace") == ns and x.get("workload") == wl), None)
+
+
+def main():
+    if os.geteuid() != 0:
+        sys.exit("agent_e2e.py needs root (network namespaces, capture)")
+    binary = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "target/debug/meshwatch")
+    procs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        lab = generate.Lab(tmp)
+        try:
+            lab.make_certs()
+            generate.setup_migration(lab)
+            workloads = os.path.join(tmp, "workloads.yaml")
+            generate.workloads_yaml(lab, workloads)
+            log = open(os.path.join(tmp, "agent.log"), "w+")
+            agent = subprocess.Popen(
+                ["ip", "netns", "exec", "mw-node", binary, "agent", "--interface", "br0", "--promiscuous",
+                 "--workloads", workloads, "--listen", f"127.0.0.1:{AGENT_PORT}",
+                 "--window", f"{WINDOW}s", "--min-connections", "5"],
+                stdout=log, stderr=subprocess.STDOUT)
+            procs.append(agent)
+            check("agent becomes ready", wait_for(lambda: http_get(AGENT_PORT, "/readyz")[0] == 200, 15))
+            prom_cfg = os.path.join(tmp, "prometheus.yml")
+            with open(prom_cfg, "w") as f:
+                f.write("global:\n  scrape_interval: 1s\nscrape_configs:\n"
+                        f"  - job_name: meshwatch\n    static_configs:\n      - targets: ['127.0.0.1:{AGENT_PORT}']\n")
+            prom = subprocess.Popen(
+                ["ip", "netns", "exec", "mw-node", "prometheus", f"--config.file={prom_cfg}",
+                 f"--storage.tsdb.path={tmp}/tsdb", f"--web.listen-address=127.0.0.1:{PROM_PORT}"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(prom)
+            check("prometheus is up", wait_for(lambda: http_get(PROM_PORT, "/-/ready")[0] == 200, 30))
+            check("prometheus scrapes the agent", wait_for(lambda: prom_query('up{job="meshwatch"}') == 1.0, 30))
+
+            # -- before: legacy talks plaintext to foo/httpbin
+            generate.migration_traffic(lab, after=False, rounds=3)
+            plain = ('sum(meshwatch_connections_total{source_namespace="legacy",source_workload="sleep",'
+                     'destination_namespace="foo",destination_workload="httpbin",security="plaintext",'
+                     'reporter="destination"})')
+            got = wait_for(lambda: prom_query(plain) == 3.0, 20)
+            check("prometheus counts 3 plaintext legacy/sleep -> foo/httpbin connections", got, f"{prom_query(plain)}")
+            mtls = 'sum(meshwatch_connections_total{destination_workload="httpbin",security="istio_mtls",mesh="sidecar"})'
+            check("prometheus counts 12 sidecar mTLS connections", wait_for(lambda: prom_query(mtls) == 12.0, 10),
+                  f"{prom_query(mtls)}")
+            check("no series carries an IP or client port",
+                  prom_query('count(meshwatch_connections_total{source_workload=~".*[0-9]+\\\\.[0-9]+.*"})') == 0.0)
+            v = api("/api/v1/verdicts")
+            foo = verdict_of(v, "foo", "httpbin")
+            bar = verdict_of(v, "bar", "httpbin")
+            check("foo/httpbin is blocked", foo and foo["verdict"] == "blocked", json.dumps(foo))
+            blockers = [(b.get("namespace"), b.get("workload"), b["security"], b["connections"]) for b in (foo or {}).get("blockers", [])]
+            check("foo/httpbin is blocked by legacy/sleep (plaintext, 3)", blockers == [("legacy", "sleep", "plaintext", 3)], str(blockers))
+            check("bar/httpbin is ready", bar and bar["verdict"] == "ready", json.dumps(bar))
+            # finished flows (and their bytes) are reported after the close linger (10 s)
+            flows = wait_for(lambda: (lambda f: f if f and len(f["flows"]) == 5 else None)(api("/api/v1/flows?limit=5")), 20)
+            check("flows API answers with the contract's fields",
+                  flows and all(k in flows["flows"][0] for k in ("src", "dport", "security", "alpn", "server_hello")))
+            status = api("/api/v1/status")
+            check("status reports the capture", status and status["capture"]["running"] and status["interface"] == "br0")
+            code, metrics = http_get(AGENT_PORT, "/metrics")
+            check("agent health metrics are exported",
+                  code == 200 and all(m in metrics for m in ("meshwatch_packets_total", "meshwatch_flows_active",
+                                                              "meshwatch_build_info", "meshwatch_capture_dropped_packets_total",
+                                                              "meshwatch_identity_cache_entries 6")), metrics[-800:])
+            to_server = ('sum(meshwatch_bytes_total{source_namespace="legacy",destination_workload="httpbin",'
+                         'direction="to_server"})')
+            check("prometheus sums request bytes of finished flows",
+                  wait_for(lambda: (prom_query(to_server) or 0) > 0, 20), f"{prom_query(to_server)}")
+
+            # -- after: legacy gets a sidecar; once the window has passed, foo/httpbin is ready
+            switched = time.time()
+            while time.time() - switched < WINDOW + 3:
+                generate.migration_traffic(lab, after=True, rounds=1)
+                time.sleep(2)
+            v = api("/api/v1/verdicts")
+            foo = verdict_of(v, "foo", "httpbin")
+            check("after the switch and the window, foo/httpbin is ready", foo and foo["verdict"] == "ready", json.dumps(foo))
+            check("bar/httpbin is still ready", (verdict_of(v, "bar", "httpbin") or {}).get("verdict") == "ready")
+
+            # -- clean shutdown
+            agent.send_signal(signal.SIGTERM)
+            try:
+                rc = agent.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                rc = None
+            log.seek(0)
+            text = log.read()
+            check("SIGTERM stops the agent cleanly", rc == 0, f"exit {rc}")
+            check("final statistics are logged", "final statistics" in text, text[-500:])
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+            lab.close()
+    failed = sum(1 for _, ok in results if not ok)
+    print(f"agent e2e: {len(results) - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
