@@ -1,13 +1,14 @@
 # meshwatch: the two commands a fresh machine needs.
 #   make demo   installs what is missing, builds, analyzes a bundled capture, prints the verdicts
 #   make test   installs what is missing, then lint + every test (unit, property, corpus, pcaps,
-#               CLI) + a fresh run of the capture generator (as root)
+#               CLI, Kubernetes replay) + a fresh run of the capture generator + the live agent
+#               end-to-end test with Prometheus (the last two as root)
 
 CARGO ?= cargo
 DEMO_PCAP ?= pcaps/istio-migration-before.pcap
 DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
 
-.PHONY: demo test deps build lint unit generator pcaps
+.PHONY: demo test deps build lint unit generator e2e pcaps
 
 deps:
 	@./scripts/install-deps.sh
@@ -28,7 +29,10 @@ unit: deps
 generator: deps
 	./scripts/check-generator.sh
 
-test: lint unit generator
+e2e: deps
+	./scripts/e2e-agent.sh
+
+test: lint unit generator e2e
 
 # Regenerate the committed captures (root): then review and commit pcaps/.
 pcaps: deps

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what building and testing meshwatch needs, if missing (Debian/Ubuntu, apt).
 #   build: a Rust toolchain (cargo), gcc; later the live agent links libpcap.
-#   tests: tcpdump, openssl, gnutls-cli, curl, ethtool, iproute2, mergecap (pcaps/generate.py).
+#   tests: tcpdump, openssl, gnutls-cli, curl, ethtool, iproute2, mergecap (pcaps/generate.py),
+#          prometheus (agent end-to-end test).
 #   benchmarks and corpus regeneration: tshark.
 set -euo pipefail
 
@@ -20,6 +21,9 @@ have_cmd ethtool || need+=(ethtool)
 have_cmd ip || need+=(iproute2)
 have_cmd python3 || need+=(python3)
 have_cmd cc || need+=(gcc)
+have_cmd setcap || need+=(libcap2-bin)          # the agent e2e test runs it with file capabilities
+have_cmd prometheus || need+=(prometheus)      # the agent's end-to-end test scrapes with it
+have_cmd tcpreplay || need+=(tcpreplay)        # live capture benchmark
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

@@ -263,6 +263,36 @@ mod tests {
         assert!(m.is_empty());
     }
 
+    fn rss_kib() -> Option<u64> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+        line.split_whitespace().nth(1)?.parse().ok()
+    }
+
+    #[test]
+    fn measured_rss_per_ten_thousand_pods() {
+        let before = rss_kib();
+        let mut m = IdentityMap::default();
+        for i in 0..100_000u32 {
+            let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            m.upsert_pod(
+                u64::from(i),
+                &[ip],
+                w("ns", &format!("deploy-{}", i % 5000)),
+                false,
+            );
+        }
+        if let (Some(a), Some(b)) = (before, rss_kib()) {
+            let per_10k = b.saturating_sub(a) / 10;
+            println!(
+                "identity map: measured RSS {} KiB per 10k pods (100k pods, 5k workloads)",
+                per_10k
+            );
+            assert!(per_10k < 4096, "{per_10k} KiB per 10k pods");
+        }
+        assert_eq!(m.len(), 100_000);
+    }
+
     #[test]
     fn ten_thousand_pods_stay_compact() {
         let mut m = IdentityMap::default();

@@ -75,6 +75,46 @@ def verdict_of(v, ns, wl):
     return next((x for x in v["verdicts"] if x.get("namespace") == ns and x.get("workload") == wl), None)
 
 
+def least_privilege(binary, tmp):
+    """Run as nobody with only CAP_NET_RAW (a file capability), as README documents; and
+    without it, fail with a clear error."""
+    import shutil
+    capped = os.path.join(tmp, "meshwatch-capped")
+    shutil.copy(binary, capped)
+    os.chmod(capped, 0o755)
+    os.chmod(tmp, 0o755)
+    subprocess.run(["setcap", "cap_net_raw+ep", capped], check=True)
+    subprocess.run(["ip", "netns", "add", "mw-caps"], check=True)
+    try:
+        subprocess.run(["ip", "netns", "exec", "mw-caps", "ip", "link", "set", "lo", "up"], check=True)
+        user = ["setpriv", "--reuid", "nobody", "--regid", "nogroup", "--clear-groups"]
+        p = subprocess.Popen(["ip", "netns", "exec", "mw-caps", *user, capped, "agent", "--interface", "lo",
+                              "--listen", "127.0.0.1:19478"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            def ready():
+                r = subprocess.run(["ip", "netns", "exec", "mw-caps", "curl", "-s", "127.0.0.1:19478/readyz"],
+                                   capture_output=True, text=True)
+                return r.stdout.strip() == "ready"
+            check("runs as nobody with only CAP_NET_RAW", wait_for(ready, 10))
+            status = open(f"/proc/{p.pid}/status").read()
+            eff = next(l.split()[1] for l in status.splitlines() if l.startswith("CapEff:"))
+            uid = next(l.split()[1] for l in status.splitlines() if l.startswith("Uid:"))
+            check("its effective capabilities are exactly CAP_NET_RAW", int(eff, 16) == 1 << 13 and uid == "65534",
+                  f"CapEff {eff} uid {uid}")
+        finally:
+            p.terminate()
+            p.wait(timeout=10)
+        plain = os.path.join(tmp, "meshwatch-plain")
+        shutil.copy(binary, plain)
+        os.chmod(plain, 0o755)
+        r = subprocess.run(["ip", "netns", "exec", "mw-caps", *user, plain, "agent", "--interface", "lo",
+                            "--listen", "127.0.0.1:19479"], capture_output=True, text=True, timeout=20)
+        check("without CAP_NET_RAW it exits 2 naming the capability",
+              r.returncode == 2 and "CAP_NET_RAW" in r.stderr, f"{r.returncode} {r.stderr[-300:]}")
+    finally:
+        subprocess.run(["ip", "netns", "del", "mw-caps"], check=False)
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("agent_e2e.py needs root (network namespaces, capture)")
@@ -162,6 +202,7 @@ def main():
             text = log.read()
             check("SIGTERM stops the agent cleanly", rc == 0, f"exit {rc}")
             check("final statistics are logged", "final statistics" in text, text[-500:])
+            least_privilege(binary, tmp)
         finally:
             for p in procs:
                 if p.poll() is None:

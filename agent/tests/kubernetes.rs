@@ -1,0 +1,137 @@
+//! The Kubernetes identity source through kube-rs's real client and watcher, against a local
+//! HTTP server that replays API responses: list, a watch stream (ADDED, MODIFIED, BOOKMARK,
+//! DELETED), then 410 Gone, which must make the watcher relist.
+
+use std::convert::Infallible;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{RawQuery, State};
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use meshwatch::identity::kubernetes::{watch, SyncState};
+use meshwatch::identity::{Identity, IdentityMap, IdentitySource, SharedIdentities};
+
+const PODS_1: &str = include_str!("fixtures/kube/pods-list-1.json");
+const PODS_2: &str = include_str!("fixtures/kube/pods-list-2.json");
+const NODES_1: &str = include_str!("fixtures/kube/nodes-list-1.json");
+const WATCH_1: &str = include_str!("fixtures/kube/pods-watch-1.jsonl");
+
+#[derive(Default)]
+struct Calls {
+    pod_lists: AtomicUsize,
+    pod_watches: AtomicUsize,
+}
+
+fn json(body: Body) -> Response {
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap_or_default()
+}
+
+/// A watch that stays open without events, like a quiet cluster.
+fn quiet_watch() -> Body {
+    Body::from_stream(futures::stream::pending::<Result<String, Infallible>>())
+}
+
+async fn pods(State(calls): State<Arc<Calls>>, RawQuery(q): RawQuery) -> Response {
+    let watching = q
+        .as_deref()
+        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
+    if watching {
+        return match calls.pod_watches.fetch_add(1, Ordering::SeqCst) {
+            0 => json(Body::from(WATCH_1)),
+            _ => json(quiet_watch()),
+        };
+    }
+    match calls.pod_lists.fetch_add(1, Ordering::SeqCst) {
+        0 => json(Body::from(PODS_1)),
+        _ => json(Body::from(PODS_2)),
+    }
+}
+
+async fn nodes(RawQuery(q): RawQuery) -> Response {
+    if q.as_deref().is_some_and(|q| q.contains("watch=")) {
+        json(quiet_watch())
+    } else {
+        json(Body::from(NODES_1))
+    }
+}
+
+fn lookup(map: &SharedIdentities, addr: &str) -> Option<String> {
+    let ip: IpAddr = addr.parse().ok()?;
+    let m = map.read().ok()?;
+    match m.lookup(ip) {
+        Identity::Workload(w) => Some(format!("{}/{}", w.namespace, w.workload)),
+        Identity::Node(n) => Some(format!("node:{n}")),
+        Identity::Unknown => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_lists_watches_and_relists_after_410() {
+    let calls = Arc::new(Calls::default());
+    let app = Router::new()
+        .route("/api/v1/pods", get(pods))
+        .route("/api/v1/nodes", get(nodes))
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("uri"));
+    let client = kube::Client::try_from(config).expect("client");
+    let map: SharedIdentities = Arc::new(RwLock::new(IdentityMap::default()));
+    let sync = Arc::new(SyncState::default());
+    tokio::spawn(watch(
+        client,
+        map.clone(),
+        Some("node-1".to_owned()),
+        sync.clone(),
+    ));
+
+    // the end state: first list, the watch's events, the 410, the relist
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while lookup(&map, "10.244.1.60").is_none() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sync.synced(), "pods and nodes listed");
+    assert!(
+        calls.pod_lists.load(Ordering::SeqCst) >= 2,
+        "410 Gone forced a relist"
+    );
+    assert_eq!(
+        lookup(&map, "10.244.1.60").as_deref(),
+        Some("shop/cart"),
+        "pod from the relist"
+    );
+    assert_eq!(
+        lookup(&map, "10.244.1.21").as_deref(),
+        Some("foo/httpbin"),
+        "IP reused by the new pod"
+    );
+    assert_eq!(
+        lookup(&map, "10.244.1.50"),
+        None,
+        "bare pod deleted during the gap"
+    );
+    assert_eq!(
+        lookup(&map, "fd00:10:244:1::1e").as_deref(),
+        Some("shop/web"),
+        "dual-stack StatefulSet pod"
+    );
+    assert_eq!(lookup(&map, "10.0.0.5").as_deref(), Some("node:node-1"));
+    let m = map.read().expect("map");
+    assert!(m.is_local("10.244.1.21".parse().expect("ip")));
+    assert!(
+        !m.is_local("10.244.2.13".parse().expect("ip")),
+        "sleep runs on node-2"
+    );
+}
