@@ -1,8 +1,9 @@
 //! Edges: finished connections rolled up by source identity x destination identity x port x
 //! security. Cardinality is bounded by identities (or addresses when unknown), never by client
-//! ports or SNI.
+//! ports or SNI — and bounded outright: past [`MAX_PEERS`] unknown addresses or [`MAX_EDGES`]
+//! edges, sources fold into one `(other sources)` peer, counted in `folded`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -13,7 +14,7 @@ use crate::identity::{Identity, IdentitySource};
 use crate::Nanos;
 
 /// One end of an edge: a workload, a node, or a bare address.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 pub struct Peer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
@@ -24,7 +25,15 @@ pub struct Peer {
     /// Set for nodes and unknown addresses; workloads are named, not numbered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ip: Option<IpAddr>,
+    /// Stands for the sources beyond the bounds (folded together).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub other_sources: bool,
 }
+
+/// Distinct unknown addresses tracked as peers of their own.
+pub const MAX_PEERS: usize = 16_384;
+/// Distinct edges kept.
+pub const MAX_EDGES: usize = 20_000;
 
 impl Peer {
     pub fn resolve(ip: IpAddr, identities: &dyn IdentitySource) -> Peer {
@@ -32,21 +41,25 @@ impl Peer {
             Identity::Workload(w) => Peer {
                 namespace: Some(w.namespace.clone()),
                 workload: Some(w.workload.clone()),
-                node: None,
-                ip: None,
+                ..Peer::default()
             },
             Identity::Node(name) => Peer {
-                namespace: None,
-                workload: None,
                 node: Some(name.to_owned()),
                 ip: Some(ip),
+                ..Peer::default()
             },
             Identity::Unknown => Peer {
-                namespace: None,
-                workload: None,
-                node: None,
                 ip: Some(ip),
+                ..Peer::default()
             },
+        }
+    }
+
+    /// The peer that stands for sources beyond the bounds.
+    pub fn other_sources() -> Peer {
+        Peer {
+            other_sources: true,
+            ..Peer::default()
         }
     }
 
@@ -60,7 +73,7 @@ impl Peer {
             (Some(ns), Some(w), _, _) => format!("{ns}/{w}"),
             (_, _, Some(node), _) => format!("node:{node}"),
             (_, _, _, Some(ip)) => ip.to_string(),
-            _ => "?".to_owned(),
+            _ => "(other sources)".to_owned(),
         }
     }
 }
@@ -99,21 +112,66 @@ pub struct Edge {
     pub stats: EdgeStats,
 }
 
-/// Edges being accumulated.
+/// An edge by interned peer numbers: cheap to hash, built without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct RawKey {
+    source: u32,
+    destination: u32,
+    port: u16,
+    security: Security,
+    mesh: Mesh,
+}
+
+/// Edges being accumulated (offline: identities do not change during a run, so an address is
+/// resolved once and its peer number cached).
 #[derive(Debug, Default)]
 pub struct Edges {
-    edges: BTreeMap<EdgeKey, EdgeStats>,
+    peers: Vec<Peer>,
+    peer_ids: HashMap<Peer, u32>,
+    by_ip: HashMap<IpAddr, u32>,
+    unknown_addresses: usize,
+    edges: HashMap<RawKey, EdgeStats>,
+    folded: u64,
 }
 
 impl Edges {
+    fn intern(&mut self, peer: Peer) -> u32 {
+        if let Some(&id) = self.peer_ids.get(&peer) {
+            return id;
+        }
+        let id = self.peers.len() as u32;
+        self.peers.push(peer.clone());
+        self.peer_ids.insert(peer, id);
+        id
+    }
+
+    fn peer_of(&mut self, ip: IpAddr, identities: &dyn IdentitySource) -> u32 {
+        if let Some(&id) = self.by_ip.get(&ip) {
+            return id;
+        }
+        let peer = Peer::resolve(ip, identities);
+        let unknown = peer.namespace.is_none() && peer.node.is_none();
+        if unknown && self.unknown_addresses >= MAX_PEERS {
+            return self.intern(Peer::other_sources());
+        }
+        self.unknown_addresses += usize::from(unknown);
+        let id = self.intern(peer);
+        self.by_ip.insert(ip, id);
+        id
+    }
+
     pub fn add(&mut self, rec: &FlowRecord, identities: &dyn IdentitySource) {
-        let key = EdgeKey {
-            destination: Peer::resolve(rec.dst, identities),
+        let mut key = RawKey {
+            source: self.peer_of(rec.src, identities),
+            destination: self.peer_of(rec.dst, identities),
             port: rec.dport,
-            source: Peer::resolve(rec.src, identities),
             security: rec.security,
             mesh: rec.mesh,
         };
+        if self.edges.len() >= MAX_EDGES && !self.edges.contains_key(&key) {
+            key.source = self.intern(Peer::other_sources());
+            self.folded += 1;
+        }
         let e = self.edges.entry(key).or_insert(EdgeStats {
             connections: 0,
             packets: 0,
@@ -128,17 +186,34 @@ impl Edges {
         e.last_seen = e.last_seen.max(rec.last_seen);
     }
 
+    /// Connections whose source was folded into `(other sources)`.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
     /// Edges ordered by destination, port, source, security.
     pub fn to_vec(&self) -> Vec<Edge> {
-        self.edges
-            .iter()
+        let peer = |id: u32| self.peers.get(id as usize).cloned().unwrap_or_default();
+        let mut sorted: BTreeMap<EdgeKey, EdgeStats> = BTreeMap::new();
+        for (k, s) in &self.edges {
+            let key = EdgeKey {
+                destination: peer(k.destination),
+                port: k.port,
+                source: peer(k.source),
+                security: k.security,
+                mesh: k.mesh,
+            };
+            sorted.insert(key, *s);
+        }
+        sorted
+            .into_iter()
             .map(|(k, s)| Edge {
-                source: k.source.clone(),
-                destination: k.destination.clone(),
+                source: k.source,
+                destination: k.destination,
                 port: k.port,
                 security: k.security,
                 mesh: k.mesh,
-                stats: *s,
+                stats: s,
             })
             .collect()
     }

@@ -27,6 +27,31 @@ pub enum AnalyzeError {
     Output(#[from] std::io::Error),
 }
 
+/// Finished flows are folded into edges once this many are waiting.
+const DRAIN_EVERY: usize = 4096;
+
+/// Where finished flows go: edges, counts, and (with `--flows`) the list.
+struct Collector<'a> {
+    identities: &'a dyn IdentitySource,
+    edges: Edges,
+    security: SecurityCounts,
+    flows: Option<Vec<FlowRecord>>,
+}
+
+impl Collector<'_> {
+    fn absorb(&mut self, pipeline: &mut Pipeline) {
+        // offline, a connection is counted from its final record (same count, with its bytes)
+        pipeline.take_connections().for_each(drop);
+        for rec in pipeline.take_finished() {
+            self.edges.add(&rec, self.identities);
+            self.security.add(rec.security, 1);
+            if let Some(flows) = self.flows.as_mut() {
+                flows.push(rec);
+            }
+        }
+    }
+}
+
 /// A warning that does not stop the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning(pub String);
@@ -41,28 +66,24 @@ pub fn analyze(
     progress: Option<&ProgressBar>,
 ) -> Result<(Report, Vec<Warning>), AnalyzeError> {
     let mut pipeline = Pipeline::new(limits);
-    let mut edges = Edges::default();
-    let mut security = SecurityCounts::default();
-    let mut flows: Vec<FlowRecord> = Vec::new();
+    let mut collector = Collector {
+        identities,
+        edges: Edges::default(),
+        security: SecurityCounts::default(),
+        flows: keep_flows.then(Vec::new),
+    };
     let mut warnings = Vec::new();
     let mut truncated = Vec::new();
-    let mut absorb = |pipeline: &mut Pipeline| {
-        // offline, a connection is counted from its final record (same count, with its bytes)
-        pipeline.take_connections().for_each(drop);
-        for rec in pipeline.take_finished() {
-            edges.add(&rec, identities);
-            security.add(rec.security, 1);
-            if keep_flows {
-                flows.push(rec);
-            }
-        }
-    };
     let mut done_bytes = 0;
     for path in captures {
         let mut capture = CaptureFile::open(path)?;
         let summary = capture.for_each_frame(
             |frame| {
                 pipeline.on_frame(frame.ts, frame.link, frame.data, frame.wire_len);
+                // records are folded into edges as they come: memory stays flat
+                if pipeline.finished_len() >= DRAIN_EVERY {
+                    collector.absorb(&mut pipeline);
+                }
             },
             |bytes| {
                 if let Some(bar) = progress {
@@ -71,7 +92,7 @@ pub fn analyze(
             },
         )?;
         done_bytes += summary.bytes_read;
-        absorb(&mut pipeline);
+        collector.absorb(&mut pipeline);
         if let Some(offset) = summary.truncated_at {
             let name = capture.path().display().to_string();
             warnings.push(Warning(format!(
@@ -88,7 +109,14 @@ pub fn analyze(
         }
     }
     pipeline.finish();
-    absorb(&mut pipeline);
+    collector.absorb(&mut pipeline);
+    let Collector {
+        edges,
+        security,
+        flows,
+        ..
+    } = collector;
+    let mut flows = flows.unwrap_or_default();
     flows.sort_by(|a, b| {
         (a.first_seen, a.src, a.sport, a.dst, a.dport).cmp(&(
             b.first_seen,
@@ -98,6 +126,7 @@ pub fn analyze(
             b.dport,
         ))
     });
+    let edges_folded = edges.folded();
     let edges = edges.to_vec();
     let verdicts = verdict::evaluate(&edges, policy, &identities.workloads());
     let mut summary = Summary::new(
@@ -111,6 +140,7 @@ pub fn analyze(
         summary.last_packet = Some(format_time(last));
     }
     summary.truncated_files = truncated;
+    summary.edges_folded = edges_folded;
     let report = Report::new(summary, keep_flows.then_some(flows), edges, verdicts);
     Ok((report, warnings))
 }

@@ -80,6 +80,11 @@ impl Pipeline {
         self.out.finished.drain(..)
     }
 
+    /// How many finished flow records wait to be taken.
+    pub fn finished_len(&self) -> usize {
+        self.out.finished.len()
+    }
+
     /// Connection events so far (one per flow); the caller takes them.
     pub fn take_connections(&mut self) -> std::vec::Drain<'_, Connection> {
         self.out.connections.drain(..)

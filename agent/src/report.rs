@@ -40,6 +40,11 @@ pub struct Summary {
     pub duplicate_packets: u64,
     pub reassembly_gave_up: u64,
     pub flows_evicted: u64,
+    /// Payload-less packets of unknown connections (stragglers after a close, captures that
+    /// start mid-connection): they open no flow.
+    pub orphan_packets: u64,
+    /// Connections whose source was folded into `(other sources)` (edge bounds reached).
+    pub edges_folded: u64,
     /// Connections by security class.
     pub security: SecurityCounts,
     pub first_packet: Option<String>,
@@ -69,6 +74,8 @@ impl Summary {
             duplicate_packets: table.duplicates,
             reassembly_gave_up: table.reassembly_gave_up,
             flows_evicted: table.evicted_pressure,
+            orphan_packets: table.orphan_packets,
+            edges_folded: 0,
             security,
             first_packet: None,
             last_packet: None,

@@ -212,8 +212,7 @@ fn peer_of(w: &Workload) -> Peer {
     Peer {
         namespace: Some(w.namespace.clone()),
         workload: Some(w.workload.clone()),
-        node: None,
-        ip: None,
+        ..Peer::default()
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crate::aggregate::{Edge, EdgeKey, EdgeStats};
+use crate::aggregate::{Edge, EdgeKey, EdgeStats, Peer, MAX_EDGES};
 use crate::Nanos;
 
 /// Buckets per window: the window's resolution is 1/60th of it (24 min for 24 h).
@@ -39,8 +39,12 @@ impl WindowedEdges {
         self.window
     }
 
-    /// Add to an edge at time `ts`: `connections` new connections, and traffic.
-    pub fn add(&mut self, key: EdgeKey, ts: Nanos, connections: u64, packets: u64, bytes: u64) {
+    /// Add to an edge at time `ts`: `connections` new connections, and traffic. Past
+    /// [`MAX_EDGES`] edges, a new edge's source folds into `(other sources)`.
+    pub fn add(&mut self, mut key: EdgeKey, ts: Nanos, connections: u64, packets: u64, bytes: u64) {
+        if self.edges.len() >= MAX_EDGES && !self.edges.contains_key(&key) {
+            key.source = Peer::other_sources();
+        }
         let start = ts - ts % self.bucket;
         let buckets = self.edges.entry(key).or_default();
         let fresh = EdgeStats {
@@ -132,7 +136,6 @@ impl WindowedEdges {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::aggregate::Peer;
     use crate::classify::{Mesh, Security};
 
     const S: Nanos = 1_000_000_000;
@@ -141,8 +144,7 @@ mod tests {
         let p = |w: &str| Peer {
             namespace: Some("ns".into()),
             workload: Some(w.into()),
-            node: None,
-            ip: None,
+            ..Peer::default()
         };
         EdgeKey {
             destination: p("httpbin"),

@@ -72,9 +72,9 @@ enum Phase {
 /// A connection in the flow table.
 #[derive(Debug)]
 pub struct Flow {
-    key: FlowKey,
-    /// The direction in which the client sends.
+    /// The direction in which the client sends (the key itself lives in the table).
     client_dir: Direction,
+    server_port: u16,
     mid_stream: bool,
     /// Sequence number of the client's first data byte, when the handshake was seen.
     client_isn: Option<u32>,
@@ -106,8 +106,8 @@ impl Flow {
             (dir, true, None)
         };
         Flow {
-            key,
             client_dir,
+            server_port: key.sender(client_dir.reverse()).1,
             mid_stream,
             client_isn,
             phase: Phase::Preface(None),
@@ -202,6 +202,14 @@ impl Flow {
         };
         // Data on a SYN (TCP Fast Open) starts one past the SYN's sequence number.
         let data_seq = seg.seq.wrapping_add(u32::from(seg.flags.syn()));
+        // The common case: the stream's first segment decides alone, and no buffer is needed.
+        if preface.is_none() && isn.is_none_or(|base| base == data_seq) {
+            if let Some(class) = decide(seg.payload, server_port, mid_stream, false, scratch) {
+                self.phase = Phase::Classified(class);
+                outcome.classified = true;
+                return;
+            }
+        }
         let preface = preface.get_or_insert_with(|| Preface::new(isn.unwrap_or(data_seq)));
         match preface.insert(data_seq, seg.payload) {
             Insert::Stored => {}
@@ -215,20 +223,7 @@ impl Flow {
         if bytes.is_empty() {
             return;
         }
-        let full = preface.is_full();
-        let decided = if mid_stream {
-            match tls::parse_client_hello(bytes, scratch) {
-                Err(tls::Incomplete)
-                    if !full && matches!(tls::is_record_start(bytes, &[0x16]), Ok(true)) =>
-                {
-                    None
-                }
-                _ => Some(classify::classify_midstream(bytes, server_port, scratch)),
-            }
-        } else {
-            classify::classify_preface(bytes, server_port, full, scratch).ok()
-        };
-        if let Some(class) = decided {
+        if let Some(class) = decide(bytes, server_port, mid_stream, preface.is_full(), scratch) {
             self.phase = Phase::Classified(class);
             outcome.classified = true;
         }
@@ -256,13 +251,13 @@ impl Flow {
     }
 
     fn server_port(&self) -> u16 {
-        self.key.sender(self.client_dir.reverse()).1
+        self.server_port
     }
 
     /// The flow's final record; classifies what is left with the bytes at hand.
-    pub fn finish(self, reason: EndReason, scratch: &mut Vec<u8>) -> FlowRecord {
-        let client = self.key.sender(self.client_dir);
-        let server = self.key.sender(self.client_dir.reverse());
+    pub fn finish(self, key: &FlowKey, reason: EndReason, scratch: &mut Vec<u8>) -> FlowRecord {
+        let client = key.sender(self.client_dir);
+        let server = key.sender(self.client_dir.reverse());
         let mut start_missing = false;
         let class = match self.phase {
             Phase::Classified(c) => c,
@@ -309,11 +304,11 @@ impl Flow {
     }
 
     /// The connection event of a classified flow.
-    pub fn connection(&self, now: Nanos) -> Option<Connection> {
+    pub fn connection(&self, key: &FlowKey, now: Nanos) -> Option<Connection> {
         match &self.phase {
             Phase::Classified(c) => Some(Connection {
-                src: self.key.sender(self.client_dir).0,
-                dst: self.key.sender(self.client_dir.reverse()).0,
+                src: key.sender(self.client_dir).0,
+                dst: key.sender(self.client_dir.reverse()).0,
                 dport: self.server_port(),
                 security: c.security,
                 mesh: c.mesh,
@@ -346,6 +341,27 @@ impl From<&FlowRecord> for Connection {
             mesh: r.mesh,
             ts: r.first_seen,
         }
+    }
+}
+
+/// Classify a contiguous preface if its bytes allow (`full`: no more will be kept).
+fn decide(
+    bytes: &[u8],
+    server_port: u16,
+    mid_stream: bool,
+    full: bool,
+    scratch: &mut Vec<u8>,
+) -> Option<Classification> {
+    if !mid_stream {
+        return classify::classify_preface(bytes, server_port, full, scratch).ok();
+    }
+    match tls::parse_client_hello(bytes, scratch) {
+        Err(tls::Incomplete)
+            if !full && matches!(tls::is_record_start(bytes, &[0x16]), Ok(true)) =>
+        {
+            None
+        }
+        _ => Some(classify::classify_midstream(bytes, server_port, scratch)),
     }
 }
 

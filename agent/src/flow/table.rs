@@ -17,10 +17,9 @@ const SECOND: Nanos = 1_000_000_000;
 pub struct TableLimits {
     /// Flows held at once; at the bound the oldest are evicted.
     pub max_flows: usize,
-    /// A flow with no packet for this long is finished.
+    /// A flow with no packet for this long is finished. A closed flow (FIN both ways, or RST)
+    /// is finished at once: its stragglers carry no payload and open no flow (`orphan_packets`).
     pub idle_timeout: Nanos,
-    /// A closed flow (FIN both ways, or RST) lingers this long to absorb its last packets.
-    pub close_linger: Nanos,
 }
 
 impl Default for TableLimits {
@@ -28,7 +27,6 @@ impl Default for TableLimits {
         TableLimits {
             max_flows: 262_144,
             idle_timeout: 300 * SECOND,
-            close_linger: 10 * SECOND,
         }
     }
 }
@@ -45,6 +43,8 @@ pub struct TableStats {
     pub closed_rst: u64,
     pub reused: u64,
     pub peak_flows: u64,
+    /// Packets without payload of no known connection (no SYN): they open no flow.
+    pub orphan_packets: u64,
 }
 
 /// What the table hands out: each flow yields one [`Connection`] and one [`FlowRecord`].
@@ -105,12 +105,26 @@ impl FlowTable {
                 self.stats.duplicates += u64::from(outcome.duplicate);
                 self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
                 if outcome.classified {
-                    done.connections.extend(flow.connection(now));
+                    done.connections.extend(flow.connection(&key, now));
+                }
+                if flow.closed_at().is_some() {
+                    let reason = if flow.was_reset() {
+                        EndReason::Rst
+                    } else {
+                        EndReason::Fin
+                    };
+                    self.finish(&key, reason, done);
                 }
                 return outcome;
             }
             self.stats.reused += 1;
             self.finish(&key, EndReason::Reused, done);
+        }
+        if !seg.flags.syn() && seg.payload.is_empty() {
+            // An ACK, FIN or RST of a connection we never saw (or already finished): it says
+            // nothing about security and would only make an empty, unknown flow.
+            self.stats.orphan_packets += 1;
+            return PacketOutcome::default();
         }
         if self.flows.len() >= self.limits.max_flows {
             self.evict_oldest(done);
@@ -119,39 +133,41 @@ impl FlowTable {
         let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
         self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
         if outcome.classified {
-            done.connections.extend(flow.connection(now));
+            done.connections.extend(flow.connection(&key, now));
+        }
+        self.stats.flows_started += 1;
+        if flow.closed_at().is_some() {
+            // a lone RST (or SYN+RST): nothing more will come
+            let reason = if flow.was_reset() {
+                EndReason::Rst
+            } else {
+                EndReason::Fin
+            };
+            self.count_end(reason);
+            let counted = flow.is_classified();
+            let record = flow.finish(&key, reason, &mut self.scratch);
+            if !counted {
+                done.connections.push(Connection::from(&record));
+            }
+            done.finished.push(record);
+            return outcome;
         }
         self.flows.insert(key, flow);
-        self.stats.flows_started += 1;
         self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);
         outcome
     }
 
-    /// Finish closed flows past their linger and idle flows.
+    /// Finish idle flows.
     pub fn sweep(&mut self, now: Nanos, done: &mut Outputs) {
-        let limits = self.limits;
-        let expired: Vec<(FlowKey, EndReason)> = self
+        let idle = self.limits.idle_timeout;
+        let expired: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter_map(|(key, flow)| {
-                let reason = match flow.closed_at() {
-                    Some(at) if now.saturating_sub(at) >= limits.close_linger => {
-                        Some(if flow.was_reset() {
-                            EndReason::Rst
-                        } else {
-                            EndReason::Fin
-                        })
-                    }
-                    _ if now.saturating_sub(flow.last_seen()) >= limits.idle_timeout => {
-                        Some(EndReason::Idle)
-                    }
-                    _ => None,
-                };
-                reason.map(|r| (*key, r))
-            })
+            .filter(|(_, flow)| now.saturating_sub(flow.last_seen()) >= idle)
+            .map(|(key, _)| *key)
             .collect();
-        for (key, reason) in expired {
-            self.finish(&key, reason, done);
+        for key in expired {
+            self.finish(&key, EndReason::Idle, done);
         }
     }
 
@@ -168,17 +184,21 @@ impl FlowTable {
         }
     }
 
+    fn count_end(&mut self, reason: EndReason) {
+        match reason {
+            EndReason::Fin => self.stats.closed_fin += 1,
+            EndReason::Rst => self.stats.closed_rst += 1,
+            EndReason::Idle => self.stats.evicted_idle += 1,
+            EndReason::Evicted => self.stats.evicted_pressure += 1,
+            EndReason::Reused | EndReason::CaptureEnd => {}
+        }
+    }
+
     fn finish(&mut self, key: &FlowKey, reason: EndReason, done: &mut Outputs) {
         if let Some(flow) = self.flows.remove(key) {
-            match reason {
-                EndReason::Fin => self.stats.closed_fin += 1,
-                EndReason::Rst => self.stats.closed_rst += 1,
-                EndReason::Idle => self.stats.evicted_idle += 1,
-                EndReason::Evicted => self.stats.evicted_pressure += 1,
-                EndReason::Reused | EndReason::CaptureEnd => {}
-            }
+            self.count_end(reason);
             let counted = flow.is_classified();
-            let record = flow.finish(reason, &mut self.scratch);
+            let record = flow.finish(key, reason, &mut self.scratch);
             if !counted {
                 done.connections.push(Connection::from(&record));
             }

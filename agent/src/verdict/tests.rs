@@ -8,17 +8,14 @@ fn wl(ns: &str, name: &str) -> Peer {
     Peer {
         namespace: Some(ns.into()),
         workload: Some(name.into()),
-        node: None,
-        ip: None,
+        ..Peer::default()
     }
 }
 
 fn ip(addr: &str) -> Peer {
     Peer {
-        namespace: None,
-        workload: None,
-        node: None,
         ip: Some(addr.parse::<IpAddr>().expect("ip")),
+        ..Peer::default()
     }
 }
 
