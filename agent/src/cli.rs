@@ -245,7 +245,6 @@ impl TableArgs {
         crate::flow::TableLimits {
             max_flows: usize::try_from(self.max_flows).unwrap_or(usize::MAX),
             idle_timeout: self.idle_timeout * 1_000_000_000,
-            ..Default::default()
         }
     }
 }
