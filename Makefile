@@ -8,7 +8,7 @@ CARGO ?= cargo
 DEMO_PCAP ?= pcaps/istio-migration-before.pcap
 DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
 
-.PHONY: demo test deps build lint unit generator e2e pcaps
+.PHONY: demo test deps build lint unit generator e2e bench pcaps
 
 deps:
 	@./scripts/install-deps.sh
@@ -33,6 +33,13 @@ e2e: deps
 	./scripts/e2e-agent.sh
 
 test: lint unit generator e2e
+
+# Benchmarks (see BENCHMARKS.md): offline side by side with tcpdump, nDPI, tshark; criterion
+# micro-benchmarks; the live replay (root).
+bench: deps
+	bench/run.sh
+	$(CARGO) bench -p meshwatch-agent --bench hot_path
+	bench/live.sh bench/data/mixed-20k.pcap
 
 # Regenerate the committed captures (root): then review and commit pcaps/.
 pcaps: deps

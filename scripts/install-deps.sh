@@ -24,6 +24,8 @@ have_cmd cc || need+=(gcc)
 have_cmd setcap || need+=(libcap2-bin)          # the agent e2e test runs it with file capabilities
 have_cmd prometheus || need+=(prometheus)      # the agent's end-to-end test scrapes with it
 have_cmd tcpreplay || need+=(tcpreplay)        # live capture benchmark
+have_cmd ndpiReader || need+=(libndpi-bin)     # benchmark peer
+[ -x /usr/bin/time ] || need+=(time)            # benchmark peak RSS
 
 if [ ${#need[@]} -gt 0 ]; then
     echo "installing: ${need[*]}"

@@ -29,6 +29,16 @@ pub fn analyze_files(
     identities: &dyn IdentitySource,
     policy: &Policy,
 ) -> Report {
+    analyze_files_threads(files, identities, policy, 1)
+}
+
+/// The same with `threads` workers.
+pub fn analyze_files_threads(
+    files: &[PathBuf],
+    identities: &dyn IdentitySource,
+    policy: &Policy,
+    threads: usize,
+) -> Report {
     match analyze(
         files,
         identities,
@@ -36,6 +46,7 @@ pub fn analyze_files(
         TableLimits::default(),
         true,
         None,
+        threads,
     ) {
         Ok((report, _warnings)) => report,
         Err(e) => panic!("analyzing {files:?}: {e}"),

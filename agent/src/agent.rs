@@ -163,7 +163,7 @@ fn capture_loop(
     // packet, so a blocking read on a quiet interface would never return to sweep flows,
     // publish counters or notice the stop request.
     let mut capture = capture.setnonblock()?;
-    let mut pipeline = Pipeline::new(limits);
+    let mut pipeline = Pipeline::live(limits);
     let mut last_publish = Instant::now();
     state.capture.running.store(true, Ordering::Relaxed);
     let result = loop {

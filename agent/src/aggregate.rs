@@ -127,12 +127,17 @@ struct RawKey {
 #[derive(Debug, Default)]
 pub struct Edges {
     peers: Vec<Peer>,
-    peer_ids: HashMap<Peer, u32>,
-    by_ip: HashMap<IpAddr, u32>,
+    peer_ids: HashMap<Peer, u32, FastHash>,
+    by_ip: HashMap<IpAddr, u32, FastHash>,
     unknown_addresses: usize,
-    edges: HashMap<RawKey, EdgeStats>,
+    edges: HashMap<RawKey, EdgeStats, FastHash>,
     folded: u64,
+    /// The `(other sources)` peer, once interned.
+    other: Option<u32>,
 }
+
+/// foldhash: these maps are hit once or twice per flow.
+type FastHash = foldhash::fast::RandomState;
 
 impl Edges {
     fn intern(&mut self, peer: Peer) -> u32 {
@@ -145,6 +150,17 @@ impl Edges {
         id
     }
 
+    fn other_sources(&mut self) -> u32 {
+        match self.other {
+            Some(id) => id,
+            None => {
+                let id = self.intern(Peer::other_sources());
+                self.other = Some(id);
+                id
+            }
+        }
+    }
+
     fn peer_of(&mut self, ip: IpAddr, identities: &dyn IdentitySource) -> u32 {
         if let Some(&id) = self.by_ip.get(&ip) {
             return id;
@@ -152,7 +168,7 @@ impl Edges {
         let peer = Peer::resolve(ip, identities);
         let unknown = peer.namespace.is_none() && peer.node.is_none();
         if unknown && self.unknown_addresses >= MAX_PEERS {
-            return self.intern(Peer::other_sources());
+            return self.other_sources();
         }
         self.unknown_addresses += usize::from(unknown);
         let id = self.intern(peer);
@@ -169,7 +185,7 @@ impl Edges {
             mesh: rec.mesh,
         };
         if self.edges.len() >= MAX_EDGES && !self.edges.contains_key(&key) {
-            key.source = self.intern(Peer::other_sources());
+            key.source = self.other_sources();
             self.folded += 1;
         }
         let e = self.edges.entry(key).or_insert(EdgeStats {

@@ -14,6 +14,7 @@ use crate::identity::file::{WorkloadsError, WorkloadsFile};
 use crate::identity::{IdentitySource, NoIdentities};
 use crate::pipeline::{Pipeline, SecurityCounts};
 use crate::report::{format_time, table, Report, Summary};
+use crate::sharded::{Shards, WorkerTotals};
 use crate::verdict::{self, Policy};
 
 /// Errors of an analysis run; all are the input's fault (exit code 2) except `Output`.
@@ -39,10 +40,10 @@ struct Collector<'a> {
 }
 
 impl Collector<'_> {
-    fn absorb(&mut self, pipeline: &mut Pipeline) {
-        // offline, a connection is counted from its final record (same count, with its bytes)
-        pipeline.take_connections().for_each(drop);
-        for rec in pipeline.take_finished() {
+    /// Fold finished flows in. Offline, a connection is counted from its final record (the
+    /// same count as the classification events, with its bytes).
+    fn absorb(&mut self, records: impl IntoIterator<Item = FlowRecord>) {
+        for rec in records {
             self.edges.add(&rec, self.identities);
             self.security.add(rec.security, 1);
             if let Some(flows) = self.flows.as_mut() {
@@ -56,7 +57,58 @@ impl Collector<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning(pub String);
 
-/// Run the analysis of `captures` and build the report.
+/// Where frames go: one pipeline on this thread, or N sharded workers.
+enum Engine {
+    Single(Box<Pipeline>),
+    Sharded(Shards),
+}
+
+impl Engine {
+    fn on_frame(&mut self, frame: &crate::capture::Frame<'_>, collector: &mut Collector<'_>) {
+        match self {
+            Engine::Single(p) => {
+                p.on_frame(frame.ts, frame.link, frame.data, frame.wire_len);
+                // records are folded into edges as they come: memory stays flat
+                if p.finished_len() >= DRAIN_EVERY {
+                    collector.absorb(p.take_finished());
+                }
+            }
+            Engine::Sharded(s) => {
+                s.push(frame);
+                collector.absorb(s.finished());
+            }
+        }
+    }
+
+    fn drain(&mut self, collector: &mut Collector<'_>) {
+        match self {
+            Engine::Single(p) => collector.absorb(p.take_finished()),
+            Engine::Sharded(s) => collector.absorb(s.finished()),
+        }
+    }
+
+    /// End of input: every flow finished; the packet and table totals.
+    fn finish(self, collector: &mut Collector<'_>) -> WorkerTotals {
+        match self {
+            Engine::Single(mut p) => {
+                p.finish();
+                collector.absorb(p.take_finished());
+                WorkerTotals {
+                    packets: p.packet_stats().clone(),
+                    table: p.table_stats(),
+                    first_last: p.time_span(),
+                }
+            }
+            Engine::Sharded(s) => {
+                let (totals, rest) = s.finish();
+                collector.absorb(rest);
+                totals
+            }
+        }
+    }
+}
+
+/// Run the analysis of `captures` and build the report. `threads` > 1 shards flows to workers.
 pub fn analyze(
     captures: &[PathBuf],
     identities: &dyn IdentitySource,
@@ -64,8 +116,13 @@ pub fn analyze(
     limits: TableLimits,
     keep_flows: bool,
     progress: Option<&ProgressBar>,
+    threads: usize,
 ) -> Result<(Report, Vec<Warning>), AnalyzeError> {
-    let mut pipeline = Pipeline::new(limits);
+    let mut engine = if threads > 1 {
+        Engine::Sharded(Shards::new(threads, limits))
+    } else {
+        Engine::Single(Box::new(Pipeline::new(limits)))
+    };
     let mut collector = Collector {
         identities,
         edges: Edges::default(),
@@ -78,13 +135,7 @@ pub fn analyze(
     for path in captures {
         let mut capture = CaptureFile::open(path)?;
         let summary = capture.for_each_frame(
-            |frame| {
-                pipeline.on_frame(frame.ts, frame.link, frame.data, frame.wire_len);
-                // records are folded into edges as they come: memory stays flat
-                if pipeline.finished_len() >= DRAIN_EVERY {
-                    collector.absorb(&mut pipeline);
-                }
-            },
+            |frame| engine.on_frame(&frame, &mut collector),
             |bytes| {
                 if let Some(bar) = progress {
                     bar.set_position(done_bytes + bytes);
@@ -92,7 +143,7 @@ pub fn analyze(
             },
         )?;
         done_bytes += summary.bytes_read;
-        collector.absorb(&mut pipeline);
+        engine.drain(&mut collector);
         if let Some(offset) = summary.truncated_at {
             let name = capture.path().display().to_string();
             warnings.push(Warning(format!(
@@ -108,8 +159,7 @@ pub fn analyze(
             )));
         }
     }
-    pipeline.finish();
-    collector.absorb(&mut pipeline);
+    let totals = engine.finish(&mut collector);
     let Collector {
         edges,
         security,
@@ -129,13 +179,8 @@ pub fn analyze(
     let edges_folded = edges.folded();
     let edges = edges.to_vec();
     let verdicts = verdict::evaluate(&edges, policy, &identities.workloads());
-    let mut summary = Summary::new(
-        captures.len(),
-        pipeline.packet_stats(),
-        pipeline.table_stats(),
-        security,
-    );
-    if let Some((first, last)) = pipeline.time_span() {
+    let mut summary = Summary::new(captures.len(), &totals.packets, totals.table, security);
+    if let Some((first, last)) = totals.first_last {
         summary.first_packet = Some(format_time(first));
         summary.last_packet = Some(format_time(last));
     }
@@ -159,6 +204,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
         args.table.limits(),
         args.flows,
         bar.as_ref(),
+        usize::try_from(args.threads).unwrap_or(1),
     )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();

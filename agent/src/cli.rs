@@ -158,6 +158,11 @@ pub struct AnalyzeArgs {
     /// Progress bar on stderr.
     #[arg(long, value_enum, default_value_t = When::Auto, env = "MESHWATCH_PROGRESS")]
     pub progress: When,
+
+    /// Worker threads; flows are sharded to them by hash (1: all on the reading thread).
+    #[arg(long, default_value_t = 1, value_name = "N", env = "MESHWATCH_THREADS",
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub threads: u64,
 }
 
 /// Options of the verdict engine (shared by `analyze` and the agent).

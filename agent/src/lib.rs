@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod reassembly;
 pub mod report;
+pub mod sharded;
 pub mod tls;
 pub mod verdict;
 pub mod window;

@@ -34,11 +34,23 @@ pub struct Pipeline {
     out: Outputs,
     first_ts: Option<Nanos>,
     last_ts: Nanos,
+    /// Whether connection events are wanted (the agent); offline only records count.
+    keep_connections: bool,
 }
 
 impl Pipeline {
+    /// A pipeline for live use: connection events are kept for the caller to take.
+    pub fn live(limits: TableLimits) -> Self {
+        Pipeline {
+            keep_connections: true,
+            ..Self::new(limits)
+        }
+    }
+
+    /// A pipeline for offline analysis: only finished flow records are produced.
     pub fn new(limits: TableLimits) -> Self {
         Pipeline {
+            keep_connections: false,
             table: FlowTable::new(limits),
             stats: PacketStats::default(),
             out: Outputs::default(),
@@ -58,6 +70,9 @@ impl Pipeline {
             Ok(Decoded::Tcp(seg)) => {
                 self.stats.tcp_packets += 1;
                 self.table.on_segment(&seg, self.last_ts, &mut self.out);
+                if !self.keep_connections {
+                    self.out.connections.clear();
+                }
             }
             Ok(Decoded::Skipped(Skip::NotIp)) => self.stats.not_ip += 1,
             Ok(Decoded::Skipped(Skip::NotTcp)) => self.stats.not_tcp += 1,
@@ -99,6 +114,8 @@ impl Pipeline {
     /// End of input: finish every open flow.
     pub fn finish(&mut self) {
         self.table.drain(&mut self.out);
+        // nobody counts connection events offline; do not let them pile up
+        self.out.connections.clear();
     }
 
     pub fn packet_stats(&self) -> &PacketStats {
