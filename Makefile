@@ -2,13 +2,13 @@
 #   make demo   installs what is missing, builds, analyzes a bundled capture, prints the verdicts
 #   make test   installs what is missing, then lint + every test (unit, property, corpus, pcaps,
 #               CLI, Kubernetes replay) + a fresh run of the capture generator + the live agent
-#               end-to-end test with Prometheus (the last two as root)
+#               end-to-end test with Prometheus (the last two as root) + a fuzz smoke run
 
 CARGO ?= cargo
 DEMO_PCAP ?= pcaps/istio-migration-before.pcap
 DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
 
-.PHONY: demo test deps build lint unit generator e2e bench pcaps
+.PHONY: demo test deps build lint unit generator e2e fuzz fuzz-long bench pcaps
 
 deps:
 	@./scripts/install-deps.sh
@@ -32,7 +32,14 @@ generator: deps
 e2e: deps
 	./scripts/e2e-agent.sh
 
-test: lint unit generator e2e
+# Smoke run of every fuzz target (15 s each); `make fuzz-long` for the documented longer run.
+fuzz: deps
+	./scripts/fuzz.sh 15
+
+fuzz-long: deps
+	./scripts/fuzz.sh 600
+
+test: lint unit generator e2e fuzz
 
 # Benchmarks (see BENCHMARKS.md): offline side by side with tcpdump, nDPI, tshark; criterion
 # micro-benchmarks; the live replay (root).

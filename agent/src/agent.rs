@@ -26,17 +26,39 @@ const POLL_TIMEOUT_MS: u16 = 100;
 /// How often a workloads file is checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
-/// Run the agent until a signal.
+/// Run the agent until a signal. The capture is opened first, on the only thread, then every
+/// capability but CAP_NET_RAW is dropped, then the other threads start (and inherit that).
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    let cfg = LiveConfig {
+        interface: args.interface.clone(),
+        filter: args.filter.clone(),
+        snaplen: args.snaplen,
+        buffer_bytes: args.buffer_mib.saturating_mul(1 << 20),
+        promiscuous: args.promiscuous,
+        timeout_ms: 100,
+    };
+    let (capture, link) = live::open(&cfg)?;
+    tracing::info!(interface = %cfg.interface, link = link.0, filter = %cfg.filter, "capture open");
+    match crate::privileges::keep_only_net_raw() {
+        Ok(left) => {
+            tracing::info!(effective = ?left.effective, permitted = ?left.permitted, "capabilities dropped")
+        }
+        Err(e) => tracing::warn!(error = %e, "could not drop capabilities"),
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .thread_name("meshwatch-api")
         .build()?;
-    runtime.block_on(serve(args))
+    runtime.block_on(serve(args, cfg, capture, link))
 }
 
-async fn serve(args: &AgentArgs) -> anyhow::Result<()> {
+async fn serve(
+    args: &AgentArgs,
+    cfg: LiveConfig,
+    capture: pcap::Capture<pcap::Active>,
+    link: crate::decode::LinkType,
+) -> anyhow::Result<()> {
     let node = args.node_name.clone();
     let identities: SharedIdentities = Arc::new(RwLock::new(IdentityMap::default()));
     let feed = match (&args.workloads, args.kubernetes) {
@@ -50,16 +72,6 @@ async fn serve(args: &AgentArgs) -> anyhow::Result<()> {
         (None, true) => IdentityFeed::Kubernetes(Arc::new(SyncState::default())),
         (None, false) => IdentityFeed::None,
     };
-    let cfg = LiveConfig {
-        interface: args.interface.clone(),
-        filter: args.filter.clone(),
-        snaplen: args.snaplen,
-        buffer_bytes: args.buffer_mib.saturating_mul(1 << 20),
-        promiscuous: args.promiscuous,
-        timeout_ms: 100,
-    };
-    let (capture, link) = live::open(&cfg)?;
-    tracing::info!(interface = %cfg.interface, link = link.0, filter = %cfg.filter, "capture open");
     let window = args.window.as_nanos() as u64;
     let state = Arc::new(LiveState::new(
         identities.clone(),

@@ -1,6 +1,7 @@
 //! Packet sources: where frames come from. I/O lives here, nothing else does.
 
 pub mod file;
+#[cfg(feature = "agent")]
 pub mod live;
 
 use crate::decode::LinkType;

@@ -24,10 +24,12 @@ pub enum Command {
     #[command(after_help = ANALYZE_EXAMPLES)]
     Analyze(AnalyzeArgs),
     /// Capture live on this node and serve /metrics, /healthz, /readyz and /api/v1 (DaemonSet).
+    #[cfg(feature = "agent")]
     #[command(after_help = AGENT_EXAMPLES)]
     Agent(AgentArgs),
 }
 
+#[cfg(feature = "agent")]
 const AGENT_EXAMPLES: &str = "\
 Examples:
   meshwatch agent --interface any --listen 0.0.0.0:9477 --kubernetes   # in the DaemonSet
@@ -38,6 +40,7 @@ Privileges: only CAP_NET_RAW (and CAP_NET_ADMIN for --promiscuous), e.g.
   setcap cap_net_raw+ep /usr/local/bin/meshwatch   # then run as any user";
 
 /// Options of `meshwatch agent`.
+#[cfg(feature = "agent")]
 #[derive(Debug, Args)]
 pub struct AgentArgs {
     /// Interface to capture on (`any`: all, as Linux cooked v2).
@@ -289,13 +292,16 @@ mod tests {
             Cli::try_parse_from(["meshwatch", "analyze", "--exempt-port", "70000", "x"]).is_err()
         );
         assert!(Cli::try_parse_from(["meshwatch", "analyze"]).is_err());
+        #[cfg(feature = "agent")]
         assert!(Cli::try_parse_from(["meshwatch", "agent", "--window", "soon"]).is_err());
+        #[cfg(feature = "agent")]
         assert!(
             Cli::try_parse_from(["meshwatch", "agent", "--workloads", "w", "--kubernetes"])
                 .is_err()
         );
     }
 
+    #[cfg(feature = "agent")]
     #[test]
     fn agent_defaults() {
         let cli = Cli::parse_from(["meshwatch", "agent"]);

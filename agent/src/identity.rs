@@ -5,6 +5,7 @@
 //! objects: a cluster-wide map of 10k pods stays a few MB.
 
 pub mod file;
+#[cfg(feature = "agent")]
 pub mod kubernetes;
 
 use std::collections::{BTreeMap, HashMap};

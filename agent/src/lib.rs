@@ -5,9 +5,11 @@
 //! [`tls`] and [`classify`]) -> [`aggregate`] -> [`verdict`] -> [`report`]. [`pipeline`] composes
 //! the pure parts; [`analyze`] wires I/O around it. See ARCHITECTURE.md.
 
+#[cfg(feature = "agent")]
 pub mod agent;
 pub mod aggregate;
 pub mod analyze;
+#[cfg(feature = "agent")]
 pub mod api;
 pub mod capture;
 pub mod classify;
@@ -15,9 +17,13 @@ pub mod cli;
 pub mod decode;
 pub mod flow;
 pub mod identity;
+#[cfg(feature = "agent")]
 pub mod live;
+#[cfg(feature = "agent")]
 pub mod metrics;
 pub mod pipeline;
+#[cfg(feature = "agent")]
+pub mod privileges;
 pub mod reassembly;
 pub mod report;
 pub mod sharded;

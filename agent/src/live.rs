@@ -300,3 +300,72 @@ fn names(id: Identity<'_>) -> (String, String) {
         Identity::Unknown => ("unknown".to_owned(), "unknown".to_owned()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{Mesh, Security};
+    use crate::identity::file::WorkloadsFile;
+
+    #[test]
+    fn a_hundred_thousand_source_ips_make_a_bounded_number_of_series() {
+        let map = WorkloadsFile::parse(
+            "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11]}\n",
+            None,
+        )
+        .expect("workloads");
+        let state = LiveState::new(
+            Arc::new(std::sync::RwLock::new(map)),
+            IdentityFeed::None,
+            Policy::default(),
+            3_600 * 1_000_000_000,
+            "test".into(),
+        );
+        let dst: IpAddr = "10.244.1.11".parse().expect("ip");
+        for i in 0..100_000u32 {
+            let src = IpAddr::from([172, 16 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+            let security = if i % 2 == 0 {
+                Security::Plaintext
+            } else {
+                Security::IstioMtls
+            };
+            let mesh = if i % 2 == 0 {
+                Mesh::None
+            } else {
+                Mesh::Sidecar
+            };
+            state.on_connection(&Connection {
+                src,
+                dst,
+                dport: 8000,
+                security,
+                mesh,
+                ts: 1_000 + u64::from(i),
+            });
+        }
+        let text = crate::metrics::encode(&state.registry);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("meshwatch_connections_total{"))
+            .count();
+        assert_eq!(
+            series, 2,
+            "one series per security class, sources are `unknown`:\n{text}"
+        );
+        assert!(text.contains("source_workload=\"unknown\""));
+        let edges = state.edges(2_000_000);
+        assert!(
+            edges.len() <= crate::aggregate::MAX_EDGES + 2,
+            "{} edges",
+            edges.len()
+        );
+        let v = state.verdicts(2_000_000);
+        let httpbin = v
+            .workloads
+            .iter()
+            .find(|w| w.destination.workload.as_deref() == Some("httpbin"))
+            .expect("verdict");
+        assert_eq!(httpbin.verdict, crate::verdict::Readiness::Blocked);
+        assert_eq!(httpbin.connections.plaintext, 50_000);
+    }
+}

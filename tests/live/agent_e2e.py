@@ -115,6 +115,48 @@ def least_privilege(binary, tmp):
         subprocess.run(["ip", "netns", "del", "mw-caps"], check=False)
 
 
+def under_load(binary, tmp):
+    """Replay at top speed onto a veth the agent captures on; meanwhile /metrics and /healthz
+    must answer within 1 s every time."""
+    ns = "mw-load"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    procs = []
+    try:
+        run = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], capture_output=True, text=True)
+        run("ip", "link", "add", "vl0", "type", "veth", "peer", "name", "vl1")
+        for dev in ("vl0", "vl1", "lo"):
+            run("ip", "link", "set", dev, "up")
+        agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vl1",
+                                  "--listen", "127.0.0.1:19481"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(agent)
+        wait_for(lambda: run("curl", "-sf", "127.0.0.1:19481/readyz").returncode == 0, 10)
+        replay = subprocess.Popen(["ip", "netns", "exec", ns, "tcpreplay", "-q", "-K", "--topspeed", "--loop", "4000",
+                                   "-i", "vl0", os.path.join(ROOT, "pcaps", "istio-migration-before.pcap")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(replay)
+        worst, answered, seen = 0.0, 0, 0
+        while replay.poll() is None:
+            for path in ("/metrics", "/healthz"):
+                r = run("curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code} %{time_total}",
+                        f"127.0.0.1:19481{path}")
+                code, _, secs = r.stdout.partition(" ")
+                answered += code == "200"
+                seen += 1
+                worst = max(worst, float(secs or 99))
+            time.sleep(0.05)
+        st = json.loads(run("curl", "-s", "127.0.0.1:19481/api/v1/status").stdout or "{}")
+        packets = st.get("capture", {}).get("packets", 0)
+        check(f"under a top-speed replay ({packets} packets) /metrics and /healthz answer within 1 s "
+              f"({seen} requests, worst {worst:.3f} s)", seen >= 4 and answered == seen and worst < 1.0,
+              f"{answered}/{seen} worst {worst}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
 def main():
     if os.geteuid() != 0:
         sys.exit("agent_e2e.py needs root (network namespaces, capture)")
@@ -135,6 +177,16 @@ def main():
                 stdout=log, stderr=subprocess.STDOUT)
             procs.append(agent)
             check("agent becomes ready", wait_for(lambda: http_get(AGENT_PORT, "/readyz")[0] == 200, 15))
+            # started as root: after opening the capture it keeps CAP_NET_RAW only, in every thread
+            caps = {}
+            for tid in os.listdir(f"/proc/{agent.pid}/task"):
+                for line in open(f"/proc/{agent.pid}/task/{tid}/status"):
+                    if line.startswith(("CapEff:", "CapPrm:", "CapBnd:", "CapInh:", "CapAmb:")):
+                        k, v = line.split()
+                        caps.setdefault(k, set()).add(int(v, 16))
+            check("root agent drops to CAP_NET_RAW in every thread",
+                  caps.get("CapEff:") == {1 << 13} and caps.get("CapPrm:") == {1 << 13}
+                  and caps.get("CapBnd:") == {1 << 13} and caps.get("CapInh:") == {0}, str(caps))
             prom_cfg = os.path.join(tmp, "prometheus.yml")
             with open(prom_cfg, "w") as f:
                 f.write("global:\n  scrape_interval: 1s\nscrape_configs:\n"
@@ -203,6 +255,7 @@ def main():
             check("SIGTERM stops the agent cleanly", rc == 0, f"exit {rc}")
             check("final statistics are logged", "final statistics" in text, text[-500:])
             least_privilege(binary, tmp)
+            under_load(binary, tmp)
         finally:
             for p in procs:
                 if p.poll() is None:

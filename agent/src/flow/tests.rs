@@ -327,3 +327,48 @@ fn state_per_flow_is_at_most_256_bytes() {
     );
     assert!(per_flow <= 256, "{per_flow} bytes per flow");
 }
+
+#[test]
+fn a_preface_that_never_ends_is_bounded_and_times_out() {
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40200));
+    c.handshake(&mut t, 0, &mut done);
+    // a handshake record declaring 16 MiB, then 100 KiB of it, segment by segment
+    let mut first = vec![0x16, 0x03, 0x01, 0xff, 0xff, 0x01, 0xff, 0xff, 0xff];
+    first.resize(1400, 0x41);
+    t.on_segment(&c.client_sends(1001, PSH, &first), 1, &mut done);
+    let chunk = vec![0x41u8; 1400];
+    for i in 1..73u32 {
+        t.on_segment(
+            &c.client_sends(1001 + i * 1400, PSH, &chunk),
+            1 + u64::from(i),
+            &mut done,
+        );
+    }
+    t.sweep(400 * SEC, &mut done);
+    assert_eq!(done.finished.len(), 1);
+    let r = &done.finished[0];
+    assert_eq!(
+        (r.security, r.app, r.end),
+        (Security::Unknown, App::Tls, EndReason::Idle)
+    );
+    assert_eq!(r.bytes_to_server, 73 * 1400);
+}
+
+#[test]
+fn a_syn_flood_is_held_to_the_flow_bound() {
+    let limits = TableLimits {
+        max_flows: 10_000,
+        ..TableLimits::default()
+    };
+    let (mut t, mut done) = (FlowTable::new(limits), Outputs::default());
+    for i in 0..200_000u32 {
+        let src = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let s = seg((src, 40000), (addr("10.0.0.2"), 8000), i, 0, SYN, &[]);
+        t.on_segment(&s, u64::from(i), &mut done);
+        assert!(t.len() <= 10_000);
+        done.finished.clear();
+        done.connections.clear();
+    }
+    assert!(t.stats().evicted_pressure >= 190_000);
+    assert_eq!(t.stats().peak_flows, 10_000);
+}

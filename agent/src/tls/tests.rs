@@ -140,3 +140,40 @@ fn record_and_sslv2_detection() {
     assert!(is_server_hello(&[0x16, 0x03, 0x03, 0x00, 0x50, 0x02]));
     assert!(!is_server_hello(&[0x16, 0x03, 0x03, 0x00, 0x50, 0x01]));
 }
+
+#[test]
+fn thousands_of_extensions_and_alpn_names_stay_bounded() {
+    // 3,000 empty unknown extensions, then an ALPN list of 2,000 names: within 16 KiB
+    let mut ext = Vec::new();
+    for i in 0..3000u16 {
+        ext.extend_from_slice(&(0x4000 + i).to_be_bytes());
+        ext.extend_from_slice(&[0, 0]);
+    }
+    let names: Vec<u8> = (0..2000).flat_map(|_| [1u8, b'x']).collect();
+    ext.extend_from_slice(&[0x00, 0x10]);
+    ext.extend_from_slice(&((names.len() + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(names.len() as u16).to_be_bytes());
+    ext.extend_from_slice(&names);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[0u8; 32]);
+    body.extend_from_slice(&[0, 0, 2, 0x13, 0x01, 1, 0]);
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut msg = vec![1, 0];
+    msg.extend_from_slice(&(body.len() as u16).to_be_bytes());
+    msg.extend_from_slice(&body);
+    // split into records of at most 2^14 bytes
+    let mut stream = Vec::new();
+    for chunk in msg.chunks(16_000) {
+        stream.extend_from_slice(&[0x16, 0x03, 0x01]);
+        stream.extend_from_slice(&(chunk.len() as u16).to_be_bytes());
+        stream.extend_from_slice(chunk);
+    }
+    assert!(
+        stream.len() <= MAX_PREFACE_BYTES + 5,
+        "{} bytes",
+        stream.len()
+    );
+    let h = parse(&stream).expect("complete").expect("hello");
+    assert_eq!(h.alpn.len(), MAX_ALPN_NAMES);
+}
