@@ -35,10 +35,7 @@ fn analyze(path: &PathBuf) -> (Option<i32>, Option<Value>, String) {
 }
 
 fn pcap_header(snaplen: u32, link: u32) -> Vec<u8> {
-    let mut h = Vec::new();
-    for v in [0xa1b2_c3d4u32] {
-        h.extend_from_slice(&v.to_le_bytes());
-    }
+    let mut h = 0xa1b2_c3d4u32.to_le_bytes().to_vec();
     h.extend_from_slice(&2u16.to_le_bytes());
     h.extend_from_slice(&4u16.to_le_bytes());
     for v in [0u32, 0, snaplen, link] {
