@@ -23,6 +23,22 @@ pub fn corpus_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join("../shared/corpus"))
 }
 
+/// The `.pcap` and `.pcapng` files of a directory, sorted.
+pub fn captures_in(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("pcap" | "pcapng")
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Analyze captures in-process with the default policy and every flow kept.
 pub fn analyze_files(
     files: &[PathBuf],

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use meshwatch::identity::file::WorkloadsFile;
 use meshwatch::report::Report;
 use meshwatch::verdict::Policy;
-use meshwatch_tests::{analyze_files, repo_root};
+use meshwatch_tests::{analyze_files, captures_in, repo_root};
 use serde::Deserialize;
 
 #[derive(Debug, Deserialize)]
@@ -55,18 +55,7 @@ struct ExpectedBlocker {
 fn captures() -> Vec<PathBuf> {
     let dir = std::env::var_os("MESHWATCH_PCAPS")
         .map_or_else(|| repo_root().join("pcaps"), PathBuf::from);
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("pcap" | "pcapng")
-            )
-        })
-        .collect();
-    v.sort();
-    v
+    captures_in(&dir)
 }
 
 fn check(pcap: &Path) -> Result<(), String> {

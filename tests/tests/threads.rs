@@ -1,32 +1,15 @@
 //! `--threads N` shards flows to workers: the report must be the same as with one thread, on
 //! every capture of pcaps/ and of the third-party corpus.
 
-use std::path::PathBuf;
-
 use meshwatch::identity::file::WorkloadsFile;
 use meshwatch::identity::{IdentityMap, NoIdentities};
 use meshwatch::verdict::Policy;
-use meshwatch_tests::{analyze_files_threads, corpus_dir, repo_root};
-
-fn pcaps_in(dir: PathBuf) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("pcap" | "pcapng")
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
+use meshwatch_tests::{analyze_files_threads, captures_in, corpus_dir, repo_root};
 
 #[test]
 fn sharded_workers_give_the_same_report() {
-    let mut files = pcaps_in(repo_root().join("pcaps"));
-    files.extend(pcaps_in(corpus_dir().join("pcaps")));
+    let mut files = captures_in(&repo_root().join("pcaps"));
+    files.extend(captures_in(&corpus_dir().join("pcaps")));
     assert!(files.len() > 100);
     for f in &files {
         let ids: IdentityMap =
