@@ -7,6 +7,7 @@
          response of ~45 full-size segments with ACKs, and FIN teardown (~50 packets, ~1.2 GB
          for 20k connections).
   churn  N short connections (default 1,000,000): SYN, SYN-ACK, an HTTP GET, RST.
+  synflood  N SYNs from distinct addresses and ports (default 1,000,000), never answered.
 
 Usage: python3 bench/gen_capture.py mixed|churn OUT.pcap [N]
 Same arguments, same bytes: the random generator is seeded, timestamps are synthetic.
@@ -107,12 +108,20 @@ def churn(path, n):
     return w.n
 
 
+def synflood(path, n):
+    w = Writer(path)
+    for i in range(n):
+        w.packet(bytes([10, 5, (i >> 16) & 0xFF, (i >> 8) & 0xFF]), addr(6, 1), 1024 + i % 60000, 8000, i * 7919, 0, SYN)
+    return w.n
+
+
 def main():
-    if len(sys.argv) < 3 or sys.argv[1] not in ("mixed", "churn"):
+    kinds = {"mixed": mixed, "churn": churn, "synflood": synflood}
+    if len(sys.argv) < 3 or sys.argv[1] not in kinds:
         sys.exit(__doc__)
     kind, out = sys.argv[1], sys.argv[2]
     n = int(sys.argv[3]) if len(sys.argv) > 3 else (20_000 if kind == "mixed" else 1_000_000)
-    packets = (mixed if kind == "mixed" else churn)(out, n)
+    packets = kinds[kind](out, n)
     print(f"{out}: {n} connections, {packets} packets, {os.path.getsize(out) / 1e6:.0f} MB")
 
 

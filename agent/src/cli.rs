@@ -215,7 +215,7 @@ pub struct VerdictArgs {
 #[derive(Debug, Args)]
 pub struct TableArgs {
     /// Connections tracked at once; beyond it the oldest are evicted (and counted).
-    #[arg(long, default_value_t = 262_144, value_name = "N", env = "MESHWATCH_MAX_FLOWS",
+    #[arg(long, default_value_t = crate::flow::DEFAULT_MAX_FLOWS as u64, value_name = "N", env = "MESHWATCH_MAX_FLOWS",
           value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
     pub max_flows: u64,
 

@@ -8,7 +8,7 @@ mod table;
 
 pub use key::{Direction, FlowKey};
 pub use state::{Connection, EndReason, Flow, FlowRecord, PacketOutcome};
-pub use table::{FlowTable, Outputs, TableLimits, TableStats};
+pub use table::{FlowTable, Outputs, TableLimits, TableStats, DEFAULT_MAX_FLOWS};
 
 #[cfg(test)]
 mod tests;

@@ -265,7 +265,7 @@ impl Flow {
             Phase::Preface(Some(p)) => {
                 let bytes = p.contiguous();
                 if bytes.is_empty() {
-                    start_missing = !self.mid_stream;
+                    start_missing = !self.mid_stream && !p.earliest().is_empty();
                     classify::classify_midstream(p.earliest(), server.1, scratch)
                 } else if self.mid_stream {
                     classify::classify_midstream(bytes, server.1, scratch)

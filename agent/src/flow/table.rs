@@ -11,6 +11,11 @@ use crate::decode::TcpSegment;
 use crate::Nanos;
 
 const SECOND: Nanos = 1_000_000_000;
+/// Connections tracked at once by default: ~11 MB of flow state, ~30 MB with the table.
+pub const DEFAULT_MAX_FLOWS: usize = 50_000;
+/// The table is allocated for twice its bound, so that churn (inserts after evictions) always
+/// rehashes in place: with less room, hashbrown's tombstones make it double instead.
+const MAX_PREALLOCATED_FLOWS: usize = 1 << 20;
 
 /// Bounds of the table.
 #[derive(Debug, Clone, Copy)]
@@ -25,7 +30,7 @@ pub struct TableLimits {
 impl Default for TableLimits {
     fn default() -> Self {
         TableLimits {
-            max_flows: 262_144,
+            max_flows: DEFAULT_MAX_FLOWS,
             idle_timeout: 300 * SECOND,
         }
     }
@@ -67,7 +72,10 @@ pub struct FlowTable {
 impl FlowTable {
     pub fn new(limits: TableLimits) -> Self {
         FlowTable {
-            flows: HashMap::with_capacity_and_hasher(1024, RandomState::default()),
+            flows: HashMap::with_capacity_and_hasher(
+                limits.max_flows.saturating_mul(2).min(MAX_PREALLOCATED_FLOWS),
+                RandomState::default(),
+            ),
             limits,
             next_sweep: 0,
             stats: TableStats::default(),
