@@ -285,14 +285,28 @@ fn a_truncated_last_record_is_a_warning() {
 #[test]
 fn payload_bytes_are_never_in_the_output() {
     // the plaintext requests in this capture carry curl's request line and headers
-    let out = run(&["analyze", "--format", "json", "--flows", "--workloads", &workloads(), &before()]);
+    let out = run(&[
+        "analyze",
+        "--format",
+        "json",
+        "--flows",
+        "--workloads",
+        &workloads(),
+        &before(),
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
     for payload in ["GET /", "HTTP/1.1", "User-Agent", "curl/", "Host:"] {
-        assert!(!text.contains(payload), "payload {payload:?} leaked into the report");
+        assert!(
+            !text.contains(payload),
+            "payload {payload:?} leaked into the report"
+        );
     }
     // what is exported of a ClientHello: ALPN and SNI only
-    assert!(text.contains("istio-peer-exchange") && text.contains("outbound_.8000_._.httpbin.foo.svc.cluster.local"));
+    assert!(
+        text.contains("istio-peer-exchange")
+            && text.contains("outbound_.8000_._.httpbin.foo.svc.cluster.local")
+    );
 }
 
 #[test]

@@ -149,6 +149,25 @@ def under_load(binary, tmp):
         check(f"under a top-speed replay ({packets} packets) /metrics and /healthz answer within 1 s "
               f"({seen} requests, worst {worst:.3f} s)", seen >= 4 and answered == seen and worst < 1.0,
               f"{answered}/{seen} worst {worst}")
+        # a capture that drops packets: freeze the agent so its kernel buffer (1 MiB) overflows
+        agent.kill()
+        agent.wait()
+        agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vl1", "--buffer-size", "1",
+                                  "--listen", "127.0.0.1:19482"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        procs.append(agent)
+        wait_for(lambda: run("curl", "-sf", "127.0.0.1:19482/readyz").returncode == 0, 10)
+        os.kill(agent.pid, signal.SIGSTOP)
+        run("tcpreplay", "-q", "-K", "--topspeed", "--loop", "200", "-i", "vl0",
+            os.path.join(ROOT, "pcaps", "istio-migration-before.pcap"))
+        os.kill(agent.pid, signal.SIGCONT)
+        status = lambda: json.loads(run("curl", "-s", "127.0.0.1:19482/api/v1/status").stdout or "{}")
+        dropped = wait_for(lambda: status().get("capture", {}).get("dropped_kernel", 0) > 0, 10)
+        check("kernel drops are read and reported", dropped, json.dumps(status()))
+        v = json.loads(run("curl", "-s", "127.0.0.1:19482/api/v1/verdicts").stdout or "{}")
+        m = run("curl", "-s", "127.0.0.1:19482/metrics").stdout
+        drop_line = next((l for l in m.splitlines() if l.startswith('meshwatch_capture_dropped_packets_total{point="kernel"}')), "")
+        check("drops make the evidence incomplete and are exported",
+              v.get("evidence_incomplete") is True and drop_line and float(drop_line.split()[-1]) > 0, f"{v.get('evidence_incomplete')} {drop_line}")
     finally:
         for p in procs:
             if p.poll() is None:
@@ -224,11 +243,21 @@ def main():
                   flows and all(k in flows["flows"][0] for k in ("src", "dport", "security", "alpn", "server_hello")))
             status = api("/api/v1/status")
             check("status reports the capture", status and status["capture"]["running"] and status["interface"] == "br0")
+            # the workloads file is reloaded when it changes
+            text = open(workloads).read().replace(
+                "workloads:\n", "workloads:\n  - {namespace: extra, workload: probe, ips: [10.244.1.99]}\n", 1)
+            with open(workloads, "w") as f:
+                f.write(text)
+            entries = lambda: (api("/api/v1/status") or {}).get("identity_entries")
+            check("a changed workloads file is reloaded", wait_for(lambda: entries() == 7, 10), f"{entries()}")
+            code, _ = (lambda r: (r.stdout.strip(), None))(in_node("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
+                                                                   "-X", "POST", f"http://127.0.0.1:{AGENT_PORT}/api/v1/verdicts"))
+            check("the API is read-only (POST is refused)", code == "405", code)
             code, metrics = http_get(AGENT_PORT, "/metrics")
             check("agent health metrics are exported",
                   code == 200 and all(m in metrics for m in ("meshwatch_packets_total", "meshwatch_flows_active",
                                                               "meshwatch_build_info", "meshwatch_capture_dropped_packets_total",
-                                                              "meshwatch_identity_cache_entries 6")), metrics[-800:])
+                                                              "meshwatch_identity_cache_entries 7")), metrics[-800:])
             to_server = ('sum(meshwatch_bytes_total{source_namespace="legacy",destination_workload="httpbin",'
                          'direction="to_server"})')
             check("prometheus sums request bytes of finished flows",

@@ -73,7 +73,10 @@ impl FlowTable {
     pub fn new(limits: TableLimits) -> Self {
         FlowTable {
             flows: HashMap::with_capacity_and_hasher(
-                limits.max_flows.saturating_mul(2).min(MAX_PREALLOCATED_FLOWS),
+                limits
+                    .max_flows
+                    .saturating_mul(2)
+                    .min(MAX_PREALLOCATED_FLOWS),
                 RandomState::default(),
             ),
             limits,
