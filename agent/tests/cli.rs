@@ -136,6 +136,20 @@ fn table_is_plain_when_piped_and_coloured_on_request() {
     assert!(text.contains("legacy/sleep") && text.contains("blocked"));
     assert!(text.contains("kind: PeerAuthentication"));
     assert!(!text.contains('\x1b'));
+    // client-only workloads are summed up in one line, not a row each
+    let idle = text
+        .lines()
+        .find(|l| l.starts_with("no inbound connections"))
+        .expect("idle line");
+    for w in ["foo/sleep", "bar/sleep", "legacy/sleep"] {
+        assert!(idle.contains(w), "{idle}");
+        assert!(
+            !text
+                .lines()
+                .any(|l| l.starts_with(w) && l.contains("insufficient")),
+            "{w} has a row"
+        );
+    }
     let out = run(&["analyze", "--color", "always", &before()]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("\x1b[31m"));
 }

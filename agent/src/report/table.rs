@@ -152,7 +152,10 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
     ]
     .map(str::to_owned)
     .to_vec()];
-    for v in &report.verdicts {
+    let idle = |v: &&crate::verdict::Verdict| {
+        v.connections.total() == 0 && v.exempted == 0 && v.blockers.is_empty()
+    };
+    for v in report.verdicts.iter().filter(|v| !idle(v)) {
         let c = &v.connections;
         rows.push(vec![
             v.destination.display(),
@@ -166,6 +169,19 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
         ]);
     }
     print_rows(out, &rows)?;
+    let idle: Vec<String> = report
+        .verdicts
+        .iter()
+        .filter(idle)
+        .map(|v| v.destination.display())
+        .collect();
+    if !idle.is_empty() {
+        writeln!(
+            out,
+            "no inbound connections (insufficient): {}",
+            idle.join(", ")
+        )?;
+    }
     for v in report.verdicts.iter().filter(|v| !v.blockers.is_empty()) {
         writeln!(
             out,
