@@ -192,12 +192,7 @@ fn capture_loop(
             Err(pcap::Error::TimeoutExpired) => wait_readable(&capture),
             Err(e) => break Err(e),
         }
-        for c in pipeline.take_connections() {
-            state.on_connection(&c);
-        }
-        for r in pipeline.take_finished() {
-            state.on_finished(r);
-        }
+        hand_over(&mut pipeline, state);
         if last_publish.elapsed() >= PUBLISH_EVERY {
             last_publish = Instant::now();
             pipeline.tick(now());
@@ -205,15 +200,20 @@ fn capture_loop(
         }
     };
     pipeline.finish();
+    hand_over(&mut pipeline, state);
+    publish(&mut capture, &pipeline, state);
+    state.capture.running.store(false, Ordering::Relaxed);
+    result
+}
+
+/// Flow events from the pipeline to the shared state (only when there are some: per flow event).
+fn hand_over(pipeline: &mut Pipeline, state: &LiveState) {
     for c in pipeline.take_connections() {
         state.on_connection(&c);
     }
     for r in pipeline.take_finished() {
         state.on_finished(r);
     }
-    publish(&mut capture, &pipeline, state);
-    state.capture.running.store(false, Ordering::Relaxed);
-    result
 }
 
 /// Wait until the capture has packets, at most [`POLL_TIMEOUT_MS`].

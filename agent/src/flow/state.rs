@@ -29,19 +29,6 @@ pub enum EndReason {
     CaptureEnd,
 }
 
-impl EndReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EndReason::Fin => "fin",
-            EndReason::Rst => "rst",
-            EndReason::Idle => "idle",
-            EndReason::Evicted => "evicted",
-            EndReason::Reused => "reused",
-            EndReason::CaptureEnd => "capture_end",
-        }
-    }
-}
-
 /// What one packet did to its flow, for the pipeline's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PacketOutcome {
@@ -83,8 +70,6 @@ pub struct Flow {
     server_spoke: bool,
     server_hello: bool,
     rst: bool,
-    /// When both FINs or a RST were seen.
-    closed_at: Option<Nanos>,
     client: Side,
     server: Side,
     first_seen: Nanos,
@@ -114,7 +99,6 @@ impl Flow {
             server_spoke: false,
             server_hello: false,
             rst: false,
-            closed_at: None,
             client: Side::default(),
             server: Side::default(),
             first_seen: now,
@@ -128,7 +112,7 @@ impl Flow {
     pub fn is_reused_by(&self, dir: Direction, seg: &TcpSegment<'_>) -> bool {
         seg.flags.syn()
             && !seg.flags.ack()
-            && (self.closed_at.is_some()
+            && (self.close_reason().is_some()
                 || dir != self.client_dir
                 || self.client_isn != Some(seg.seq.wrapping_add(1)))
     }
@@ -137,12 +121,15 @@ impl Flow {
         self.last_seen
     }
 
-    pub fn was_reset(&self) -> bool {
-        self.rst
-    }
-
-    pub fn closed_at(&self) -> Option<Nanos> {
-        self.closed_at
+    /// How the connection closed, once it has: a RST, or a FIN from both sides.
+    pub fn close_reason(&self) -> Option<EndReason> {
+        if self.rst {
+            Some(EndReason::Rst)
+        } else if self.client.fin && self.server.fin {
+            Some(EndReason::Fin)
+        } else {
+            None
+        }
     }
 
     pub fn is_classified(&self) -> bool {
@@ -176,9 +163,6 @@ impl Flow {
         self.last_seen = self.last_seen.max(now);
         if seg.flags.rst() {
             self.rst = true;
-        }
-        if self.closed_at.is_none() && (self.rst || (self.client.fin && self.server.fin)) {
-            self.closed_at = Some(now);
         }
         if !seg.payload.is_empty() {
             if from_client {

@@ -113,12 +113,7 @@ impl FlowTable {
                 if outcome.classified {
                     done.connections.extend(flow.connection(&key, now));
                 }
-                if flow.closed_at().is_some() {
-                    let reason = if flow.was_reset() {
-                        EndReason::Rst
-                    } else {
-                        EndReason::Fin
-                    };
+                if let Some(reason) = flow.close_reason() {
                     self.finish(&key, reason, done);
                 }
                 return outcome;
@@ -142,20 +137,9 @@ impl FlowTable {
             done.connections.extend(flow.connection(&key, now));
         }
         self.stats.flows_started += 1;
-        if flow.closed_at().is_some() {
+        if let Some(reason) = flow.close_reason() {
             // a lone RST (or SYN+RST): nothing more will come
-            let reason = if flow.was_reset() {
-                EndReason::Rst
-            } else {
-                EndReason::Fin
-            };
-            self.count_end(reason);
-            let counted = flow.is_classified();
-            let record = flow.finish(&key, reason, &mut self.scratch);
-            if !counted {
-                done.connections.push(Connection::from(&record));
-            }
-            done.finished.push(record);
+            self.retire(&key, flow, reason, done);
             return outcome;
         }
         self.flows.insert(key, flow);
@@ -177,16 +161,11 @@ impl FlowTable {
         }
     }
 
-    /// Finish every flow (end of the capture).
+    /// Finish every flow (end of the capture): all still open, closed ones already left.
     pub fn drain(&mut self, done: &mut Outputs) {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for key in keys {
-            let reason = match self.flows.get(&key).and_then(Flow::closed_at) {
-                Some(_) if self.flows.get(&key).is_some_and(Flow::was_reset) => EndReason::Rst,
-                Some(_) => EndReason::Fin,
-                None => EndReason::CaptureEnd,
-            };
-            self.finish(&key, reason, done);
+            self.finish(&key, EndReason::CaptureEnd, done);
         }
     }
 
@@ -202,29 +181,34 @@ impl FlowTable {
 
     fn finish(&mut self, key: &FlowKey, reason: EndReason, done: &mut Outputs) {
         if let Some(flow) = self.flows.remove(key) {
-            self.count_end(reason);
-            let counted = flow.is_classified();
-            let record = flow.finish(key, reason, &mut self.scratch);
-            if !counted {
-                done.connections.push(Connection::from(&record));
-            }
-            done.finished.push(record);
+            self.retire(key, flow, reason, done);
         }
     }
 
-    /// At the bound: finish the oldest eighth of the table (closed flows first), so eviction
-    /// costs O(n) once per n/8 new flows rather than per flow.
+    /// A flow leaves: its final record, and its connection event if it was never classified.
+    fn retire(&mut self, key: &FlowKey, flow: Flow, reason: EndReason, done: &mut Outputs) {
+        self.count_end(reason);
+        let counted = flow.is_classified();
+        let record = flow.finish(key, reason, &mut self.scratch);
+        if !counted {
+            done.connections.push(Connection::from(&record));
+        }
+        done.finished.push(record);
+    }
+
+    /// At the bound: finish the least recently seen eighth of the table, so eviction costs O(n)
+    /// once per n/8 new flows rather than per flow.
     fn evict_oldest(&mut self, done: &mut Outputs) {
-        let mut ages: Vec<(bool, Nanos, FlowKey)> = self
+        let mut ages: Vec<(Nanos, FlowKey)> = self
             .flows
             .iter()
-            .map(|(k, f)| (f.closed_at().is_none(), f.last_seen(), *k))
+            .map(|(k, f)| (f.last_seen(), *k))
             .collect();
         let n = (ages.len() / 8).max(1);
         if n < ages.len() {
             ages.select_nth_unstable(n);
         }
-        for (_, _, key) in ages.into_iter().take(n) {
+        for (_, key) in ages.into_iter().take(n) {
             self.finish(&key, EndReason::Evicted, done);
         }
     }
