@@ -3,16 +3,20 @@
 
 Pods are network namespaces on a Linux bridge inside a "node" namespace; servers and clients are
 real programs (openssl s_server/s_client with Istio's ALPN list, gnutls-cli, curl, and a
-PERMISSIVE-style Python server that accepts TLS and plaintext on one port); tcpdump captures
-with --immediate-mode and is stopped with SIGTERM. Every client run is one TCP connection, and
-each is recorded, so NAME.expected.json states what the capture must yield.
+PERMISSIVE-style Python server that accepts TLS and plaintext on one port, an emulated Istio
+sidecar behind istio-iptables' rules in pcaps/sidecar.py, long-lived connections driven step by
+step in pcaps/longconn.py); tcpdump captures with --immediate-mode and is stopped with SIGTERM.
+Every client run is one TCP connection, and each is recorded, so NAME.expected.json states what
+the capture must yield; a scenario captured at several vantage points writes one expected file
+per capture, with the connections that vantage point sees between pods.
 
-Needs root, iproute2, tcpdump, openssl, gnutls-bin, curl, ethtool, mergecap. Touches only
-namespaces it creates (all named mw-*) and removes them.
+Needs root, iproute2, iptables, tcpdump, dumpcap, openssl, gnutls-bin, curl, ethtool, mergecap,
+setpriv. Touches only namespaces it creates (all named mw-*) and removes them.
 Usage: sudo python3 pcaps/generate.py [--out DIR] [SCENARIO...]   (DIR defaults to pcaps/)
 """
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -26,6 +30,38 @@ APP_PORT = 8000
 HEALTH_PORT = 15021
 HBONE_PORT = 15008
 SERVER = os.path.join(HERE, "permissive_server.py")  # always beside this script
+SIDECAR = os.path.join(HERE, "sidecar.py")
+PEER = os.path.join(HERE, "longconn.py")
+PROXY_UID = 1337  # istio-proxy: its own connections are not redirected
+CAPTURE_BUFFER_KIB = 32768  # tcpdump -B for the captures of the in-pod and midstream scenarios
+MIN_CONNECTIONS = 5  # the analyzer's default: fewer mTLS connections are "insufficient"
+# istio-iptables' nat rules for a sidecar (iptables-restore input, as istio-iptables applies them;
+# without the DNS, tproxy and exclusion options): inbound TCP to 15006 except Istio's own ports,
+# outbound TCP of everyone but istio-proxy (uid/gid 1337) to 15001, Envoy's inbound leg from
+# 127.0.0.6 and loopback traffic left alone.
+ISTIO_IPTABLES = """*nat
+:ISTIO_INBOUND - [0:0]
+:ISTIO_IN_REDIRECT - [0:0]
+:ISTIO_OUTPUT - [0:0]
+:ISTIO_REDIRECT - [0:0]
+-A PREROUTING -p tcp -j ISTIO_INBOUND
+-A OUTPUT -p tcp -j ISTIO_OUTPUT
+-A ISTIO_INBOUND -p tcp --dport 15008 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15090 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15021 -j RETURN
+-A ISTIO_INBOUND -p tcp --dport 15020 -j RETURN
+-A ISTIO_INBOUND -p tcp -j ISTIO_IN_REDIRECT
+-A ISTIO_IN_REDIRECT -p tcp -j REDIRECT --to-ports 15006
+-A ISTIO_OUTPUT -s 127.0.0.6/32 -o lo -j RETURN
+-A ISTIO_OUTPUT ! -d 127.0.0.1/32 -o lo -m owner --uid-owner 1337 -j ISTIO_IN_REDIRECT
+-A ISTIO_OUTPUT -o lo -m owner ! --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --uid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -m owner --gid-owner 1337 -j RETURN
+-A ISTIO_OUTPUT -d 127.0.0.1/32 -j RETURN
+-A ISTIO_OUTPUT -j ISTIO_REDIRECT
+-A ISTIO_REDIRECT -p tcp -j REDIRECT --to-ports 15001
+COMMIT
+"""
 
 
 def sh(*args, check=True, **kw):
@@ -44,6 +80,8 @@ class Lab:
         self.pods = {}  # "ns/name" -> (netns, ip)
         self.servers = []
         self.connections = []  # (source, destination, port, security)
+        self.mesh = {}  # "ns/name" -> "sidecar" | "none", written to the workloads file
+        self.sidecar_modes = {}  # client "ns/name" -> {destination "ns/name": "mtls" | "disable"}
         self.cleanup()
         sh("ip", "netns", "add", node)
         ns(node, "ip", "link", "add", "br0", "type", "bridge")
@@ -166,11 +204,63 @@ class Lab:
            capture_output=True, check=False, timeout=20)
         self._record(source, destination, port, "tls")
 
+    # ---- Istio sidecars (pcaps/sidecar.py behind istio-iptables)
+
+    def sidecar(self, workload, modes=None):
+        """Start an emulated istio-proxy in the pod as uid/gid 1337 and install istio-iptables'
+        nat rules; `modes` maps destination workloads to "mtls" (default) or "disable"."""
+        netns, _a, ip4, _ip6 = self.pods[workload]
+        ns_name, name = workload.split("/")
+        self.sidecar_modes[workload] = modes or {}
+        config = {"pod": {"ip": ip4, "name": f"{name}-xxx", "namespace": ns_name},
+                  "destinations": {self.pods[d][2]: {"workload": d, "mode": (modes or {}).get(d, "mtls")}
+                                   for d in self.pods if d != workload}}
+        path = os.path.join(self.tmp, f"sidecar-{netns}.json")
+        with open(path, "w") as f:
+            json.dump(config, f)
+        for readable in (path, self.cert, self.key):
+            os.chmod(readable, 0o644)  # istio-proxy is not root
+        os.chmod(self.tmp, 0o755)
+        ns(netns, "iptables-restore", "--noflush", input=ISTIO_IPTABLES.encode())
+        p = subprocess.Popen(["ip", "netns", "exec", netns, "setpriv", "--reuid", str(PROXY_UID),
+                              "--regid", str(PROXY_UID), "--clear-groups", sys.executable, SIDECAR,
+                              "--config", path, "--cert", self.cert, "--key", self.key],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.servers.append(p)
+        self.mesh[workload] = "sidecar"
+        for port in (15001, 15006, 15020, 15000):
+            self.wait_listening(workload, port)
+
+    def app_call(self, source, destination, port=APP_PORT, path="/ip"):
+        """The app in `source` calls `destination` in plaintext (curl as root): with a sidecar
+        the call is REDIRECTed to it and leaves the pod as mTLS, or plaintext when DISABLEd.
+        One TCP connection between the pods either way."""
+        r = ns(self.pods[source][0], "curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}",
+               f"http://{self._target(destination)}:{port}{path}", check=False, timeout=20,
+               capture_output=True, text=True)
+        if r.stdout != "200":
+            raise RuntimeError(f"{source} -> {destination}:{port}: HTTP {r.stdout!r}")
+        modes = self.sidecar_modes.get(source)
+        secure = modes is not None and modes.get(destination, "mtls") == "mtls"
+        self._record(source, destination, port, "istio_mtls" if secure else "plaintext")
+
+    def local_fetch(self, workload):
+        """What runs in a meshed pod besides the app: pilot-agent's merged metrics and Envoy's
+        admin, both on 127.0.0.1 (local legs on lo, never pod-to-pod)."""
+        for url in ("http://127.0.0.1:15020/stats/prometheus", "http://127.0.0.1:15000/ready"):
+            r = ns(self.pods[workload][0], "curl", "-s", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}",
+                   url, check=False, timeout=20, capture_output=True, text=True)
+            if r.stdout != "200":
+                raise RuntimeError(f"{workload}: {url}: HTTP {r.stdout!r}")
+
     # ---- capture
 
-    def capture(self, path, iface="br0", linktype=None, netns=None, nanos=False):
+    def capture(self, path, iface="br0", linktype=None, netns=None, nanos=False, buffer_kib=None):
         args = ["ip", "netns", "exec", netns or self.node, "tcpdump", "-i", iface, "--immediate-mode",
                 "-U", "-s", "262144", "-w", path, "tcp or udp port 4789"]
+        if buffer_kib:
+            # the default 2 MiB ring holds few 256 KiB blocks: "-i any" then drops packets
+            args[-1:-1] = ["-B", str(buffer_kib)]
         if nanos:
             args[-1:-1] = ["--time-stamp-precision", "nano"]
         if linktype:
@@ -186,11 +276,26 @@ class Lab:
         time.sleep(0.2)
         return p
 
+    def capture_pcapng(self, path, iface, netns):
+        """dumpcap (pcapng, the interface's name in its IDB), run as root."""
+        p = subprocess.Popen(["ip", "netns", "exec", netns, "dumpcap", "-q", "-i", iface, "-s", "262144",
+                              "-B", "32", "-f", "tcp", "-w", path], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        line = p.stderr.readline()
+        if b"Capturing on" not in line:
+            raise RuntimeError(f"dumpcap did not start: {line!r}")
+        time.sleep(0.2)
+        return p
+
     @staticmethod
-    def stop(p):
+    def stop(p, sig=signal.SIGTERM):
+        """Stop a capture; returns the packets the kernel dropped, as tcpdump or dumpcap says."""
         time.sleep(0.5)
-        p.send_signal(signal.SIGTERM)
+        p.send_signal(sig)
+        err = p.stderr.read().decode(errors="replace") if p.stderr else ""
         p.wait(timeout=10)
+        m = (re.search(r"(\d+) packets? dropped by kernel", err)  # tcpdump
+             or re.search(r"received/dropped on .*: \d+/(\d+)", err))  # dumpcap
+        return int(m.group(1)) if m else 0
 
     def close(self):
         for s in self.servers:
@@ -207,8 +312,9 @@ def workloads_yaml(lab, path):
     for w, (_netns, _a, ip4, ip6) in sorted(lab.pods.items()):
         n, name = w.split("/")
         ips = [ip4] + ([ip6] if lab.v6 else [])
+        mesh = f", mesh: {lab.mesh[w]}" if w in lab.mesh else ""
         lines.append(f"  - {{namespace: {n}, workload: {name}, service_account: {name}, "
-                     f"ips: [{', '.join(json.dumps(i) for i in ips)}]}}")
+                     f"ips: [{', '.join(json.dumps(i) for i in ips)}]{mesh}}}")
     lines += ["nodes:", f"  - {{name: node-1, ips: [{lab.bridge_ip}" + (", \"fd00:244::1\"" if lab.v6 else "") + "]}"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -378,6 +484,196 @@ def scenario_vxlan(lab, out):
         "tunnel": "vxlan"}
 
 
+class Peer:
+    """A pcaps/longconn.py process in a pod: one long-lived connection, driven step by step."""
+
+    def __init__(self, lab, workload, *args, ready):
+        self.p = subprocess.Popen(["ip", "netns", "exec", lab.pods[workload][0], sys.executable, PEER, *args],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                  text=True, bufsize=1)
+        lab.servers.append(self.p)
+        self.expect(ready)
+
+    def expect(self, prefix):
+        line = self.p.stdout.readline().strip()
+        if not line.startswith(prefix):
+            raise RuntimeError(f"longconn.py: {line!r}, want {prefix}")
+        return line[len(prefix):].strip()
+
+    def do(self, command):
+        self.p.stdin.write(command + "\n")
+        self.p.stdin.flush()
+        return self.expect("ok")
+
+    def send(self, data):
+        self.do("send " + data.hex())
+
+    def recv(self, n):
+        return bytes.fromhex(self.do(f"recv {n}"))
+
+
+def expect_view(lab, connections, min_local=None):
+    """What one vantage point must yield from the pod-to-pod connections it sees: edges, and
+    verdicts derived from them (a plaintext or tls client blocks, with the client's mesh; at
+    least MIN_CONNECTIONS mTLS connections and nothing else make a destination ready)."""
+    verdicts = {}
+    destinations = sorted({d for _s, d, _p, _sec in connections})
+    for dest in destinations:
+        inbound = [c for c in connections if c[1] == dest and not c[0].startswith("node:")]
+        counts = {}
+        for s, _d, p, sec in inbound:
+            if sec in ("plaintext", "tls"):
+                counts[(s, sec, p)] = counts.get((s, sec, p), 0) + 1
+        if counts:
+            verdicts[dest] = {"verdict": "blocked", "blockers": [
+                {"source": s, "security": sec, "port": p, "connections": n, "client_mesh": lab.mesh.get(s, "none")}
+                for (s, sec, p), n in sorted(counts.items())]}
+        elif len(inbound) >= MIN_CONNECTIONS and all(c[3] == "istio_mtls" for c in inbound):
+            verdicts[dest] = {"verdict": "ready"}
+    # roll-ups, only where they follow from the above: a blocked workload blocks its namespace
+    # and the mesh; all ready makes them ready; anything else is left unstated
+    by_ns = {}
+    for dest in destinations:
+        by_ns.setdefault(dest.split("/")[0], []).append(verdicts.get(dest, {}).get("verdict"))
+    namespaces = {n: "blocked" if "blocked" in vs else "ready" for n, vs in by_ns.items()
+                  if "blocked" in vs or all(v == "ready" for v in vs)}
+    expected = {"edges": edges_of(connections), "verdicts": verdicts, "namespaces": namespaces}
+    if "blocked" in namespaces.values():
+        expected["mesh"] = "blocked"
+    elif by_ns and len(namespaces) == len(by_ns):
+        expected["mesh"] = "ready"
+    if min_local is not None:
+        expected["min_local_connections"] = min_local
+    return expected
+
+
+IN_POD_PODS = [("foo/httpbin", 11), ("foo/sleep", 12), ("bar/httpbin", 21), ("legacy/sleep", 31)]
+
+
+def scenario_in_pod(lab, out):
+    """One run seen from seven vantage points: inside the client pod foo/sleep and the server pod
+    foo/httpbin (eth0, lo, any), and the node's bridge. foo/sleep, foo/httpbin and bar/httpbin
+    have sidecars (istio-iptables + pcaps/sidecar.py); foo/sleep's sidecar talks plaintext to
+    bar/httpbin (DestinationRule DISABLE); legacy/sleep has none. On lo: the app's connections
+    REDIRECTed to 15001, Envoy's inbound legs from 127.0.0.6, pilot-agent's 15020, Envoy's 15000;
+    none of them pod-to-pod."""
+    for w, i in IN_POD_PODS:
+        lab.pod(w, i)
+    for w in ("foo/httpbin", "bar/httpbin"):
+        lab.serve(w, APP_PORT)  # the app: plaintext HTTP behind the sidecar
+        lab.wait_listening(w, APP_PORT)
+    lab.sidecar("foo/sleep", {"bar/httpbin": "disable"})
+    lab.sidecar("foo/httpbin")
+    lab.sidecar("bar/httpbin")
+    lab.mesh["legacy/sleep"] = "none"
+    client, server = lab.pods["foo/sleep"][0], lab.pods["foo/httpbin"][0]
+    d = os.path.dirname(out)
+
+    def path(name):
+        return os.path.join(d, name)
+
+    def tcpdump(name, netns=None, **kw):
+        return lab.capture(path(name), netns=netns, buffer_kib=CAPTURE_BUFFER_KIB, **kw)
+
+    client_sees = lambda c: c[0] == "foo/sleep"  # noqa: E731
+    server_sees = lambda c: c[1] == "foo/httpbin"  # noqa: E731
+    nothing = lambda c: False  # noqa: E731  on lo: no pod-to-pod connection
+    caps = [  # (file, capture process, the recorded connections it sees, whose local legs it has)
+        # tcpdump 4.99 writes cooked v2 for "any" unless told: v1 in the client pod, v2 in the server
+        ("in-pod-client-any.pcap", tcpdump("in-pod-client-any.pcap", client, iface="any", linktype="LINUX_SLL"),
+         client_sees, "client"),
+        ("in-pod-client-lo.pcap", tcpdump("in-pod-client-lo.pcap", client, iface="lo"), nothing, "client"),
+        ("in-pod-client-eth0.pcap", tcpdump("in-pod-client-eth0.pcap", client, iface="eth0"), client_sees, None),
+        ("in-pod-server-any.pcap", tcpdump("in-pod-server-any.pcap", server, iface="any", linktype="LINUX_SLL2"),
+         server_sees, "server"),
+        ("in-pod-server-lo.pcapng", lab.capture_pcapng(path("in-pod-server-lo.pcapng"), "lo", server),
+         nothing, "server"),
+        ("in-pod-server-eth0.pcap", tcpdump("in-pod-server-eth0.pcap", server, iface="eth0"), server_sees, None),
+        ("in-pod-node.pcap", tcpdump("in-pod-node.pcap"), lambda c: True, None),
+    ]
+    for i in range(6):
+        lab.app_call("foo/sleep", "foo/httpbin")  # REDIRECTed to its sidecar: mTLS
+        if i % 2 == 0:
+            lab.app_call("legacy/sleep", "foo/httpbin")  # plaintext into httpbin's PERMISSIVE inbound
+        if i % 3 == 0:
+            lab.app_call("foo/sleep", "bar/httpbin")  # DISABLE: plaintext with metadata headers
+        if i % 2 == 1:
+            lab.local_fetch("foo/sleep")
+            lab.local_fetch("foo/httpbin")
+    for name, cap, _sees, _local in caps:
+        if lab.stop(cap, signal.SIGINT if name.endswith(".pcapng") else signal.SIGTERM):
+            raise RuntimeError(f"{name}: the capture dropped packets")
+        os.chmod(path(name), 0o644)  # dumpcap writes 0600
+    # every app connection of foo/sleep is REDIRECTed over lo; every connection into foo/httpbin
+    # (mTLS or PERMISSIVE plaintext) reaches the app over lo from 127.0.0.6
+    local = {"client": sum(c[0] == "foo/sleep" for c in lab.connections),
+             "server": sum(c[1] == "foo/httpbin" for c in lab.connections), None: 0}
+    return [(path(name), expect_view(lab, [c for c in lab.connections if sees(c)], local[side]))
+            for name, _cap, sees, side in caps]
+
+
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+
+def h2_frame(kind, stream, payload, flags=0):
+    return len(payload).to_bytes(3, "big") + bytes([kind, flags]) + stream.to_bytes(4, "big") + payload
+
+
+def scenario_midstream(lab, out):
+    """Long-lived connections opened before the capture starts (no SYN in the capture): an
+    xDS-like TLS stream to istiod where the server pushes first, an HTTP/1.1 keep-alive
+    connection that carries one more request, and a raw TCP connection where the server speaks
+    first. No sidecars; nothing connects during the capture."""
+    for w, i in (("foo/httpbin", 11), ("foo/sleep", 12), ("legacy/sleep", 31), ("istio-system/istiod", 41),
+                 ("bar/db", 51)):
+        lab.pod(w, i)
+    istiod = Peer(lab, "istio-system/istiod", "server", "--port", "15012", "--tls", lab.cert, lab.key,
+                  "--alpn", "h2", ready="listening")
+    Peer(lab, "foo/httpbin", "http-server", "--port", str(APP_PORT), ready="listening")
+    db = Peer(lab, "bar/db", "server", "--port", "5432", ready="listening")
+    xds = Peer(lab, "foo/sleep", "client", "--connect", f"{lab.addr('istio-system/istiod')}:15012", "--tls",
+               "--alpn", "h2", "--sni", "istiod.istio-system.svc", ready="connected")
+    lab._record("foo/sleep", "istio-system/istiod", 15012, "unknown")
+    hello = H2_PREFACE + h2_frame(4, 0, b"")
+    xds.send(hello)
+    istiod.recv(len(hello))
+    istiod.send(h2_frame(4, 0, b"") + h2_frame(4, 0, b"", flags=1))
+    xds.recv(18)
+    web = Peer(lab, "legacy/sleep", "http-client", "--connect", f"{lab.addr('foo/httpbin')}:{APP_PORT}",
+               ready="connected")
+    web.do("get /ip")
+    lab._record("legacy/sleep", "foo/httpbin", APP_PORT, "plaintext")
+    psql = Peer(lab, "legacy/sleep", "client", "--connect", f"{lab.addr('bar/db')}:5432", ready="connected")
+    psql.send(b"\x00\x00\x00\x08hi")
+    db.recv(6)
+    db.send(b"\x00\x00ok")
+    psql.recv(4)
+    lab._record("legacy/sleep", "bar/db", 5432, "unknown")
+    time.sleep(0.5)  # delayed ACKs of the exchanges above go out before the capture starts
+    cap = lab.capture(out, buffer_kib=CAPTURE_BUFFER_KIB)
+    pushes = [h2_frame(0, 1, b"\x00" * 4 + bytes([0x0A, n]) + b"x" * n) for n in (40, 80, 120)]
+    for frame in pushes:  # the server first: discovery responses on an open stream
+        istiod.send(frame)
+    xds.recv(sum(map(len, pushes)))
+    acks = [h2_frame(0, 1, b"\x00" * 4 + b"\x0a\x05nonce" + bytes([i])) for i in range(2)]
+    for frame in acks:
+        xds.send(frame)
+    istiod.recv(sum(map(len, acks)))
+    if web.do("get /ip") != "200":
+        raise RuntimeError("keep-alive GET failed")
+    db.send(b"\x00\x01hello")  # the server first, not HTTP
+    psql.recv(7)
+    psql.send(b"\x00\x02world")
+    db.recv(7)
+    if lab.stop(cap):
+        raise RuntimeError("midstream: the capture dropped packets")
+    for peer in (xds, web, psql):
+        peer.do("close")
+    expected = expect_view(lab, lab.connections)
+    expected["mid_stream_flows"] = 3
+    return expected
+
+
 SCENARIOS = {
     "istio-migration-before": (scenario_migration_before, {}),
     "istio-migration-after": (scenario_migration_after, {}),
@@ -386,6 +682,8 @@ SCENARIOS = {
     "split-clienthello": (scenario_split_hello, {}),
     "app-tls-h2c-hbone": (scenario_app_tls_h2c, {}),
     "vxlan-overlay": (scenario_vxlan, {}),
+    "in-pod": (scenario_in_pod, {}),
+    "midstream": (scenario_midstream, {}),
 }
 
 
@@ -404,14 +702,20 @@ def run(name):
         try:
             lab.make_certs()
             out = os.path.join(OUT, f"{name}.pcap")
-            expected = fn(lab, out)
-            workloads_yaml(lab, os.path.join(OUT, f"{name}.workloads.yaml"))
-            expected["edges"] = edges_of(lab.connections)
-            expected["workloads"] = f"{name}.workloads.yaml"
-            with open(os.path.join(OUT, f"{name}.expected.json"), "w") as f:
-                json.dump(expected, f, indent=2, sort_keys=True)
-                f.write("\n")
-            print(f"{name}: {len(lab.connections)} connections -> {out}")
+            result = fn(lab, out)
+            # a scenario captured at several vantage points returns [(capture, expected)]
+            views = result if isinstance(result, list) else [(out, result)]
+            for path, expected in views:
+                stem = os.path.splitext(os.path.basename(path))[0]
+                workloads_yaml(lab, os.path.join(OUT, f"{stem}.workloads.yaml"))
+                expected.setdefault("edges", edges_of(lab.connections))
+                expected["workloads"] = f"{stem}.workloads.yaml"
+                with open(os.path.join(OUT, f"{stem}.expected.json"), "w") as f:
+                    json.dump(expected, f, indent=2, sort_keys=True)
+                    f.write("\n")
+                seen = sum(e["connections"] for e in expected["edges"])
+                print(f"{name}: {seen} of {len(lab.connections)} connections -> {path}" if len(views) > 1
+                      else f"{name}: {len(lab.connections)} connections -> {path}")
         finally:
             lab.close()
 

@@ -19,6 +19,7 @@ have_cmd openssl || need+=(openssl)
 have_cmd curl || need+=(curl)
 have_cmd ethtool || need+=(ethtool)
 have_cmd ip || need+=(iproute2)
+have_cmd iptables || need+=(iptables)
 have_cmd python3 || need+=(python3)
 have_cmd cc || need+=(gcc)
 have_cmd setcap || need+=(libcap2-bin)          # the agent e2e test runs it with file capabilities

@@ -58,6 +58,7 @@ fn seg(payload: &[u8], seq: u32, flags: u8, from_client: bool) -> TcpSegment<'_>
         payload,
         payload_len: payload.len() as u32,
         tunnel: None,
+        loopback: false,
     }
 }
 

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::capture::live::{self, LiveConfig};
+use crate::capture::Frame;
 use crate::cli::AgentArgs;
 use crate::flow::TableLimits;
 use crate::identity::file::WorkloadsFile;
@@ -106,9 +107,19 @@ async fn serve(
     let capture_state = state.clone();
     let limits = args.table.limits();
     let capture_stop = stop_rx.clone();
+    let loopback = crate::capture::interface_is_loopback(&cfg.interface);
     let capture_thread = std::thread::Builder::new()
         .name("meshwatch-capture".into())
-        .spawn(move || capture_loop(capture, link, limits, &capture_state, &capture_stop))?;
+        .spawn(move || {
+            capture_loop(
+                capture,
+                link,
+                loopback,
+                limits,
+                &capture_state,
+                &capture_stop,
+            )
+        })?;
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr: SocketAddr = listener.local_addr()?;
@@ -167,6 +178,7 @@ async fn shutdown_signal() {
 fn capture_loop(
     capture: pcap::Capture<pcap::Active>,
     link: crate::decode::LinkType,
+    loopback: bool,
     limits: TableLimits,
     state: &LiveState,
     stop: &watch::Receiver<bool>,
@@ -187,7 +199,13 @@ fn capture_loop(
                 let ts = packet.header.ts;
                 let nanos =
                     (ts.tv_sec.max(0) as u64) * 1_000_000_000 + (ts.tv_usec.max(0) as u64) * 1000;
-                pipeline.on_frame(nanos, link, packet.data, packet.header.len);
+                pipeline.on_frame(&Frame {
+                    ts: nanos,
+                    link,
+                    data: packet.data,
+                    wire_len: packet.header.len,
+                    loopback,
+                });
             }
             Err(pcap::Error::TimeoutExpired) => wait_readable(&capture),
             Err(e) => break Err(e),

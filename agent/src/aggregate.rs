@@ -91,13 +91,44 @@ pub struct EdgeKey {
 /// Counters of an edge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 pub struct EdgeStats {
+    /// Connections that carried payload (the evidence).
     pub connections: u64,
+    /// Connection attempts without payload (refused, unanswered, TCP probes): counted apart.
+    pub attempts: u64,
     pub packets: u64,
     pub bytes: u64,
-    #[serde(serialize_with = "crate::report::serialize_time")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub first_seen: Nanos,
-    #[serde(serialize_with = "crate::report::serialize_time")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub last_seen: Nanos,
+}
+
+impl EdgeStats {
+    /// The counters of one finished flow.
+    pub fn of(rec: &FlowRecord) -> Self {
+        EdgeStats {
+            connections: u64::from(!rec.attempt),
+            attempts: u64::from(rec.attempt),
+            packets: rec.packets,
+            bytes: rec.bytes,
+            first_seen: rec.first_seen,
+            last_seen: rec.last_seen,
+        }
+    }
+
+    /// Add `other` (counts add up, the time span widens).
+    pub fn merge(&mut self, other: &EdgeStats) {
+        if self.connections + self.attempts + self.packets + self.bytes == 0 {
+            self.first_seen = other.first_seen;
+            self.last_seen = other.last_seen;
+        }
+        self.connections += other.connections;
+        self.attempts += other.attempts;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        self.first_seen = self.first_seen.min(other.first_seen);
+        self.last_seen = self.last_seen.max(other.last_seen);
+    }
 }
 
 /// An edge as reported.
@@ -176,6 +207,7 @@ impl Edges {
         id
     }
 
+    /// Add a finished flow (not a local one: local traffic is never evidence).
     pub fn add(&mut self, rec: &FlowRecord, identities: &dyn IdentitySource) {
         let mut key = RawKey {
             source: self.peer_of(rec.src, identities),
@@ -188,18 +220,10 @@ impl Edges {
             key.source = self.other_sources();
             self.folded += 1;
         }
-        let e = self.edges.entry(key).or_insert(EdgeStats {
-            connections: 0,
-            packets: 0,
-            bytes: 0,
-            first_seen: rec.first_seen,
-            last_seen: rec.last_seen,
-        });
-        e.connections += 1;
-        e.packets += rec.packets;
-        e.bytes += rec.bytes;
-        e.first_seen = e.first_seen.min(rec.first_seen);
-        e.last_seen = e.last_seen.max(rec.last_seen);
+        self.edges
+            .entry(key)
+            .or_default()
+            .merge(&EdgeStats::of(rec));
     }
 
     /// Connections whose source was folded into `(other sources)`.

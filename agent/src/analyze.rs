@@ -12,7 +12,7 @@ use crate::cli::{AnalyzeArgs, Format, When};
 use crate::flow::{FlowRecord, TableLimits};
 use crate::identity::file::{WorkloadsError, WorkloadsFile};
 use crate::identity::{IdentitySource, NoIdentities};
-use crate::pipeline::{Pipeline, SecurityCounts};
+use crate::pipeline::{FlowCounts, Pipeline};
 use crate::report::{format_time, table, Report, Summary};
 use crate::sharded::{Shards, WorkerTotals};
 use crate::verdict::{self, Policy};
@@ -35,17 +35,20 @@ const DRAIN_EVERY: usize = 4096;
 struct Collector<'a> {
     identities: &'a dyn IdentitySource,
     edges: Edges,
-    security: SecurityCounts,
+    counts: FlowCounts,
     flows: Option<Vec<FlowRecord>>,
 }
 
 impl Collector<'_> {
     /// Fold finished flows in. Offline, a connection is counted from its final record (the
-    /// same count as the classification events, with its bytes).
+    /// same count as the classification events, with its bytes). Local traffic is counted and
+    /// listed, never evidence; attempts go to their edges apart from connections.
     fn absorb(&mut self, records: impl IntoIterator<Item = FlowRecord>) {
         for rec in records {
-            self.edges.add(&rec, self.identities);
-            self.security.add(rec.security, 1);
+            self.counts.add(&rec);
+            if !rec.local {
+                self.edges.add(&rec, self.identities);
+            }
             if let Some(flows) = self.flows.as_mut() {
                 flows.push(rec);
             }
@@ -67,7 +70,7 @@ impl Engine {
     fn on_frame(&mut self, frame: &crate::capture::Frame<'_>, collector: &mut Collector<'_>) {
         match self {
             Engine::Single(p) => {
-                p.on_frame(frame.ts, frame.link, frame.data, frame.wire_len);
+                p.on_frame(frame);
                 // records are folded into edges as they come: memory stays flat
                 if p.finished_len() >= DRAIN_EVERY {
                     collector.absorb(p.take_finished());
@@ -126,7 +129,7 @@ pub fn analyze(
     let mut collector = Collector {
         identities,
         edges: Edges::default(),
-        security: SecurityCounts::default(),
+        counts: FlowCounts::default(),
         flows: keep_flows.then(Vec::new),
     };
     let mut warnings = Vec::new();
@@ -162,7 +165,7 @@ pub fn analyze(
     let totals = engine.finish(&mut collector);
     let Collector {
         edges,
-        security,
+        counts,
         flows,
         ..
     } = collector;
@@ -178,8 +181,8 @@ pub fn analyze(
     });
     let edges_folded = edges.folded();
     let edges = edges.to_vec();
-    let verdicts = verdict::evaluate(&edges, policy, &identities.workloads());
-    let mut summary = Summary::new(captures.len(), &totals.packets, totals.table, security);
+    let verdicts = verdict::evaluate(&edges, policy, &identities.known_workloads());
+    let mut summary = Summary::new(captures.len(), &totals.packets, totals.table, counts);
     if let Some((first, last)) = totals.first_last {
         summary.first_packet = Some(format_time(first));
         summary.last_packet = Some(format_time(last));

@@ -30,6 +30,10 @@ const LINKERD_ALPN: &str = "transport.l5d.io/v1";
 const APP_HINT_BYTES: usize = 24;
 const H2C_PREFACE: &[u8] = b"PRI * HTTP/2.0";
 const TLS_RECORD_TYPES_MIDSTREAM: &[u8] = &[0x14, 0x15, 0x16, 0x17];
+/// Headers Istio's metadata exchange adds to plaintext HTTP requests: their presence says the
+/// client is a sidecar that chose plaintext (lowercase; matched case-insensitively).
+pub const ISTIO_METADATA_HEADERS: [&str; 2] = ["x-envoy-peer-metadata-id", "x-envoy-peer-metadata"];
+const HTTP_HEADERS_END: &[u8] = b"\r\n\r\n";
 
 /// IANA's HTTP method registry (case-sensitive tokens).
 const HTTP_METHODS: &[&str] = &[
@@ -150,6 +154,30 @@ impl App {
     }
 }
 
+/// Connections per security class.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SecurityCounts {
+    pub istio_mtls: u64,
+    pub tls: u64,
+    pub plaintext: u64,
+    pub unknown: u64,
+}
+
+impl SecurityCounts {
+    pub fn add(&mut self, security: Security, n: u64) {
+        match security {
+            Security::IstioMtls => self.istio_mtls += n,
+            Security::Tls => self.tls += n,
+            Security::Plaintext => self.plaintext += n,
+            Security::Unknown => self.unknown += n,
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.istio_mtls + self.tls + self.plaintext + self.unknown
+    }
+}
+
 /// How a connection was classified and what the client offered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classification {
@@ -218,10 +246,49 @@ pub fn classify_preface(
         });
     }
     match app_hint(preface) {
+        Some(App::Http1) => {
+            // wait for the end of the request's headers: they tell a sidecar's plaintext
+            let head = match find(preface, HTTP_HEADERS_END) {
+                Some(end) => preface.get(..end).unwrap_or(preface),
+                None if complete => preface,
+                None => return Err(Incomplete),
+            };
+            Ok(http1(head))
+        }
         Some(app) => Ok(Classification::simple(Security::Plaintext, app)),
         None if complete => Ok(Classification::simple(Security::Plaintext, App::Other)),
         None => Err(Incomplete),
     }
+}
+
+/// A plaintext HTTP/1 request; from a sidecar when it carries Istio's metadata headers.
+fn http1(head: &[u8]) -> Classification {
+    let mesh = if has_istio_metadata(head) {
+        Mesh::Sidecar
+    } else {
+        Mesh::None
+    };
+    Classification {
+        mesh,
+        ..Classification::simple(Security::Plaintext, App::Http1)
+    }
+}
+
+/// Whether an HTTP/1 header block (or the part of it at hand) has one of
+/// [`ISTIO_METADATA_HEADERS`].
+pub fn has_istio_metadata(head: &[u8]) -> bool {
+    head.split(|b| *b == b'\n').skip(1).any(|line| {
+        let name = line.split(|b| *b == b':').next().unwrap_or_default();
+        name.len() < line.len()
+            && ISTIO_METADATA_HEADERS
+                .iter()
+                .any(|h| name.trim_ascii().eq_ignore_ascii_case(h.as_bytes()))
+    })
+}
+
+/// The position of `needle` in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// Classify bytes from the middle of a stream (its start was not captured). A ClientHello
@@ -237,7 +304,8 @@ pub fn classify_midstream(bytes: &[u8], server_port: u16, scratch: &mut Vec<u8>)
         return Classification::simple(Security::Unknown, App::Tls);
     }
     match app_hint(bytes) {
-        Some(app @ (App::Http1 | App::H2c)) => Classification::simple(Security::Plaintext, app),
+        Some(App::Http1) => http1(bytes),
+        Some(App::H2c) => Classification::simple(Security::Plaintext, App::H2c),
         _ if is_http_response(bytes) => Classification::simple(Security::Plaintext, App::Http1),
         _ => Classification::simple(Security::Unknown, App::Other),
     }
@@ -246,6 +314,12 @@ pub fn classify_midstream(bytes: &[u8], server_port: u16, scratch: &mut Vec<u8>)
 /// Whether bytes are the start of an HTTP/1.x response (the sender is the server).
 pub fn is_http_response(bytes: &[u8]) -> bool {
     bytes.starts_with(b"HTTP/1.")
+}
+
+/// Whether bytes are the start of an HTTP/1.x request or the h2c preface (the sender is the
+/// client).
+pub fn is_http_request(bytes: &[u8]) -> bool {
+    matches!(app_hint(bytes), Some(App::Http1 | App::H2c))
 }
 
 fn from_hello(hello: ClientHello, server_port: u16) -> Classification {

@@ -5,7 +5,8 @@
 //! (malformed or truncated: counted by reason). Nothing here panics on any input.
 //!
 //! etherparse does the header slicing; this module owns only the walk between layers, the link
-//! types etherparse lacks (Linux cooked v2, BSD null/loop) and the tunnel headers (VXLAN, Geneve,
+//! types etherparse lacks or refuses (Linux cooked v1 on loopback and tun devices, cooked v2,
+//! BSD null/loop) and the tunnel headers (VXLAN, Geneve,
 //! GRE), which are a few fixed fields each.
 
 mod ip;
@@ -37,6 +38,8 @@ pub struct TcpSegment<'a> {
     pub payload_len: u32,
     /// The outermost tunnel the segment was carried in, if any.
     pub tunnel: Option<Tunnel>,
+    /// Captured on a loopback device (see [`LinkType`]): local traffic, never evidence.
+    pub loopback: bool,
 }
 
 /// TCP flag bits, as on the wire (low byte of the flags field).
@@ -148,7 +151,7 @@ enum Next<'a> {
 
 /// Decode one captured frame of the given link type.
 pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
-    let mut next = link::strip(link, frame)?;
+    let (mut next, loopback) = link::strip(link, frame)?;
     let mut tunnel = None;
     for _ in 0..=MAX_ENCAPSULATIONS {
         let Some(ip_bytes) = link::to_ip(next)? else {
@@ -156,7 +159,7 @@ pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeError> 
         };
         let packet = ip::parse(ip_bytes)?;
         if packet.protocol == ip::TCP {
-            return tcp::parse(&packet, tunnel).map(Decoded::Tcp);
+            return tcp::parse(&packet, tunnel, loopback).map(Decoded::Tcp);
         }
         match tunnel::unwrap(packet.protocol, packet.payload)? {
             Some((kind, inner)) => {

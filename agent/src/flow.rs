@@ -7,8 +7,10 @@ mod state;
 mod table;
 
 pub use key::{Direction, FlowKey};
-pub use state::{Connection, EndReason, Flow, FlowRecord, PacketOutcome};
-pub use table::{FlowTable, Outputs, TableLimits, TableStats, DEFAULT_MAX_FLOWS};
+pub use state::{
+    infer_client, Connection, EndReason, Flow, FlowRecord, PacketOutcome, EPHEMERAL_PORTS_START,
+};
+pub use table::{FlowTable, Outputs, TableLimits, TableStats, DEFAULT_MAX_FLOWS, RETRY_LINGER};
 
 #[cfg(test)]
 mod tests;

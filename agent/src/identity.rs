@@ -14,6 +14,9 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
+use crate::classify::Mesh;
+use crate::verdict::KnownWorkload;
+
 /// A workload identity (what a pod IP resolves to).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Workload {
@@ -24,6 +27,22 @@ pub struct Workload {
     /// Pod labels used for a PeerAuthentication `selector`; default `app: <workload>`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Its data plane when known (`sidecar`, `ambient`, or `none`: not in the mesh); unknown
+    /// when the source does not say (a workloads file without `mesh:`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mesh: Option<Mesh>,
+}
+
+impl Workload {
+    /// The view of it the verdict needs.
+    pub fn as_known(&self) -> KnownWorkload<'_> {
+        KnownWorkload {
+            namespace: &self.namespace,
+            workload: &self.workload,
+            labels: &self.labels,
+            mesh: self.mesh,
+        }
+    }
 }
 
 /// What an address is.
@@ -40,6 +59,13 @@ pub trait IdentitySource {
     fn lookup(&self, ip: IpAddr) -> Identity<'_>;
     /// Every workload known, seen in traffic or not (for namespace-wide verdicts).
     fn workloads(&self) -> Vec<&Workload>;
+    /// The same, as the verdict sees them.
+    fn known_workloads(&self) -> Vec<KnownWorkload<'_>> {
+        self.workloads()
+            .into_iter()
+            .map(Workload::as_known)
+            .collect()
+    }
     /// Whether the address is a pod on this node (the agent's `reporter` label).
     fn is_local(&self, _ip: IpAddr) -> bool {
         false
@@ -229,6 +255,7 @@ mod tests {
             workload: name.into(),
             service_account: None,
             labels: BTreeMap::new(),
+            mesh: None,
         }
     }
 

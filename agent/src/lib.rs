@@ -27,6 +27,7 @@ pub mod privileges;
 pub mod reassembly;
 pub mod report;
 pub mod sharded;
+pub mod timestamp;
 pub mod tls;
 pub mod verdict;
 pub mod window;

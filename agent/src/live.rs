@@ -12,11 +12,13 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::aggregate::{EdgeKey, Peer};
+use crate::aggregate::{EdgeKey, EdgeStats, Peer};
 use crate::flow::{Connection, FlowRecord};
 use crate::identity::kubernetes::SyncState;
 use crate::identity::{Identity, IdentitySource, SharedIdentities};
-use crate::metrics::{BytesLabels, ConnectionLabels, Direction, Metrics, ReasonLabels, Reporter};
+use crate::metrics::{
+    AttemptLabels, BytesLabels, ConnectionLabels, Direction, Metrics, ReasonLabels, Reporter,
+};
 use crate::pipeline::PacketStats;
 use crate::verdict::{self, Policy, Verdicts};
 use crate::window::WindowedEdges;
@@ -99,23 +101,44 @@ impl LiveState {
         self.edges.lock().map_or(0, |e| e.window())
     }
 
-    /// A connection was classified (or finished unclassified): count it once.
+    /// A connection was classified (or finished unclassified): count it once — as an attempt
+    /// when it carried no payload; local traffic only in its own counter.
     pub fn on_connection(&self, c: &Connection) {
+        if c.local {
+            self.metrics.local_connections.inc();
+            return;
+        }
         let Ok(ids) = self.identities.read() else {
             return;
         };
         let key = edge_key(&*ids, c.src, c.dst, c.dport, c.security, c.mesh);
         if let Some(labels) = self.labels(&*ids, c.src, c.dst, c.dport, c.security, c.mesh) {
-            self.metrics.connections.get_or_create(&labels).inc();
+            if c.attempt {
+                self.metrics
+                    .attempts
+                    .get_or_create(&AttemptLabels::from(&labels))
+                    .inc();
+            } else {
+                self.metrics.connections.get_or_create(&labels).inc();
+            }
         }
         drop(ids);
+        let delta = EdgeStats {
+            connections: u64::from(!c.attempt),
+            attempts: u64::from(c.attempt),
+            ..EdgeStats::default()
+        };
         if let Ok(mut edges) = self.edges.lock() {
-            edges.add(key, c.ts, 1, 0, 0);
+            edges.add(key, c.ts, delta);
         }
     }
 
     /// A flow finished: its bytes and packets, and the recent-flows list.
     pub fn on_finished(&self, r: FlowRecord) {
+        if r.local {
+            self.remember(r);
+            return;
+        }
         let Ok(ids) = self.identities.read() else {
             return;
         };
@@ -133,9 +156,19 @@ impl LiveState {
             }
         }
         drop(ids);
+        let delta = EdgeStats {
+            packets: r.packets,
+            bytes: r.bytes,
+            ..EdgeStats::default()
+        };
         if let Ok(mut edges) = self.edges.lock() {
-            edges.add(key, r.last_seen, 0, r.packets, r.bytes);
+            edges.add(key, r.last_seen, delta);
         }
+        self.remember(r);
+    }
+
+    /// Keep a finished flow for `/api/v1/flows`.
+    fn remember(&self, r: FlowRecord) {
         if let Ok(mut flows) = self.flows.lock() {
             if flows.len() >= RECENT_FLOWS {
                 flows.pop_front();
@@ -261,7 +294,10 @@ impl LiveState {
             ..self.policy.clone()
         };
         let ids = self.identities.read();
-        let known = ids.as_ref().map(|m| m.workloads()).unwrap_or_default();
+        let known = ids
+            .as_ref()
+            .map(|m| m.known_workloads())
+            .unwrap_or_default();
         verdict::evaluate(&edges, &policy, &known)
     }
 
@@ -341,6 +377,8 @@ mod tests {
                 security,
                 mesh,
                 ts: 1_000 + u64::from(i),
+                local: false,
+                attempt: false,
             });
         }
         let text = crate::metrics::encode(&state.registry);

@@ -66,6 +66,30 @@ pub struct ConnectionLabels {
     pub mesh: Mesh,
 }
 
+/// A connection attempt carries no payload, so no security class.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AttemptLabels {
+    pub reporter: Reporter,
+    pub source_workload: String,
+    pub source_namespace: String,
+    pub destination_workload: String,
+    pub destination_namespace: String,
+    pub destination_port: String,
+}
+
+impl From<&ConnectionLabels> for AttemptLabels {
+    fn from(c: &ConnectionLabels) -> Self {
+        AttemptLabels {
+            reporter: c.reporter,
+            source_workload: c.source_workload.clone(),
+            source_namespace: c.source_namespace.clone(),
+            destination_workload: c.destination_workload.clone(),
+            destination_namespace: c.destination_namespace.clone(),
+            destination_port: c.destination_port.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct BytesLabels {
     #[prometheus(flatten)]
@@ -97,6 +121,8 @@ pub struct DropLabels {
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub connections: Family<ConnectionLabels, Counter>,
+    pub attempts: Family<AttemptLabels, Counter>,
+    pub local_connections: Counter,
     pub bytes: Family<BytesLabels, Counter>,
     pub packets: Counter,
     pub captured_bytes: Counter,
@@ -118,6 +144,16 @@ impl Metrics {
             "connections",
             "TCP connections by source and destination workload, destination port and security (istio_mtls, tls, plaintext, unknown)",
             m.connections.clone(),
+        );
+        r.register(
+            "connection_attempts",
+            "TCP connection attempts that carried no payload (refused, unanswered, TCP probes), by source and destination workload and destination port",
+            m.attempts.clone(),
+        );
+        r.register(
+            "local_connections",
+            "TCP connections on loopback (a sidecar's own legs, node-local traffic): never evidence",
+            m.local_connections.clone(),
         );
         r.register(
             "bytes",

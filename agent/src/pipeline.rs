@@ -5,8 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::classify::Security;
-use crate::decode::{self, Decoded, LinkType, Skip};
+use crate::capture::Frame;
+use crate::classify::SecurityCounts;
+use crate::decode::{self, Decoded, Skip};
 use crate::flow::{Connection, FlowRecord, FlowTable, Outputs, TableLimits, TableStats};
 use crate::Nanos;
 
@@ -59,15 +60,16 @@ impl Pipeline {
         }
     }
 
-    /// Account one captured frame. `wire_len` is its original length on the wire.
-    pub fn on_frame(&mut self, ts: Nanos, link: LinkType, frame: &[u8], wire_len: u32) {
+    /// Account one captured frame.
+    pub fn on_frame(&mut self, frame: &Frame<'_>) {
         self.stats.packets += 1;
-        self.stats.bytes += u64::from(wire_len);
-        self.first_ts.get_or_insert(ts);
+        self.stats.bytes += u64::from(frame.wire_len);
+        self.first_ts.get_or_insert(frame.ts);
         // Captures are mostly in order; a packet from the past does not move time backwards.
-        self.last_ts = self.last_ts.max(ts);
-        match decode::decode(link, frame) {
-            Ok(Decoded::Tcp(seg)) => {
+        self.last_ts = self.last_ts.max(frame.ts);
+        match decode::decode(frame.link, frame.data) {
+            Ok(Decoded::Tcp(mut seg)) => {
+                seg.loopback |= frame.loopback;
                 self.stats.tcp_packets += 1;
                 self.table.on_segment(&seg, self.last_ts, &mut self.out);
                 if !self.keep_connections {
@@ -136,26 +138,25 @@ impl Pipeline {
     }
 }
 
-/// Connections per security class.
+/// Finished flows by kind: local (loopback), attempts (no payload), and the connections that
+/// are evidence, by security class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct SecurityCounts {
-    pub istio_mtls: u64,
-    pub tls: u64,
-    pub plaintext: u64,
-    pub unknown: u64,
+pub struct FlowCounts {
+    pub flows: u64,
+    pub local: u64,
+    pub attempts: u64,
+    pub security: SecurityCounts,
 }
 
-impl SecurityCounts {
-    pub fn add(&mut self, security: Security, n: u64) {
-        match security {
-            Security::IstioMtls => self.istio_mtls += n,
-            Security::Tls => self.tls += n,
-            Security::Plaintext => self.plaintext += n,
-            Security::Unknown => self.unknown += n,
+impl FlowCounts {
+    pub fn add(&mut self, rec: &FlowRecord) {
+        self.flows += 1;
+        if rec.local {
+            self.local += 1;
+        } else if rec.attempt {
+            self.attempts += 1;
+        } else {
+            self.security.add(rec.security, 1);
         }
-    }
-
-    pub fn total(&self) -> u64 {
-        self.istio_mtls + self.tls + self.plaintext + self.unknown
     }
 }

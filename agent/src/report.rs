@@ -2,24 +2,15 @@
 
 pub mod table;
 
-use std::time::{Duration, UNIX_EPOCH};
-
-use serde::{Serialize, Serializer};
+use serde::Serialize;
 
 use crate::aggregate::Edge;
+use crate::classify::SecurityCounts;
 use crate::flow::{FlowRecord, TableStats};
-use crate::pipeline::{PacketStats, SecurityCounts};
+use crate::pipeline::{FlowCounts, PacketStats};
 use crate::verdict::Verdicts;
-use crate::Nanos;
 
-/// Timestamps are RFC 3339 UTC with microseconds: `2026-11-22T15:29:53.123456Z`.
-pub fn serialize_time<S: Serializer>(ts: &Nanos, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(&format_time(*ts))
-}
-
-pub fn format_time(ts: Nanos) -> String {
-    humantime::format_rfc3339_micros(UNIX_EPOCH + Duration::from_nanos(ts)).to_string()
-}
+pub use crate::timestamp::format as format_time;
 
 /// Counts over the whole input.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -29,8 +20,12 @@ pub struct Summary {
     pub packets: u64,
     pub bytes: u64,
     pub tcp_packets: u64,
-    /// Connections (flows) seen.
+    /// TCP connections seen: local ones, attempts and the connections that are evidence.
     pub flows: u64,
+    /// Connections on loopback (a sidecar's own legs inside a pod): never evidence.
+    pub local_connections: u64,
+    /// Connection attempts that carried no payload (refused, unanswered, TCP probes).
+    pub attempts: u64,
     pub decode_errors: u64,
     pub decode_errors_by_reason: std::collections::BTreeMap<&'static str, u64>,
     pub skipped_not_ip: u64,
@@ -45,7 +40,7 @@ pub struct Summary {
     pub orphan_packets: u64,
     /// Connections whose source was folded into `(other sources)` (edge bounds reached).
     pub edges_folded: u64,
-    /// Connections by security class.
+    /// Connections (not local, not attempts) by security class.
     pub security: SecurityCounts,
     pub first_packet: Option<String>,
     pub last_packet: Option<String>,
@@ -54,18 +49,15 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(
-        files: usize,
-        packets: &PacketStats,
-        table: TableStats,
-        security: SecurityCounts,
-    ) -> Self {
+    pub fn new(files: usize, packets: &PacketStats, table: TableStats, counts: FlowCounts) -> Self {
         Summary {
             files,
             packets: packets.packets,
             bytes: packets.bytes,
             tcp_packets: packets.tcp_packets,
-            flows: security.total(),
+            flows: counts.flows,
+            local_connections: counts.local,
+            attempts: counts.attempts,
             decode_errors: packets.decode_errors,
             decode_errors_by_reason: packets.decode_errors_by_reason.clone(),
             skipped_not_ip: packets.not_ip,
@@ -76,7 +68,7 @@ impl Summary {
             flows_evicted: table.evicted_pressure,
             orphan_packets: table.orphan_packets,
             edges_folded: 0,
-            security,
+            security: counts.security,
             first_packet: None,
             last_packet: None,
             truncated_files: Vec::new(),

@@ -21,7 +21,7 @@ const BATCHES_IN_FLIGHT: usize = 4;
 #[derive(Debug, Default)]
 struct Batch {
     data: Vec<u8>,
-    frames: Vec<(Nanos, LinkType, u32, usize, usize)>,
+    frames: Vec<(Nanos, LinkType, u32, bool, usize, usize)>,
 }
 
 /// What a worker reports when its input ends.
@@ -99,6 +99,7 @@ impl Shards {
             frame.ts,
             frame.link,
             frame.wire_len,
+            frame.loopback,
             start,
             frame.data.len(),
         ));
@@ -143,9 +144,15 @@ fn work(
 ) -> WorkerTotals {
     let mut pipeline = Pipeline::new(limits);
     for batch in batches {
-        for &(ts, link, wire_len, start, len) in &batch.frames {
-            if let Some(frame) = batch.data.get(start..start + len) {
-                pipeline.on_frame(ts, link, frame, wire_len);
+        for &(ts, link, wire_len, loopback, start, len) in &batch.frames {
+            if let Some(data) = batch.data.get(start..start + len) {
+                pipeline.on_frame(&Frame {
+                    ts,
+                    link,
+                    data,
+                    wire_len,
+                    loopback,
+                });
             }
         }
         pipeline.take_connections().for_each(drop);

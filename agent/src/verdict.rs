@@ -1,8 +1,10 @@
 //! The readiness verdict: which destinations can go from PERMISSIVE to STRICT now, and for the
-//! rest, which sources still send plaintext or non-mesh TLS.
+//! rest, which sources still send plaintext or non-mesh TLS, with the remedy for each.
 //!
 //! PURE: `(edges, policy, known workloads) -> verdicts`, the one implementation that the CLI,
-//! the agent API and the dashboard use. Semantics in DESIGN.md "Verdict semantics".
+//! the agent API and the dashboard use. It sees edges and the small [`KnownWorkload`] view of
+//! what the identity source knows, never the identity source itself. Semantics in DESIGN.md
+//! "Verdict semantics"; the same rules judge a workload and each of its ports.
 
 mod policy_yaml;
 
@@ -12,22 +14,22 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::aggregate::{Edge, Peer};
-use crate::classify::Security;
-use crate::identity::Workload;
-use crate::pipeline::SecurityCounts;
+use crate::classify::{Mesh, Security, SecurityCounts};
 use crate::Nanos;
 
 pub use policy_yaml::{peer_authentication, PolicyScope};
 
-/// Istio's own plaintext ports: merged metrics and rewritten probes, health, Envoy stats.
-pub const DEFAULT_EXEMPT_PORTS: [u16; 3] = [15020, 15021, 15090];
+/// Istio's own plaintext ports (merged metrics and rewritten probes, health, Envoy stats) and
+/// istiod's control-plane ports (xDS, CA, monitoring, webhooks: no sidecar, no
+/// PeerAuthentication applies to them).
+pub const DEFAULT_EXEMPT_PORTS: [u16; 7] = [15010, 15012, 15014, 15017, 15020, 15021, 15090];
 /// ambient's kubelet-probe source address (SNAT by the CNI).
 pub const AMBIENT_PROBE_SOURCE: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(169, 254, 7, 127));
 
 /// What counts as evidence and what is exempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// mTLS connections needed before a destination is `ready`.
+    /// mTLS connections needed before a destination (or a port) is `ready`.
     pub min_connections: u64,
     /// Destination ports whose traffic is not judged.
     pub exempt_ports: BTreeSet<u16>,
@@ -73,13 +75,36 @@ impl Policy {
     }
 }
 
-/// The three outcomes.
+/// What the identity source knows of a workload, as the verdict needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KnownWorkload<'a> {
+    pub namespace: &'a str,
+    pub workload: &'a str,
+    /// Labels for a PeerAuthentication `selector` (default `app: <workload>`).
+    pub labels: &'a BTreeMap<String, String>,
+    /// Its data plane, when known: `sidecar`, `ambient`, or `none` (not in the mesh).
+    pub mesh: Option<Mesh>,
+}
+
+impl KnownWorkload<'_> {
+    fn peer(&self) -> Peer {
+        Peer {
+            namespace: Some(self.namespace.to_owned()),
+            workload: Some(self.workload.to_owned()),
+            ..Peer::default()
+        }
+    }
+}
+
+/// The outcomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Readiness {
     Blocked,
     Insufficient,
     Ready,
+    /// No sidecar and not in ambient: STRICT has no effect on it.
+    NotInMesh,
 }
 
 impl Readiness {
@@ -88,6 +113,7 @@ impl Readiness {
             Readiness::Blocked => "blocked",
             Readiness::Insufficient => "insufficient",
             Readiness::Ready => "ready",
+            Readiness::NotInMesh => "not_in_mesh",
         }
     }
 }
@@ -98,17 +124,36 @@ pub struct Blocker {
     #[serde(flatten)]
     pub source: Peer,
     pub security: Security,
+    /// The client's data plane as its traffic shows it: `sidecar` for plaintext that carries
+    /// Istio's metadata-exchange headers (a sidecar chose plaintext), else `none`.
+    pub client_mesh: Mesh,
     pub port: u16,
     pub connections: u64,
-    #[serde(serialize_with = "crate::report::serialize_time")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub last_seen: Nanos,
+    /// What to do about it.
+    pub remedy: &'static str,
 }
 
-/// The verdict of one destination port.
+/// The remedy for a blocker.
+pub fn remedy(security: Security, client_mesh: Mesh) -> &'static str {
+    match (security, client_mesh) {
+        (Security::Tls, _) => {
+            "application TLS: STRICT would terminate it and demand an Istio client certificate"
+        }
+        (_, Mesh::Sidecar | Mesh::Ambient) => {
+            "the client's sidecar sends plaintext here: a DestinationRule with tls.mode DISABLE, a PeerAuthentication DISABLE, or an endpoint its mesh config does not know as meshed"
+        }
+        _ => "the client has no sidecar: it needs a sidecar, ambient, or an explicit exception",
+    }
+}
+
+/// The verdict of one destination port, by the same rules as the workload's.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PortVerdict {
     pub port: u16,
     pub verdict: Readiness,
+    pub reason: String,
     pub connections: SecurityCounts,
 }
 
@@ -122,12 +167,14 @@ pub struct Verdict {
     pub reason: String,
     /// Judged (non-exempt) inbound connections by class.
     pub connections: SecurityCounts,
+    /// Inbound connection attempts that carried no payload (not evidence).
+    pub attempts: u64,
     /// Inbound connections not judged (exempt ports and sources).
     pub exempted: u64,
     pub blockers: Vec<Blocker>,
     pub ports: Vec<PortVerdict>,
-    /// The PeerAuthentication to apply: STRICT when ready; STRICT with `portLevelMtls`
-    /// PERMISSIVE for the blocked ports when only some ports are blocked.
+    /// The PeerAuthentication to apply: STRICT when ready; when only some ports are ready,
+    /// PERMISSIVE with `portLevelMtls` STRICT for exactly those ports.
     pub suggested_policy: Option<String>,
 }
 
@@ -141,6 +188,8 @@ pub struct NamespaceVerdict {
     pub insufficient: usize,
     /// Known workloads that received no inbound connection (they do not hold the namespace back).
     pub idle: usize,
+    /// Workloads outside the mesh (STRICT has no effect on them).
+    pub not_in_mesh: usize,
     pub suggested_policy: Option<String>,
 }
 
@@ -159,45 +208,60 @@ pub struct Verdicts {
     pub mesh: MeshVerdict,
 }
 
+type BlockerKey = (Peer, Security, Mesh, u16);
+
+/// The inbound evidence of one destination.
 #[derive(Default)]
 struct Tally {
     counts: SecurityCounts,
+    attempts: u64,
     exempted: u64,
     by_port: BTreeMap<u16, SecurityCounts>,
-    blockers: BTreeMap<(Peer, Security, u16), (u64, Nanos)>,
+    blockers: BTreeMap<BlockerKey, (u64, Nanos)>,
+}
+
+impl Tally {
+    fn add(&mut self, edge: &Edge, policy: &Policy) {
+        let (n, sec) = (edge.stats.connections, edge.security);
+        self.attempts += edge.stats.attempts;
+        if n == 0 {
+            return;
+        }
+        if policy.is_exempt(edge) {
+            self.exempted += n;
+            return;
+        }
+        self.counts.add(sec, n);
+        self.by_port.entry(edge.port).or_default().add(sec, n);
+        if sec.blocks_strict() {
+            let key = (edge.source.clone(), sec, edge.mesh, edge.port);
+            let b = self.blockers.entry(key).or_insert((0, 0));
+            b.0 += n;
+            b.1 = b.1.max(edge.stats.last_seen);
+        }
+    }
 }
 
 /// Evaluate every destination seen in `edges`, plus every `known` workload (idle ones are
 /// `insufficient`: no evidence).
-pub fn evaluate(edges: &[Edge], policy: &Policy, known: &[&Workload]) -> Verdicts {
-    let mut tallies: BTreeMap<Peer, Tally> = BTreeMap::new();
-    for w in known {
-        tallies.entry(peer_of(w)).or_default();
-    }
+pub fn evaluate(edges: &[Edge], policy: &Policy, known: &[KnownWorkload<'_>]) -> Verdicts {
+    let known: BTreeMap<Peer, &KnownWorkload<'_>> = known.iter().map(|k| (k.peer(), k)).collect();
+    let mut tallies: BTreeMap<Peer, Tally> = known
+        .keys()
+        .map(|p| (p.clone(), Tally::default()))
+        .collect();
     for edge in edges {
-        let t = tallies.entry(edge.destination.clone()).or_default();
-        if policy.is_exempt(edge) {
-            t.exempted += edge.stats.connections;
-            continue;
-        }
-        t.counts.add(edge.security, edge.stats.connections);
-        t.by_port
-            .entry(edge.port)
+        tallies
+            .entry(edge.destination.clone())
             .or_default()
-            .add(edge.security, edge.stats.connections);
-        if edge.security.blocks_strict() {
-            let b = t
-                .blockers
-                .entry((edge.source.clone(), edge.security, edge.port))
-                .or_insert((0, 0));
-            b.0 += edge.stats.connections;
-            b.1 = b.1.max(edge.stats.last_seen);
-        }
+            .add(edge, policy);
     }
-    let labels: BTreeMap<Peer, &Workload> = known.iter().map(|w| (peer_of(w), *w)).collect();
     let workloads: Vec<Verdict> = tallies
         .into_iter()
-        .map(|(peer, t)| judge(peer, t, policy, &labels))
+        .map(|(peer, t)| {
+            let k = known.get(&peer).copied();
+            judge(peer, t, policy, k)
+        })
         .collect();
     let namespaces = roll_up_namespaces(&workloads);
     let mesh = roll_up_mesh(&namespaces);
@@ -208,32 +272,9 @@ pub fn evaluate(edges: &[Edge], policy: &Policy, known: &[&Workload]) -> Verdict
     }
 }
 
-fn peer_of(w: &Workload) -> Peer {
-    Peer {
-        namespace: Some(w.namespace.clone()),
-        workload: Some(w.workload.clone()),
-        ..Peer::default()
-    }
-}
-
-fn judge(peer: Peer, t: Tally, policy: &Policy, known: &BTreeMap<Peer, &Workload>) -> Verdict {
-    let c = t.counts;
-    let (verdict, reason) = if !t.blockers.is_empty() {
-        let sources: BTreeSet<&Peer> = t.blockers.keys().map(|(p, _, _)| p).collect();
-        let what = match (c.plaintext, c.tls) {
-            (p, 0) => format!("{p} plaintext"),
-            (0, t) => format!("{t} non-mesh TLS"),
-            (p, t) => format!("{p} plaintext and {t} non-mesh TLS"),
-        };
-        let n = sources.len();
-        (
-            Readiness::Blocked,
-            format!(
-                "{what} connection(s) from {n} source{}",
-                if n == 1 { "" } else { "s" }
-            ),
-        )
-    } else if policy.evidence_incomplete {
+/// The rules for evidence without blockers, the same for a workload and for a port.
+fn evidence(c: &SecurityCounts, policy: &Policy) -> (Readiness, String) {
+    if policy.evidence_incomplete {
         (
             Readiness::Insufficient,
             "evidence incomplete: the capture dropped packets".to_owned(),
@@ -265,41 +306,86 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: &BTreeMap<Peer, &Workload
             Readiness::Ready,
             format!("all {} inbound connections are Istio mTLS", c.total()),
         )
+    }
+}
+
+/// The traffic that blocks, in words.
+fn blocking_traffic(c: &SecurityCounts) -> String {
+    match (c.plaintext, c.tls) {
+        (p, 0) => format!("{p} plaintext connection(s)"),
+        (0, t) => format!("{t} non-mesh TLS connection(s)"),
+        (p, t) => format!("{p} plaintext and {t} non-mesh TLS connection(s)"),
+    }
+}
+
+/// A port: blocked by any plaintext or TLS, else judged by the evidence rules.
+fn port_readiness(c: &SecurityCounts, policy: &Policy) -> (Readiness, String) {
+    if c.plaintext + c.tls > 0 {
+        (Readiness::Blocked, blocking_traffic(c))
+    } else {
+        evidence(c, policy)
+    }
+}
+
+const NOT_IN_MESH: &str =
+    "no sidecar and not in ambient: STRICT has no effect until it gets a sidecar or joins ambient";
+
+fn judge(peer: Peer, t: Tally, policy: &Policy, known: Option<&KnownWorkload<'_>>) -> Verdict {
+    let c = t.counts;
+    let in_mesh = known.and_then(|k| k.mesh) != Some(Mesh::None);
+    let (verdict, reason) = if !in_mesh {
+        (Readiness::NotInMesh, NOT_IN_MESH.to_owned())
+    } else if !t.blockers.is_empty() {
+        let sources = t
+            .blockers
+            .keys()
+            .map(|(p, ..)| p)
+            .collect::<BTreeSet<_>>()
+            .len();
+        let plural = if sources == 1 { "" } else { "s" };
+        let reason = format!("{} from {sources} source{plural}", blocking_traffic(&c));
+        (Readiness::Blocked, reason)
+    } else {
+        evidence(&c, policy)
     };
     let ports: Vec<PortVerdict> = t
         .by_port
         .iter()
-        .map(|(&port, counts)| PortVerdict {
-            port,
-            verdict: if counts.plaintext + counts.tls > 0 {
-                Readiness::Blocked
-            } else if counts.istio_mtls > 0 {
-                Readiness::Ready
-            } else {
-                Readiness::Insufficient
-            },
-            connections: *counts,
+        .map(|(&port, counts)| {
+            let (verdict, reason) = port_readiness(counts, policy);
+            PortVerdict {
+                port,
+                verdict,
+                reason,
+                connections: *counts,
+            }
         })
         .collect();
-    let blockers: Vec<Blocker> = t
-        .blockers
-        .into_iter()
-        .map(
-            |((source, security, port), (connections, last_seen))| Blocker {
-                source,
-                security,
-                port,
-                connections,
-                last_seen,
-            },
-        )
-        .collect();
+    let blockers: Vec<Blocker> = if in_mesh {
+        t.blockers
+            .into_iter()
+            .map(
+                |((source, security, client_mesh, port), (connections, last_seen))| Blocker {
+                    source,
+                    security,
+                    client_mesh,
+                    port,
+                    connections,
+                    last_seen,
+                    remedy: remedy(security, client_mesh),
+                },
+            )
+            .collect()
+    } else {
+        Vec::new()
+    };
     let suggested_policy = suggest(&peer, verdict, &ports, known);
     Verdict {
         destination: peer,
         verdict,
         reason,
         connections: c,
+        attempts: t.attempts,
         exempted: t.exempted,
         blockers,
         ports,
@@ -307,38 +393,39 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: &BTreeMap<Peer, &Workload
     }
 }
 
+/// STRICT for a ready workload; for one that is not, PERMISSIVE with STRICT on exactly the
+/// ports that are ready by the same rules (never on a port without enough evidence).
 fn suggest(
     peer: &Peer,
     verdict: Readiness,
     ports: &[PortVerdict],
-    known: &BTreeMap<Peer, &Workload>,
+    known: Option<&KnownWorkload<'_>>,
 ) -> Option<String> {
     let (Some(namespace), Some(workload)) = (&peer.namespace, &peer.workload) else {
         return None; // an unknown address has no selector to put in a policy
     };
-    let labels = known
-        .get(peer)
-        .map(|w| w.labels.clone())
-        .unwrap_or_default();
+    let no_labels = BTreeMap::new();
     let scope = PolicyScope::Workload {
         namespace,
         workload,
-        labels: &labels,
+        labels: known.map_or(&no_labels, |k| k.labels),
     };
     match verdict {
-        Readiness::Ready => Some(peer_authentication(&scope, &[])),
-        Readiness::Blocked => {
-            let blocked: Vec<u16> = ports
+        Readiness::Ready => Some(peer_authentication(&scope, None)),
+        Readiness::Blocked | Readiness::Insufficient => {
+            let ready: Vec<u16> = ports
                 .iter()
-                .filter(|p| p.verdict == Readiness::Blocked)
+                .filter(|p| p.verdict == Readiness::Ready)
                 .map(|p| p.port)
                 .collect();
-            let some_ready = ports.iter().any(|p| p.verdict == Readiness::Ready);
-            (some_ready && blocked.len() < ports.len())
-                .then(|| peer_authentication(&scope, &blocked))
+            (!ready.is_empty()).then(|| peer_authentication(&scope, Some(&ready)))
         }
-        Readiness::Insufficient => None,
+        Readiness::NotInMesh => None,
     }
+}
+
+fn is_idle(v: &Verdict) -> bool {
+    v.connections.total() == 0 && v.exempted == 0 && v.verdict == Readiness::Insufficient
 }
 
 fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
@@ -352,22 +439,20 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
         .into_iter()
         .map(|(namespace, vs)| {
             let count = |r: Readiness| vs.iter().filter(|v| v.verdict == r).count();
-            let idle = vs
-                .iter()
-                .filter(|v| {
-                    v.connections.total() == 0
-                        && v.exempted == 0
-                        && v.verdict == Readiness::Insufficient
-                })
-                .count();
+            let idle = vs.iter().filter(|v| is_idle(v)).count();
             let (ready, blocked) = (count(Readiness::Ready), count(Readiness::Blocked));
+            let not_in_mesh = count(Readiness::NotInMesh);
             let insufficient = count(Readiness::Insufficient) - idle;
             let verdict = if blocked > 0 {
                 Readiness::Blocked
-            } else if insufficient > 0 || ready == 0 {
+            } else if insufficient > 0 {
                 Readiness::Insufficient
-            } else {
+            } else if ready > 0 {
                 Readiness::Ready
+            } else if not_in_mesh > 0 {
+                Readiness::NotInMesh
+            } else {
+                Readiness::Insufficient
             };
             NamespaceVerdict {
                 namespace: namespace.to_owned(),
@@ -376,15 +461,17 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
                 blocked,
                 insufficient,
                 idle,
+                not_in_mesh,
                 suggested_policy: (verdict == Readiness::Ready)
-                    .then(|| peer_authentication(&PolicyScope::Namespace(namespace), &[])),
+                    .then(|| peer_authentication(&PolicyScope::Namespace(namespace), None)),
             }
         })
         .collect()
 }
 
-/// The mesh is as ready as its least ready namespace; namespaces where no workload received a
-/// connection (only clients, or nothing seen) are left out: STRICT changes nothing there.
+/// The mesh is as ready as its least ready namespace; namespaces where no meshed workload
+/// received a connection (only clients, nothing seen, or only workloads outside the mesh) are
+/// left out: STRICT changes nothing there.
 fn roll_up_mesh(namespaces: &[NamespaceVerdict]) -> MeshVerdict {
     let verdict = namespaces
         .iter()
@@ -395,7 +482,7 @@ fn roll_up_mesh(namespaces: &[NamespaceVerdict]) -> MeshVerdict {
     MeshVerdict {
         verdict,
         suggested_policy: (verdict == Readiness::Ready)
-            .then(|| peer_authentication(&PolicyScope::Mesh, &[])),
+            .then(|| peer_authentication(&PolicyScope::Mesh, None)),
     }
 }
 

@@ -39,21 +39,14 @@ impl WindowedEdges {
         self.window
     }
 
-    /// Add to an edge at time `ts`: `connections` new connections, and traffic. Past
+    /// Add `delta` to an edge at time `ts` (new connections or attempts, traffic). Past
     /// [`MAX_EDGES`] edges, a new edge's source folds into `(other sources)`.
-    pub fn add(&mut self, mut key: EdgeKey, ts: Nanos, connections: u64, packets: u64, bytes: u64) {
+    pub fn add(&mut self, mut key: EdgeKey, ts: Nanos, delta: EdgeStats) {
         if self.edges.len() >= MAX_EDGES && !self.edges.contains_key(&key) {
             key.source = Peer::other_sources();
         }
         let start = ts - ts % self.bucket;
         let buckets = self.edges.entry(key).or_default();
-        let fresh = EdgeStats {
-            connections: 0,
-            packets: 0,
-            bytes: 0,
-            first_seen: ts,
-            last_seen: ts,
-        };
         let bucket = match buckets.iter_mut().rev().find(|b| b.start == start) {
             Some(b) => b,
             None => {
@@ -63,18 +56,17 @@ impl WindowedEdges {
                     at,
                     Bucket {
                         start,
-                        stats: fresh,
+                        stats: EdgeStats::default(),
                     },
                 );
                 &mut buckets[at]
             }
         };
-        let s = &mut bucket.stats;
-        s.connections += connections;
-        s.packets += packets;
-        s.bytes += bytes;
-        s.first_seen = s.first_seen.min(ts);
-        s.last_seen = s.last_seen.max(ts);
+        bucket.stats.merge(&EdgeStats {
+            first_seen: ts,
+            last_seen: ts,
+            ..delta
+        });
     }
 
     /// Drop buckets that ended before the window and edges left empty.
@@ -96,19 +88,11 @@ impl WindowedEdges {
             .edges
             .iter()
             .filter_map(|(k, buckets)| {
-                let mut sum: Option<EdgeStats> = None;
+                let mut sum = EdgeStats::default();
                 for b in buckets.iter().filter(|b| b.stats.last_seen > horizon) {
-                    let s = sum.get_or_insert(EdgeStats {
-                        first_seen: b.stats.first_seen,
-                        ..Default::default()
-                    });
-                    s.connections += b.stats.connections;
-                    s.packets += b.stats.packets;
-                    s.bytes += b.stats.bytes;
-                    s.first_seen = s.first_seen.min(b.stats.first_seen);
-                    s.last_seen = s.last_seen.max(b.stats.last_seen);
+                    sum.merge(&b.stats);
                 }
-                sum.filter(|s| s.connections > 0).map(|s| (k.clone(), s))
+                (sum.connections + sum.attempts > 0).then(|| (k.clone(), sum))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -140,6 +124,15 @@ mod tests {
 
     const S: Nanos = 1_000_000_000;
 
+    fn delta(connections: u64, packets: u64, bytes: u64) -> EdgeStats {
+        EdgeStats {
+            connections,
+            packets,
+            bytes,
+            ..EdgeStats::default()
+        }
+    }
+
     fn key(sec: Security) -> EdgeKey {
         let p = |w: &str| Peer {
             namespace: Some("ns".into()),
@@ -158,8 +151,8 @@ mod tests {
     #[test]
     fn old_plaintext_leaves_the_window() {
         let mut w = WindowedEdges::new(60 * S);
-        w.add(key(Security::Plaintext), 100 * S, 3, 30, 300);
-        w.add(key(Security::IstioMtls), 150 * S, 6, 60, 600);
+        w.add(key(Security::Plaintext), 100 * S, delta(3, 30, 300));
+        w.add(key(Security::IstioMtls), 150 * S, delta(6, 60, 600));
         let snap = w.snapshot(155 * S);
         assert_eq!(snap.len(), 2);
         let plain = snap
@@ -186,9 +179,9 @@ mod tests {
     #[test]
     fn late_and_repeated_events_sum_in_order() {
         let mut w = WindowedEdges::new(3600 * S);
-        w.add(key(Security::IstioMtls), 1000 * S, 1, 0, 0);
-        w.add(key(Security::IstioMtls), 500 * S, 1, 0, 0);
-        w.add(key(Security::IstioMtls), 1000 * S, 0, 10, 1000);
+        w.add(key(Security::IstioMtls), 1000 * S, delta(1, 0, 0));
+        w.add(key(Security::IstioMtls), 500 * S, delta(1, 0, 0));
+        w.add(key(Security::IstioMtls), 1000 * S, delta(0, 10, 1000));
         let snap = w.snapshot(1001 * S);
         assert_eq!(snap[0].stats.connections, 2);
         assert_eq!(

@@ -5,6 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use meshwatch::capture::Frame;
 use meshwatch::pipeline::Pipeline;
 use meshwatch::{decode::LinkType, flow::TableLimits};
 
@@ -61,14 +62,24 @@ fn frame(from_client: bool, seq: u32, flags: u8, payload: &[u8]) -> Vec<u8> {
     f
 }
 
+/// An Ethernet frame captured at `ts`.
+fn at(ts: u64, data: &[u8]) -> Frame<'_> {
+    Frame {
+        ts,
+        link: LinkType::ETHERNET,
+        data,
+        wire_len: data.len() as u32,
+        loopback: false,
+    }
+}
+
 #[test]
 fn classified_flows_cost_no_allocation_per_packet() {
     let mut p = Pipeline::new(TableLimits::default());
-    let link = LinkType::ETHERNET;
     let syn = frame(true, 999, 0x02, &[]);
     let hello = frame(true, 1000, 0x18, ISTIO_HELLO);
-    p.on_frame(1, link, &syn, syn.len() as u32);
-    p.on_frame(2, link, &hello, hello.len() as u32);
+    p.on_frame(&at(1, &syn));
+    p.on_frame(&at(2, &hello));
     // a stream of server data and client ACKs, built before counting
     let body = vec![0u8; 1448];
     let frames: Vec<Vec<u8>> = (0..5000u32)
@@ -82,7 +93,7 @@ fn classified_flows_cost_no_allocation_per_packet() {
         .collect();
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     for (i, f) in frames.iter().enumerate() {
-        p.on_frame(3 + i as u64, link, f, f.len() as u32);
+        p.on_frame(&at(3 + i as u64, f));
     }
     let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
     assert_eq!(

@@ -50,12 +50,14 @@ fn class_of(flow: &FlowRecord) -> &'static str {
 #[test]
 fn corpus_agrees_with_tshark() {
     let dir = corpus_dir();
-    let sources = std::fs::read_to_string(dir.join("SOURCES.md")).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (set MESHWATCH_CORPUS)",
-            dir.join("SOURCES.md").display()
-        )
-    });
+    let Ok(sources) = std::fs::read_to_string(dir.join("SOURCES.md")) else {
+        // the corpus is third-party and stays beside the repository, never in it
+        println!(
+            "corpus: skipped: no third-party corpus at {} (set MESHWATCH_CORPUS)",
+            dir.display()
+        );
+        return;
+    };
     let skip = out_of_scope(&sources);
     let mut pcaps: Vec<PathBuf> = std::fs::read_dir(dir.join("pcaps"))
         .expect("corpus pcaps/")

@@ -25,6 +25,12 @@ struct Expected {
     tunnel: Option<String>,
     #[serde(default)]
     min_alpn_names: usize,
+    /// At least this many connections are local (a sidecar's loopback legs).
+    #[serde(default)]
+    min_local_connections: u64,
+    /// Exactly this many flows are mid-stream (the capture started after them).
+    #[serde(default)]
+    mid_stream_flows: Option<usize>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
@@ -49,6 +55,9 @@ struct ExpectedBlocker {
     security: String,
     port: u16,
     connections: u64,
+    /// `sidecar` or `none`, when the expectation states it.
+    #[serde(default)]
+    client_mesh: Option<String>,
 }
 
 /// `pcaps/`, or `$MESHWATCH_PCAPS` (a fresh run of the generator, see scripts/check-generator.sh).
@@ -117,8 +126,13 @@ fn check(pcap: &Path) -> Result<(), String> {
                 security: b.security.as_str().to_owned(),
                 port: b.port,
                 connections: b.connections,
+                client_mesh: Some(b.client_mesh.as_str().to_owned()),
             })
             .collect();
+        // the client's mesh is compared where the expectation states it
+        if ev.blockers.iter().all(|b| b.client_mesh.is_none()) {
+            blockers.iter_mut().for_each(|b| b.client_mesh = None);
+        }
         blockers.sort();
         let mut want = ev.blockers.clone();
         want.sort();
@@ -155,6 +169,26 @@ fn check(pcap: &Path) -> Result<(), String> {
         ));
     }
     let flows = report.flows.as_deref().unwrap_or_default();
+    if s.local_connections < exp.min_local_connections {
+        return Err(format!(
+            "{stem}: {} local connections, want >= {}",
+            s.local_connections, exp.min_local_connections
+        ));
+    }
+    if exp.min_local_connections == 0 && s.local_connections > 0 {
+        let local: Vec<String> = flows
+            .iter()
+            .filter(|f| f.local)
+            .map(|f| format!("{}:{} -> {}:{}", f.src, f.sport, f.dst, f.dport))
+            .collect();
+        return Err(format!("{stem}: unexpected local connections {local:?}"));
+    }
+    if let Some(want) = exp.mid_stream_flows {
+        let got = flows.iter().filter(|f| f.mid_stream && !f.local).count();
+        if got != want {
+            return Err(format!("{stem}: {got} mid-stream flows, want {want}"));
+        }
+    }
     if let Some(tunnel) = &exp.tunnel {
         if let Some(f) = flows
             .iter()

@@ -9,11 +9,11 @@ use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use pcap_parser::pcapng::{build_ts_resolution, Block};
+use pcap_parser::pcapng::{build_ts_resolution, Block, OptionCode};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
-use super::Frame;
+use super::{interface_is_loopback, Frame};
 use crate::decode::LinkType;
 use crate::Nanos;
 
@@ -66,6 +66,8 @@ struct Interface {
     /// Timestamp units per second.
     units_per_sec: u64,
     offset_secs: i64,
+    /// Named like a loopback device (`if_name` `lo`): its packets are local traffic.
+    loopback: bool,
 }
 
 /// A capture being read.
@@ -234,17 +236,23 @@ impl Layout {
                     u64::from(record.ts_usec) * 1000
                 };
                 let ts = u64::from(record.ts_sec) * 1_000_000_000 + frac;
-                self.emit(link, ts, record.data, record.origlen)
+                self.emit(link, false, ts, record.data, record.origlen)
             }
             PcapBlockOwned::NG(Block::SectionHeader(_)) => {
                 self.interfaces.clear();
                 (None, false)
             }
             PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
+                let loopback = idb
+                    .options
+                    .iter()
+                    .filter(|o| o.code == OptionCode::IfName)
+                    .any(|o| o.as_str().is_ok_and(interface_is_loopback));
                 self.interfaces.push(Interface {
                     link: LinkType(idb.linktype.0 as u32),
                     units_per_sec: build_ts_resolution(idb.if_tsresol).unwrap_or(1_000_000),
                     offset_secs: idb.if_tsoffset,
+                    loopback,
                 });
                 (None, false)
             }
@@ -256,14 +264,14 @@ impl Layout {
                 let nanos = units * NANOS_PER_SEC / u128::from(iface.units_per_sec.max(1));
                 let offset = i128::from(iface.offset_secs) * NANOS_PER_SEC as i128;
                 let ts = (nanos as i128 + offset).clamp(0, i128::from(u64::MAX)) as u64;
-                self.emit(iface.link, ts, epb.data, epb.origlen)
+                self.emit(iface.link, iface.loopback, ts, epb.data, epb.origlen)
             }
             PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                 let Some(iface) = self.interfaces.first().copied() else {
                     return (None, true);
                 };
                 let ts = self.last_ts;
-                self.emit(iface.link, ts, spb.data, spb.origlen)
+                self.emit(iface.link, iface.loopback, ts, spb.data, spb.origlen)
             }
             PcapBlockOwned::NG(_) => (None, false),
         }
@@ -272,6 +280,7 @@ impl Layout {
     fn emit<'b>(
         &mut self,
         link: LinkType,
+        loopback: bool,
         ts: Nanos,
         data: &'b [u8],
         origlen: u32,
@@ -284,6 +293,7 @@ impl Layout {
                 link,
                 data,
                 wire_len,
+                loopback,
             }),
             false,
         )

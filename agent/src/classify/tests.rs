@@ -108,7 +108,10 @@ fn linkerd_alpn_is_application_tls_named_in_the_hint() {
 
 #[test]
 fn plaintext_app_hints() {
-    assert_eq!(class(b"GET /ip HTTP/1.1\r\n", 80).app, App::Http1);
+    assert_eq!(
+        class(b"GET /ip HTTP/1.1\r\nHost: x\r\n\r\n", 80).app,
+        App::Http1
+    );
     assert_eq!(class(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 80).app, App::H2c);
     let c = class(b"\x00\x00\x00\x01\x02hello-raw-tcp-protocol!!", 9000);
     assert_eq!((c.security, c.app), (Security::Plaintext, App::Other));
@@ -122,6 +125,7 @@ fn waits_while_the_bytes_could_still_be_a_method_or_tls() {
         &b"G"[..],
         b"GE",
         b"GET",
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
         b"PRI * HTTP/2",
         b"\x16",
         b"\x16\x03",
@@ -182,4 +186,34 @@ fn only_plaintext_and_tls_block_strict() {
         .filter(|s| s.blocks_strict())
         .collect();
     assert_eq!(blocking, [Security::Tls, Security::Plaintext]);
+}
+
+/// Istio's metadata-exchange headers on a plaintext request say a sidecar chose plaintext; the
+/// request is decided once its header block is complete, whatever the segmentation.
+#[test]
+fn plaintext_from_a_sidecar_is_told_by_its_metadata_headers() {
+    let sidecar = b"GET /ip HTTP/1.1\r\nHost: httpbin\r\nX-Envoy-Peer-Metadata-Id: sidecar~10.244.1.12~sleep.foo~foo.svc.cluster.local\r\nx-envoy-peer-metadata: Ch4KDkFQUF9DT05UQUlORVJTEgwaCnNsZWVw\r\n\r\n";
+    let plain = b"GET /ip HTTP/1.1\r\nHost: httpbin\r\nUser-Agent: curl/8.5\r\n\r\n";
+    let mut s = Vec::new();
+    for (bytes, mesh) in [(&sidecar[..], Mesh::Sidecar), (&plain[..], Mesh::None)] {
+        for cut in 1..bytes.len() {
+            let prefix = bytes.get(..cut).expect("prefix");
+            assert_eq!(
+                classify_preface(prefix, 80, false, &mut s),
+                Err(Incomplete),
+                "{cut}"
+            );
+        }
+        let c = class(bytes, 80);
+        assert_eq!(
+            (c.security, c.app, c.mesh),
+            (Security::Plaintext, App::Http1, mesh)
+        );
+        let m = classify_midstream(bytes, 80, &mut s);
+        assert_eq!((m.security, m.mesh), (Security::Plaintext, mesh));
+    }
+    // the name in a value, a body or the request line proves nothing
+    let decoy =
+        b"GET /x-envoy-peer-metadata-id: HTTP/1.1\r\nReferer: x-envoy-peer-metadata-id: 1\r\n\r\n";
+    assert_eq!(class(decoy, 80).mesh, Mesh::None);
 }

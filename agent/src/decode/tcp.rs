@@ -7,6 +7,7 @@ use super::{ip::IpPacket, DecodeError, Layer, TcpFlags, TcpSegment, Tunnel};
 pub(super) fn parse<'a>(
     packet: &IpPacket<'a>,
     tunnel: Option<Tunnel>,
+    loopback: bool,
 ) -> Result<TcpSegment<'a>, DecodeError> {
     let header = TcpHeaderSlice::from_slice(packet.payload).map_err(|e| match e {
         etherparse::err::tcp::HeaderSliceError::Len(_) => DecodeError::Truncated(Layer::Tcp),
@@ -26,5 +27,6 @@ pub(super) fn parse<'a>(
         payload,
         payload_len: packet.announced_len.saturating_sub(header_len as u32),
         tunnel,
+        loopback,
     })
 }

@@ -118,6 +118,43 @@ fn cooked_v1_v2_raw_and_loopback() {
     assert_eq!(seg.dst, "fd00::b".parse::<IpAddr>().expect("v6"));
 }
 
+/// What a loopback device writes: Linux cooked headers with ARPHRD_LOOPBACK (772), an
+/// Ethernet header with both addresses zero (`tcpdump -i lo` on Linux), BSD null/loop.
+#[test]
+fn frames_captured_on_loopback_are_flagged() {
+    let ip = tcp_ipv4();
+    let mut sll = vec![
+        0x00, 0x00, 0x03, 0x04, 0x00, 0x06, 0, 0, 0, 0, 0, 0, 0, 0, 0x08, 0x00,
+    ];
+    sll.extend_from_slice(&ip);
+    let mut sll2 = vec![
+        0x08, 0x00, 0, 0, 0, 0, 0, 1, 0x03, 0x04, 0x00, 6, 0, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    sll2.extend_from_slice(&ip);
+    let mut lo_eth = vec![0u8; 12];
+    lo_eth.extend_from_slice(&[0x08, 0x00]);
+    lo_eth.extend_from_slice(&ip);
+    let mut null = vec![2, 0, 0, 0];
+    null.extend_from_slice(&ip);
+    for (link, frame) in [
+        (LinkType::LINUX_SLL, &sll),
+        (LinkType::LINUX_SLL2, &sll2),
+        (LinkType::ETHERNET, &lo_eth),
+        (LinkType::NULL, &null),
+    ] {
+        let seg = expect_tcp(link, frame);
+        assert_inner_v4(&seg);
+        assert!(seg.loopback, "{link:?}");
+    }
+    // an ordinary NIC: not loopback, and neither is a tunnel's inner Ethernet
+    assert!(!expect_tcp(LinkType::ETHERNET, &ethernet(0x0800, &ip)).loopback);
+    assert!(!expect_tcp(LinkType::RAW, &ip).loopback);
+    let mut sll2_eth = sll2.clone();
+    sll2_eth[8] = 0x00;
+    sll2_eth[9] = 0x01;
+    assert!(!expect_tcp(LinkType::LINUX_SLL2, &sll2_eth).loopback);
+}
+
 #[test]
 fn tunnels_yield_the_inner_connection() {
     let inner_eth = ethernet(0x0800, &tcp_ipv4());

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use super::key::{Direction, FlowKey};
+use super::key::{Direction, Endpoint, FlowKey};
 use crate::classify::{self, App, Classification, Mesh, Security};
 use crate::decode::{TcpSegment, Tunnel};
 use crate::reassembly::{Insert, Preface};
@@ -45,7 +45,10 @@ pub struct PacketOutcome {
 struct Side {
     packets: u64,
     bytes: u64,
+    /// This side sent a SYN (the server: a SYN-ACK), a FIN, a RST.
+    syn: bool,
     fin: bool,
+    rst: bool,
     last: Option<(u32, u32, u8, u32)>,
 }
 
@@ -62,14 +65,17 @@ pub struct Flow {
     /// The direction in which the client sends (the key itself lives in the table).
     client_dir: Direction,
     server_port: u16,
+    /// The client was inferred (no SYN seen), see [`infer_client`].
     mid_stream: bool,
-    /// Sequence number of the client's first data byte, when the handshake was seen.
+    /// Sequence number of the client's first data byte, when the handshake was seen: the
+    /// stream's start is known, so the preface is read from its first byte.
     client_isn: Option<u32>,
     phase: Phase,
-    /// Where in the server's stream its first byte was, and whether it was a ServerHello.
+    /// Whether the server has sent payload, and whether its first payload was a ServerHello.
     server_spoke: bool,
     server_hello: bool,
-    rst: bool,
+    /// A packet of this connection was captured on a loopback device.
+    loopback: bool,
     client: Side,
     server: Side,
     first_seen: Nanos,
@@ -77,19 +83,62 @@ pub struct Flow {
     tunnel: Option<Tunnel>,
 }
 
+/// The first port of the ephemeral range clients pick their ports from (Linux starts at 32768,
+/// Windows and IANA at 49152); Kubernetes NodePorts (30000-32767) lie below it.
+pub const EPHEMERAL_PORTS_START: u16 = 32768;
+
+/// Who is the client of a connection first seen from `seg` (sent in `dir`), and whether the
+/// start of the stream is known. `is_server` says whether an endpoint was seen answering a SYN
+/// elsewhere in the capture. PURE. In order:
+/// 1. the SYN sender; the receiver of a SYN-ACK (inferred: `mid_stream`, but the ISN is known);
+/// 2. mid-stream, from the payload: the sender of an HTTP response is the server, the sender of
+///    an HTTP request the client;
+/// 3. an endpoint seen as a server elsewhere in the capture is the server;
+/// 4. a port below the ephemeral range facing one inside it is the server's;
+/// 5. otherwise the sender of the first packet is the client.
+pub fn infer_client(
+    key: &FlowKey,
+    dir: Direction,
+    seg: &TcpSegment<'_>,
+    is_server: impl Fn(Endpoint) -> bool,
+) -> (Direction, bool, Option<u32>) {
+    let f = seg.flags;
+    if f.syn() && !f.ack() {
+        return (dir, false, Some(seg.seq.wrapping_add(1)));
+    }
+    if f.syn() && f.ack() {
+        return (dir.reverse(), true, Some(seg.ack));
+    }
+    let (sender, receiver) = (key.sender(dir), key.sender(dir.reverse()));
+    let sender_is_client = if classify::is_http_response(seg.payload) {
+        false
+    } else if classify::is_http_request(seg.payload) {
+        true
+    } else {
+        match (is_server(sender), is_server(receiver)) {
+            (true, false) => false,
+            (false, true) => true,
+            _ => {
+                let ephemeral = |port: u16| port >= EPHEMERAL_PORTS_START;
+                let sender_is_server = ephemeral(receiver.1) && !ephemeral(sender.1);
+                !sender_is_server
+            }
+        }
+    };
+    let client_dir = if sender_is_client { dir } else { dir.reverse() };
+    (client_dir, true, None)
+}
+
 impl Flow {
-    /// A flow for the first packet seen of a connection.
-    pub fn start(key: FlowKey, dir: Direction, seg: &TcpSegment<'_>, now: Nanos) -> Self {
-        let f = seg.flags;
-        let (client_dir, mid_stream, client_isn) = if f.syn() && !f.ack() {
-            (dir, false, Some(seg.seq.wrapping_add(1)))
-        } else if f.syn() && f.ack() {
-            (dir.reverse(), false, Some(seg.ack))
-        } else if classify::is_http_response(seg.payload) {
-            (dir.reverse(), true, None)
-        } else {
-            (dir, true, None)
-        };
+    /// A flow for the first packet seen of a connection; `is_server` as in [`infer_client`].
+    pub fn start(
+        key: FlowKey,
+        dir: Direction,
+        seg: &TcpSegment<'_>,
+        now: Nanos,
+        is_server: impl Fn(Endpoint) -> bool,
+    ) -> Self {
+        let (client_dir, mid_stream, client_isn) = infer_client(&key, dir, seg, is_server);
         Flow {
             client_dir,
             server_port: key.sender(client_dir.reverse()).1,
@@ -98,7 +147,7 @@ impl Flow {
             phase: Phase::Preface(None),
             server_spoke: false,
             server_hello: false,
-            rst: false,
+            loopback: false,
             client: Side::default(),
             server: Side::default(),
             first_seen: now,
@@ -108,13 +157,27 @@ impl Flow {
     }
 
     /// Whether a SYN in `dir` starts a new connection on this 5-tuple (port reuse) rather than
-    /// being a retransmission of the one that started this flow.
+    /// being a retransmission of the one that started this flow — which it is when it carries
+    /// the same ISN, also after the client reset a stale ACK ([`Flow::awaits_retry`]).
     pub fn is_reused_by(&self, dir: Direction, seg: &TcpSegment<'_>) -> bool {
+        let retransmission =
+            dir == self.client_dir && self.client_isn == Some(seg.seq.wrapping_add(1));
         seg.flags.syn()
             && !seg.flags.ack()
-            && (self.close_reason().is_some()
-                || dir != self.client_dir
-                || self.client_isn != Some(seg.seq.wrapping_add(1)))
+            && (!retransmission || (self.close_reason().is_some() && !self.awaits_retry()))
+    }
+
+    /// The client reset the connection before anything was exchanged because the server
+    /// answered its SYN with a plain ACK (stale state, RFC 5961's challenge ACK): the client
+    /// retransmits the same SYN after its timeout. Until then the flow is kept, so that the
+    /// retry continues this connection instead of counting a second one.
+    pub fn awaits_retry(&self) -> bool {
+        self.client.rst
+            && !self.server.rst
+            && !self.server.syn
+            && self.client_isn.is_some()
+            && self.client.bytes == 0
+            && self.server.bytes == 0
     }
 
     pub fn last_seen(&self) -> Nanos {
@@ -123,7 +186,7 @@ impl Flow {
 
     /// How the connection closed, once it has: a RST, or a FIN from both sides.
     pub fn close_reason(&self) -> Option<EndReason> {
-        if self.rst {
+        if self.client.rst || self.server.rst {
             Some(EndReason::Rst)
         } else if self.client.fin && self.server.fin {
             Some(EndReason::Fin)
@@ -159,16 +222,20 @@ impl Flow {
         side.last = Some(signature);
         side.packets += 1;
         side.bytes += u64::from(seg.payload_len);
+        side.syn |= seg.flags.syn();
         side.fin |= seg.flags.fin();
+        side.rst |= seg.flags.rst();
+        self.loopback |= seg.loopback;
         self.last_seen = self.last_seen.max(now);
-        if seg.flags.rst() {
-            self.rst = true;
+        if from_client && seg.flags.syn() && !seg.flags.ack() {
+            // a retransmitted SYN (see `awaits_retry`) reopens the attempt it retries
+            self.client.rst = false;
         }
         if !seg.payload.is_empty() {
             if from_client {
                 self.on_client_payload(seg, scratch, &mut outcome);
             } else {
-                self.on_server_payload(seg);
+                self.on_server_payload(seg, &mut outcome);
             }
         }
         outcome
@@ -180,7 +247,8 @@ impl Flow {
         scratch: &mut Vec<u8>,
         outcome: &mut PacketOutcome,
     ) {
-        let (server_port, mid_stream, isn) = (self.server_port(), self.mid_stream, self.client_isn);
+        let (server_port, isn) = (self.server_port(), self.client_isn);
+        let mid_stream = isn.is_none();
         let Phase::Preface(preface) = &mut self.phase else {
             return;
         };
@@ -213,7 +281,7 @@ impl Flow {
         }
     }
 
-    fn on_server_payload(&mut self, seg: &TcpSegment<'_>) {
+    fn on_server_payload(&mut self, seg: &TcpSegment<'_>, outcome: &mut PacketOutcome) {
         if self.server_spoke {
             return;
         }
@@ -229,8 +297,9 @@ impl Flow {
             tls::is_record_start(seg.payload, &[0x14, 0x15, 0x16, 0x17]),
             Ok(true)
         );
-        if client_silent && !self.mid_stream && !tls_record {
+        if client_silent && self.client_isn.is_some() && !tls_record {
             self.phase = Phase::Classified(Classification::server_first());
+            outcome.classified = true;
         }
     }
 
@@ -242,6 +311,11 @@ impl Flow {
     pub fn finish(self, key: &FlowKey, reason: EndReason, scratch: &mut Vec<u8>) -> FlowRecord {
         let client = key.sender(self.client_dir);
         let server = key.sender(self.client_dir.reverse());
+        let start_known = self.client_isn.is_some();
+        let local = self.is_local(key);
+        let attempt = matches!(self.phase, Phase::Preface(None))
+            && self.client.bytes == 0
+            && self.server.bytes == 0;
         let mut start_missing = false;
         let class = match self.phase {
             Phase::Classified(c) => c,
@@ -249,9 +323,9 @@ impl Flow {
             Phase::Preface(Some(p)) => {
                 let bytes = p.contiguous();
                 if bytes.is_empty() {
-                    start_missing = !self.mid_stream && !p.earliest().is_empty();
+                    start_missing = start_known && !p.earliest().is_empty();
                     classify::classify_midstream(p.earliest(), server.1, scratch)
-                } else if self.mid_stream {
+                } else if !start_known {
                     classify::classify_midstream(bytes, server.1, scratch)
                 } else {
                     classify::classify_preface(bytes, server.1, true, scratch)
@@ -284,7 +358,18 @@ impl Flow {
             start_missing,
             tunnel: self.tunnel,
             end: reason,
+            local,
+            attempt,
         }
+    }
+
+    /// Local traffic, never evidence: captured on a loopback device, or a loopback address at
+    /// either end (127.0.0.0/8 — Istio's inbound source 127.0.0.6 among them — and ::1).
+    fn is_local(&self, key: &FlowKey) -> bool {
+        let loopback = |(ip, _): Endpoint| ip.to_canonical().is_loopback();
+        self.loopback
+            || loopback(key.sender(Direction::FromLo))
+            || loopback(key.sender(Direction::FromHi))
     }
 
     /// The connection event of a classified flow.
@@ -297,6 +382,8 @@ impl Flow {
                 security: c.security,
                 mesh: c.mesh,
                 ts: now,
+                local: self.is_local(key),
+                attempt: false,
             }),
             Phase::Preface(_) => None,
         }
@@ -313,6 +400,10 @@ pub struct Connection {
     pub security: Security,
     pub mesh: Mesh,
     pub ts: Nanos,
+    /// Loopback traffic (see [`FlowRecord::local`]): not evidence.
+    pub local: bool,
+    /// No payload was ever exchanged (see [`FlowRecord::attempt`]).
+    pub attempt: bool,
 }
 
 impl From<&FlowRecord> for Connection {
@@ -324,6 +415,8 @@ impl From<&FlowRecord> for Connection {
             security: r.security,
             mesh: r.mesh,
             ts: r.first_seen,
+            local: r.local,
+            attempt: r.attempt,
         }
     }
 }
@@ -370,12 +463,18 @@ pub struct FlowRecord {
     pub bytes: u64,
     pub bytes_to_server: u64,
     pub bytes_to_client: u64,
-    #[serde(serialize_with = "crate::report::serialize_time")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub first_seen: Nanos,
-    #[serde(serialize_with = "crate::report::serialize_time")]
+    #[serde(serialize_with = "crate::timestamp::serialize")]
     pub last_seen: Nanos,
     pub mid_stream: bool,
     pub start_missing: bool,
     pub tunnel: Option<Tunnel>,
     pub end: EndReason,
+    /// Loopback traffic: captured on a loopback device or with a loopback address at either end
+    /// (a sidecar's own legs inside a pod). Listed, counted in the summary, never evidence.
+    pub local: bool,
+    /// A connection attempt: no payload either way (refused, unanswered, or closed before the
+    /// client sent anything — a TCP probe). Counted apart, never an `unknown` connection.
+    pub attempt: bool,
 }

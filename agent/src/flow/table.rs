@@ -1,16 +1,26 @@
 //! The bounded flow table: lookup, creation, port reuse, idle and close timeouts, eviction
 //! under pressure. Every flow leaves as exactly one [`FlowRecord`]; every eviction is counted.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasher;
 
-use foldhash::fast::RandomState;
+use foldhash::fast::{FixedState, RandomState};
 
-use super::key::FlowKey;
+use super::key::{Endpoint, FlowKey};
 use super::state::{Connection, EndReason, Flow, FlowRecord, PacketOutcome};
 use crate::decode::TcpSegment;
 use crate::Nanos;
 
 const SECOND: Nanos = 1_000_000_000;
+/// How long an attempt reset by its client is kept for the SYN it retransmits (Linux retries
+/// after 1, 3 and 7 s): see [`Flow::awaits_retry`].
+pub const RETRY_LINGER: Nanos = 10 * SECOND;
+/// Endpoints remembered as servers (they answered a SYN), to tell mid-stream clients apart.
+/// Past the bound the set starts over: it only guides a guess.
+const MAX_KNOWN_SERVERS: usize = 65_536;
+/// Slots of the recently-closed cache (a hash per slot): a data segment of a connection that
+/// closed moments ago (a retransmitted FIN with data) opens no new flow.
+const CLOSED_SLOTS: usize = 4096;
 /// Connections tracked at once by default: ~11 MB of flow state, ~30 MB with the table.
 pub const DEFAULT_MAX_FLOWS: usize = 50_000;
 // Under eviction churn hashbrown doubles a table whose live entries exceed half its capacity
@@ -49,7 +59,8 @@ pub struct TableStats {
     pub closed_rst: u64,
     pub reused: u64,
     pub peak_flows: u64,
-    /// Packets without payload of no known connection (no SYN): they open no flow.
+    /// Packets of no open connection that open none: without payload and without SYN (last
+    /// ACKs, a capture starting mid-connection), or with data after their connection closed.
     pub orphan_packets: u64,
 }
 
@@ -68,6 +79,11 @@ pub struct FlowTable {
     next_sweep: Nanos,
     stats: TableStats,
     scratch: Vec<u8>,
+    /// Endpoints that answered a SYN (touched by SYN-ACKs only, never on the classified path).
+    servers: HashSet<Endpoint, RandomState>,
+    /// Hashes of recently closed keys, direct-mapped (a collision only forgets).
+    closed: Box<[u64]>,
+    closed_hasher: FixedState,
 }
 
 impl FlowTable {
@@ -78,6 +94,24 @@ impl FlowTable {
             next_sweep: 0,
             stats: TableStats::default(),
             scratch: Vec::new(),
+            servers: HashSet::default(),
+            closed: vec![0; CLOSED_SLOTS].into_boxed_slice(),
+            closed_hasher: FixedState::with_seed(0x636c_6f73),
+        }
+    }
+
+    /// The slot and the tag of `key` in the recently-closed cache (the tag is never 0).
+    fn closed_slot(&self, key: &FlowKey) -> (usize, u64) {
+        let h = self.closed_hasher.hash_one(key) | 1;
+        ((h >> 32) as usize % CLOSED_SLOTS, h)
+    }
+
+    fn remember_server(&mut self, seg: &TcpSegment<'_>) {
+        if seg.flags.syn() && seg.flags.ack() {
+            if self.servers.len() >= MAX_KNOWN_SERVERS {
+                self.servers.clear();
+            }
+            self.servers.insert((seg.src, seg.sport));
         }
     }
 
@@ -113,7 +147,11 @@ impl FlowTable {
                 if outcome.classified {
                     done.connections.extend(flow.connection(&key, now));
                 }
-                if let Some(reason) = flow.close_reason() {
+                let close = flow.close_reason().filter(|_| !flow.awaits_retry());
+                if seg.flags.syn() {
+                    self.remember_server(seg);
+                }
+                if let Some(reason) = close {
                     self.finish(&key, reason, done);
                 }
                 return outcome;
@@ -121,23 +159,29 @@ impl FlowTable {
             self.stats.reused += 1;
             self.finish(&key, EndReason::Reused, done);
         }
-        if !seg.flags.syn() && seg.payload.is_empty() {
-            // An ACK, FIN or RST of a connection we never saw (or already finished): it says
-            // nothing about security and would only make an empty, unknown flow.
-            self.stats.orphan_packets += 1;
-            return PacketOutcome::default();
+        if !seg.flags.syn() {
+            // An ACK, FIN or RST of a connection we never saw (or already finished) says
+            // nothing about security and would only make an empty, unknown flow; data right
+            // after its connection closed (a retransmitted FIN with data) is no new connection.
+            let (slot, tag) = self.closed_slot(&key);
+            if seg.payload.is_empty() || self.closed.get(slot) == Some(&tag) {
+                self.stats.orphan_packets += 1;
+                return PacketOutcome::default();
+            }
         }
         if self.flows.len() >= self.limits.max_flows {
             self.evict_oldest(done);
         }
-        let mut flow = Flow::start(key, dir, seg, now);
+        self.remember_server(seg);
+        let servers = &self.servers;
+        let mut flow = Flow::start(key, dir, seg, now, |e| servers.contains(&e));
         let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
         self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
         if outcome.classified {
             done.connections.extend(flow.connection(&key, now));
         }
         self.stats.flows_started += 1;
-        if let Some(reason) = flow.close_reason() {
+        if let Some(reason) = flow.close_reason().filter(|_| !flow.awaits_retry()) {
             // a lone RST (or SYN+RST): nothing more will come
             self.retire(&key, flow, reason, done);
             return outcome;
@@ -147,25 +191,37 @@ impl FlowTable {
         outcome
     }
 
-    /// Finish idle flows.
+    /// Finish idle flows, and attempts whose retry did not come.
     pub fn sweep(&mut self, now: Nanos, done: &mut Outputs) {
         let idle = self.limits.idle_timeout;
-        let expired: Vec<FlowKey> = self
+        let expired: Vec<(FlowKey, EndReason)> = self
             .flows
             .iter()
-            .filter(|(_, flow)| now.saturating_sub(flow.last_seen()) >= idle)
-            .map(|(key, _)| *key)
+            .filter_map(|(key, flow)| {
+                let quiet = now.saturating_sub(flow.last_seen());
+                if flow.awaits_retry() && quiet >= RETRY_LINGER.min(idle) {
+                    Some((*key, EndReason::Rst))
+                } else {
+                    (quiet >= idle).then_some((*key, EndReason::Idle))
+                }
+            })
             .collect();
-        for key in expired {
-            self.finish(&key, EndReason::Idle, done);
+        for (key, reason) in expired {
+            self.finish(&key, reason, done);
         }
     }
 
-    /// Finish every flow (end of the capture): all still open, closed ones already left.
+    /// Finish every flow (end of the capture): all still open (and attempts still waiting for
+    /// their retry, as the reset ended them).
     pub fn drain(&mut self, done: &mut Outputs) {
         let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
         for key in keys {
-            self.finish(&key, EndReason::CaptureEnd, done);
+            let reason = self
+                .flows
+                .get(&key)
+                .and_then(Flow::close_reason)
+                .unwrap_or(EndReason::CaptureEnd);
+            self.finish(&key, reason, done);
         }
     }
 
@@ -188,6 +244,12 @@ impl FlowTable {
     /// A flow leaves: its final record, and its connection event if it was never classified.
     fn retire(&mut self, key: &FlowKey, flow: Flow, reason: EndReason, done: &mut Outputs) {
         self.count_end(reason);
+        if matches!(reason, EndReason::Fin | EndReason::Rst) {
+            let (slot, tag) = self.closed_slot(key);
+            if let Some(s) = self.closed.get_mut(slot) {
+                *s = tag;
+            }
+        }
         let counted = flow.is_classified();
         let record = flow.finish(key, reason, &mut self.scratch);
         if !counted {

@@ -70,6 +70,7 @@ fn seg<'a>(
         payload,
         payload_len: payload.len() as u32,
         tunnel: None,
+        loopback: false,
     }
 }
 
@@ -191,7 +192,7 @@ fn midstream_http_response_names_the_server() {
 }
 
 #[test]
-fn syn_ack_without_syn_still_knows_the_client() {
+fn syn_ack_without_syn_infers_the_client_and_keeps_the_start() {
     let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40005));
     t.on_segment(&c.server_sends(c.sseq, SYN | ACK, &[]), 0, &mut done);
     t.on_segment(
@@ -206,7 +207,7 @@ fn syn_ack_without_syn_still_knows_the_client() {
             done.finished[0].mid_stream,
             done.finished[0].security
         ),
-        (c.c.0, false, Security::Plaintext)
+        (c.c.0, true, Security::Plaintext)
     );
 }
 
@@ -371,4 +372,218 @@ fn a_syn_flood_is_held_to_the_flow_bound() {
     }
     assert!(t.stats().evicted_pressure >= 190_000);
     assert_eq!(t.stats().peak_flows, 10_000);
+}
+
+/// Mid-stream (no SYN seen), the client is chosen from what the capture knows, not from who
+/// happened to speak first.
+#[test]
+fn midstream_direction_rules() {
+    let pod = (addr("10.244.1.12"), 45678);
+    let istiod = (addr("10.244.1.41"), 15012);
+    // a port below the ephemeral range facing one inside it is the server's, even when the
+    // server speaks first (istiod pushing config on the xDS stream)
+    let (mut t, mut done) = (table(), Outputs::default());
+    t.on_segment(
+        &seg(istiod, pod, 1, 1, PSH, b"\x17\x03\x03\x00\x05hello"),
+        0,
+        &mut done,
+    );
+    t.drain(&mut done);
+    let r = &done.finished[0];
+    assert_eq!(
+        (r.src, r.sport, r.dst, r.dport),
+        (pod.0, pod.1, istiod.0, istiod.1)
+    );
+    assert!(r.mid_stream);
+
+    // an endpoint seen answering a SYN elsewhere in the capture is a server, whatever the ports
+    let (mut t, mut done) = (table(), Outputs::default());
+    let server = (addr("10.244.1.51"), 40000);
+    let other_client = (addr("10.244.1.31"), 50000);
+    t.on_segment(
+        &seg(server, other_client, 9, 2, SYN | ACK, &[]),
+        0,
+        &mut done,
+    );
+    let client = (addr("10.244.1.32"), 30001);
+    t.on_segment(&seg(server, client, 1, 1, PSH, b"\x00\x01hi"), 1, &mut done);
+    t.drain(&mut done);
+    let r = done
+        .finished
+        .iter()
+        .find(|r| r.src == client.0 || r.dst == client.0)
+        .expect("the mid-stream flow");
+    assert_eq!((r.src, r.dst, r.dport), (client.0, server.0, 40000));
+
+    // an HTTP request names its sender the client
+    let (mut t, mut done) = (table(), Outputs::default());
+    let (a, b) = ((addr("10.0.0.1"), 8080), (addr("10.0.0.2"), 50505));
+    t.on_segment(
+        &seg(a, b, 1, 1, PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        0,
+        &mut done,
+    );
+    t.drain(&mut done);
+    assert_eq!((done.finished[0].src, done.finished[0].dport), (a.0, 50505));
+
+    // nothing to go by: the first sender is the client
+    let (mut t, mut done) = (table(), Outputs::default());
+    let (a, b) = ((addr("10.0.0.1"), 40001), (addr("10.0.0.2"), 40002));
+    t.on_segment(&seg(a, b, 1, 1, PSH, b"\x00\x01"), 0, &mut done);
+    t.drain(&mut done);
+    assert_eq!(done.finished[0].src, a.0);
+}
+
+/// SYN, a stale ACK from the server, the client's RST, the same SYN again after its timeout:
+/// one connection, not an attempt and a second connection.
+#[test]
+fn a_syn_retried_after_a_reset_stale_ack_is_the_same_connection() {
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40100));
+    t.on_segment(&c.client_sends(c.cseq, SYN, &[]), 0, &mut done);
+    t.on_segment(&c.server_sends(777, ACK, &[]), SEC / 100, &mut done);
+    t.on_segment(&c.client_sends(12345, RST, &[]), SEC / 50, &mut done);
+    assert!(
+        done.finished.is_empty(),
+        "the reset attempt waits for its retry"
+    );
+    t.on_segment(&c.client_sends(c.cseq, SYN, &[]), SEC, &mut done);
+    t.on_segment(&c.server_sends(c.sseq, SYN | ACK, &[]), SEC + 1, &mut done);
+    t.on_segment(
+        &c.client_sends(c.cseq + 1, PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        SEC + 2,
+        &mut done,
+    );
+    t.on_segment(&c.client_sends(c.cseq + 19, FIN, &[]), SEC + 3, &mut done);
+    t.on_segment(&c.server_sends(c.sseq + 1, FIN, &[]), SEC + 4, &mut done);
+    t.drain(&mut done);
+    assert_eq!(done.finished.len(), 1, "{:?}", done.finished);
+    assert_eq!(done.finished[0].security, Security::Plaintext);
+    assert!(!done.finished[0].attempt);
+    assert_eq!(done.connections.len(), 1);
+
+    // no retry within the linger: one attempt, finished by the reset
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40101));
+    t.on_segment(&c.client_sends(c.cseq, SYN, &[]), 0, &mut done);
+    t.on_segment(&c.server_sends(777, ACK, &[]), 1, &mut done);
+    t.on_segment(&c.client_sends(12345, RST, &[]), 2, &mut done);
+    t.sweep(RETRY_LINGER + 3, &mut done);
+    assert_eq!(done.finished.len(), 1);
+    assert!(done.finished[0].attempt && done.finished[0].end == EndReason::Rst);
+    assert!(t.is_empty());
+}
+
+/// A data segment that arrives after its connection closed (a retransmitted FIN with data)
+/// opens no second connection.
+#[test]
+fn data_after_the_close_opens_no_new_connection() {
+    let (mut t, mut done, c) = (table(), Outputs::default(), Conn::new(40200));
+    c.handshake(&mut t, 0, &mut done);
+    let req = b"GET / HTTP/1.1\r\n\r\n";
+    t.on_segment(&c.client_sends(c.cseq + 1, PSH, req), 1, &mut done);
+    t.on_segment(
+        &c.client_sends(c.cseq + 1 + req.len() as u32, FIN | PSH, b"tail"),
+        2,
+        &mut done,
+    );
+    t.on_segment(&c.server_sends(c.sseq + 1, FIN, &[]), 3, &mut done);
+    assert_eq!(done.finished.len(), 1);
+    // the client's FIN with data again, then a stray server segment with data
+    t.on_segment(
+        &c.client_sends(c.cseq + 1 + req.len() as u32, FIN | PSH, b"tail"),
+        4,
+        &mut done,
+    );
+    t.on_segment(&c.server_sends(c.sseq + 1, PSH, b"late"), 5, &mut done);
+    t.drain(&mut done);
+    assert_eq!(done.finished.len(), 1, "{:?}", done.finished);
+    assert_eq!(t.stats().orphan_packets, 2);
+}
+
+/// What never carried payload is an attempt (refused, unanswered, connect-and-close probe);
+/// a server that speaks first is a connection.
+#[test]
+fn attempts_are_connections_without_payload() {
+    let (mut t, mut done) = (table(), Outputs::default());
+    let unanswered = Conn::new(40300);
+    t.on_segment(&unanswered.client_sends(1000, SYN, &[]), 0, &mut done);
+    let refused = Conn::new(40301);
+    t.on_segment(&refused.client_sends(1000, SYN, &[]), 0, &mut done);
+    t.on_segment(&refused.server_sends(0, RST | ACK, &[]), 1, &mut done);
+    let probe = Conn::new(40302);
+    probe.handshake(&mut t, 0, &mut done);
+    t.on_segment(&probe.client_sends(probe.cseq + 1, FIN, &[]), 1, &mut done);
+    t.on_segment(&probe.server_sends(probe.sseq + 1, FIN, &[]), 2, &mut done);
+    let banner = Conn::new(40303);
+    banner.handshake(&mut t, 0, &mut done);
+    t.on_segment(
+        &banner.server_sends(banner.sseq + 1, PSH, b"220 smtp ready\r\n"),
+        1,
+        &mut done,
+    );
+    t.drain(&mut done);
+    let attempt = |port: u16| {
+        done.finished
+            .iter()
+            .find(|r| r.sport == port)
+            .map(|r| r.attempt)
+            .expect("record")
+    };
+    assert!(attempt(40300) && attempt(40301) && attempt(40302));
+    assert!(!attempt(40303));
+    let events: Vec<bool> = done.connections.iter().map(|c| c.attempt).collect();
+    assert_eq!(events.iter().filter(|a| **a).count(), 3, "{events:?}");
+}
+
+/// A sidecar's legs inside a pod: the app's connection REDIRECTed to 127.0.0.1:15001 (and its
+/// replies, which carry the original destination, captured on lo), Envoy's inbound leg from
+/// 127.0.0.6: local, whatever they carry.
+#[test]
+fn loopback_traffic_is_local() {
+    let (mut t, mut done) = (table(), Outputs::default());
+    let app = (addr("10.244.1.12"), 45000);
+    let outbound = (addr("127.0.0.1"), 15001);
+    let original = (addr("10.244.1.11"), 8000);
+    t.on_segment(&seg(app, outbound, 10, 0, SYN, &[]), 0, &mut done);
+    t.on_segment(
+        &seg(app, outbound, 11, 1, PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        1,
+        &mut done,
+    );
+    let mut reply = seg(original, app, 500, 30, SYN | ACK, &[]);
+    reply.loopback = true;
+    t.on_segment(&reply, 1, &mut done);
+    let mut data = seg(original, app, 501, 30, PSH, b"HTTP/1.1 200 OK\r\n\r\n");
+    data.loopback = true;
+    t.on_segment(&data, 2, &mut done);
+    let inbound = (addr("127.0.0.6"), 41000);
+    t.on_segment(&seg(inbound, original, 1, 0, SYN, &[]), 3, &mut done);
+    t.on_segment(
+        &seg(inbound, original, 2, 1, PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        4,
+        &mut done,
+    );
+    let v6 = (addr("::1"), 40000);
+    t.on_segment(&seg(v6, (addr("::1"), 15020), 1, 0, SYN, &[]), 5, &mut done);
+    let real = Conn::new(40400);
+    real.handshake(&mut t, 6, &mut done);
+    t.on_segment(
+        &real.client_sends(real.cseq + 1, PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        7,
+        &mut done,
+    );
+    t.drain(&mut done);
+    let local: Vec<bool> = done.finished.iter().map(|r| r.local).collect();
+    assert_eq!(
+        local.iter().filter(|l| **l).count(),
+        4,
+        "{:?}",
+        done.finished
+    );
+    let real_rec = done
+        .finished
+        .iter()
+        .find(|r| r.sport == 40400)
+        .expect("real");
+    assert!(!real_rec.local);
+    assert!(done.connections.iter().filter(|c| c.local).count() == 4);
 }

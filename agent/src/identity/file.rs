@@ -18,6 +18,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use super::{uid_hash, IdentityMap, Workload};
+use crate::classify::Mesh;
 
 /// Why a workloads file was refused; names the file.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,9 @@ struct WorkloadEntry {
     ips: Vec<IpAddr>,
     #[serde(default)]
     node: Option<String>,
+    /// `sidecar`, `ambient` or `none` (not in the mesh: verdict `not_in_mesh`).
+    #[serde(default)]
+    mesh: Option<Mesh>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,6 +117,7 @@ impl WorkloadsFile {
                 workload: e.workload,
                 service_account: e.service_account,
                 labels: e.labels,
+                mesh: e.mesh,
             };
             map.add_workload(w.clone());
             map.upsert_pod(uid, &e.ips, w, local);

@@ -93,6 +93,7 @@ pub fn pod_identity(pod: &Pod, this_node: Option<&str>) -> Option<PodIdentity> {
             workload,
             service_account: spec.service_account_name.clone(),
             labels: selector_labels,
+            mesh: None,
         },
         local: match (this_node, spec.node_name.as_deref()) {
             (Some(me), Some(node)) => me == node,

@@ -28,6 +28,7 @@ impl Style {
             Readiness::Ready => "32",
             Readiness::Blocked => "31",
             Readiness::Insufficient => "33",
+            Readiness::NotInMesh => "36",
         };
         self.paint(code, r.as_str())
     }
@@ -92,14 +93,16 @@ pub fn render(report: &Report, style: Style, out: &mut dyn Write) -> io::Result<
     let s = &report.summary;
     writeln!(
         out,
-        "{} {} packets, {} connections ({} istio_mtls, {} tls, {} plaintext, {} unknown), {} decode errors",
+        "{} {} packets, {} connections ({} istio_mtls, {} tls, {} plaintext, {} unknown), {} attempts, {} local, {} decode errors",
         style.bold("SUMMARY"),
         s.packets,
-        s.flows,
+        s.security.total(),
         s.security.istio_mtls,
         s.security.tls,
         s.security.plaintext,
         s.security.unknown,
+        s.attempts,
+        s.local_connections,
         s.decode_errors
     )?;
     writeln!(out)?;
@@ -195,9 +198,11 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
                 vec![
                     format!("  {}", b.source.display()),
                     style.security(b.security),
+                    format!("client mesh {}", b.client_mesh.as_str()),
                     format!("port {}", b.port),
                     format!("{} conns", b.connections),
                     format!("last {}", format_time(b.last_seen)),
+                    b.remedy.to_owned(),
                 ]
             })
             .collect();

@@ -19,9 +19,10 @@ pub enum PolicyScope<'a> {
     Mesh,
 }
 
-/// A STRICT PeerAuthentication; `permissive_ports` stay PERMISSIVE through `portLevelMtls`
-/// (which Istio honours only with a workload selector).
-pub fn peer_authentication(scope: &PolicyScope<'_>, permissive_ports: &[u16]) -> String {
+/// A STRICT PeerAuthentication; with `strict_ports`, PERMISSIVE for the workload and STRICT
+/// through `portLevelMtls` for exactly those ports (Istio honours `portLevelMtls` only with a
+/// workload selector).
+pub fn peer_authentication(scope: &PolicyScope<'_>, strict_ports: Option<&[u16]>) -> String {
     let (name, namespace) = match scope {
         PolicyScope::Workload {
             namespace,
@@ -51,11 +52,13 @@ pub fn peer_authentication(scope: &PolicyScope<'_>, permissive_ports: &[u16]) ->
             let _ = writeln!(y, "      {}: {}", quote(k), quote(v));
         }
     }
-    y.push_str("  mtls:\n    mode: STRICT\n");
-    if !permissive_ports.is_empty() {
-        y.push_str("  portLevelMtls:\n");
-        for port in permissive_ports {
-            let _ = writeln!(y, "    {port}:\n      mode: PERMISSIVE");
+    match strict_ports {
+        None => y.push_str("  mtls:\n    mode: STRICT\n"),
+        Some(ports) => {
+            y.push_str("  mtls:\n    mode: PERMISSIVE\n  portLevelMtls:\n");
+            for port in ports {
+                let _ = writeln!(y, "    {port}:\n      mode: STRICT");
+            }
         }
     }
     y

@@ -1,3 +1,4 @@
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::*;
@@ -39,6 +40,7 @@ fn edge(source: Peer, destination: Peer, port: u16, security: Security, n: u64) 
         },
         stats: EdgeStats {
             connections: n,
+            attempts: 0,
             packets: n * 10,
             bytes: n * 1000,
             first_seen: 1_000,
@@ -54,12 +56,14 @@ fn find<'a>(v: &'a Verdicts, dest: &Peer) -> &'a Verdict {
         .expect("verdict for destination")
 }
 
-fn workload(ns: &str, name: &str) -> Workload {
-    Workload {
-        namespace: ns.into(),
-        workload: name.into(),
-        service_account: None,
-        labels: Default::default(),
+static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+
+fn workload<'a>(ns: &'a str, name: &'a str) -> KnownWorkload<'a> {
+    KnownWorkload {
+        namespace: ns,
+        workload: name,
+        labels: &NO_LABELS,
+        mesh: None,
     }
 }
 
@@ -203,7 +207,7 @@ fn egress_never_blocks_the_sender() {
         Security::Plaintext,
         9,
     )];
-    let v = evaluate(&edges, &Policy::default(), &[&workload("legacy", "sleep")]);
+    let v = evaluate(&edges, &Policy::default(), &[workload("legacy", "sleep")]);
     let w = find(&v, &client);
     assert_eq!(w.verdict, Readiness::Insufficient);
     assert!(w.blockers.is_empty());
@@ -221,10 +225,121 @@ fn plaintext_on_some_ports_suggests_port_level_mtls() {
     assert_eq!(w.verdict, Readiness::Blocked);
     let yaml = w.suggested_policy.as_deref().expect("port-level policy");
     assert!(
-        yaml.contains("portLevelMtls:\n    9090:\n      mode: PERMISSIVE"),
+        yaml.contains(
+            "mtls:\n    mode: PERMISSIVE\n  portLevelMtls:\n    8080:\n      mode: STRICT"
+        ),
         "{yaml}"
     );
-    assert!(!yaml.contains("8080:"));
+    assert!(!yaml.contains("9090:"), "{yaml}");
+}
+
+/// A port is `ready` only by the workload's rules: enough mTLS, few unknowns, a complete
+/// capture; a port-level suggestion locks exactly the ready ports and says why the rest stay.
+#[test]
+fn port_verdicts_follow_the_policy() {
+    let d = wl("a", "web");
+    let edges = [
+        edge(wl("a", "c"), d.clone(), 8080, Security::IstioMtls, 10),
+        edge(wl("a", "c"), d.clone(), 8081, Security::IstioMtls, 1),
+        edge(wl("a", "c"), d.clone(), 8082, Security::Unknown, 3),
+        edge(ip("10.3.3.3"), d.clone(), 9090, Security::Plaintext, 2),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let w = find(&v, &d);
+    let port = |p: u16| w.ports.iter().find(|x| x.port == p).expect("port");
+    assert_eq!(port(8080).verdict, Readiness::Ready);
+    assert_eq!(port(8081).verdict, Readiness::Insufficient);
+    assert!(port(8081).reason.contains("1 mTLS connections, 5 needed"));
+    assert_eq!(port(8082).verdict, Readiness::Insufficient);
+    assert_eq!(port(9090).verdict, Readiness::Blocked);
+    let yaml = w.suggested_policy.as_deref().expect("port-level policy");
+    assert!(yaml.contains("8080:\n      mode: STRICT"), "{yaml}");
+    for p in ["8081:", "8082:", "9090:"] {
+        assert!(!yaml.contains(p), "{p} must stay PERMISSIVE: {yaml}");
+    }
+    // dropped packets: no port is ready, so nothing is locked
+    let dropped = Policy {
+        evidence_incomplete: true,
+        ..Policy::default()
+    };
+    let v = evaluate(&edges, &dropped, &[]);
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Blocked);
+    assert!(w.ports.iter().all(|p| p.verdict != Readiness::Ready));
+    assert_eq!(w.suggested_policy, None);
+}
+
+#[test]
+fn a_workload_outside_the_mesh_is_not_judged() {
+    let d = wl("legacy", "db");
+    let mut known = workload("legacy", "db");
+    known.mesh = Some(Mesh::None);
+    let edges = [
+        edge(ip("10.3.3.3"), d.clone(), 5432, Security::Plaintext, 4),
+        edge(wl("a", "c"), d.clone(), 5432, Security::IstioMtls, 9),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[known]);
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::NotInMesh);
+    assert!(w.reason.contains("STRICT has no effect"), "{}", w.reason);
+    assert!(w.blockers.is_empty() && w.suggested_policy.is_none());
+    let ns = &v.namespaces[0];
+    assert_eq!((ns.verdict, ns.not_in_mesh), (Readiness::NotInMesh, 1));
+    // in the mesh (or unknown): judged as usual
+    known.mesh = Some(Mesh::Sidecar);
+    let v = evaluate(&edges, &Policy::default(), &[known]);
+    assert_eq!(find(&v, &d).verdict, Readiness::Blocked);
+}
+
+#[test]
+fn each_blocker_carries_its_remedy() {
+    let d = wl("a", "web");
+    let mut from_sidecar = edge(wl("a", "c"), d.clone(), 80, Security::Plaintext, 2);
+    from_sidecar.mesh = Mesh::Sidecar;
+    let edges = [
+        from_sidecar,
+        edge(ip("10.3.3.3"), d.clone(), 80, Security::Plaintext, 1),
+        edge(ip("10.3.3.4"), d.clone(), 80, Security::Tls, 1),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let w = find(&v, &d);
+    let of = |p: &Peer| w.blockers.iter().find(|b| &b.source == p).expect("blocker");
+    let s = of(&wl("a", "c"));
+    assert_eq!(s.client_mesh, Mesh::Sidecar);
+    assert!(s.remedy.contains("DestinationRule"), "{}", s.remedy);
+    let n = of(&ip("10.3.3.3"));
+    assert_eq!(n.client_mesh, Mesh::None);
+    assert!(n
+        .remedy
+        .contains("needs a sidecar, ambient, or an explicit exception"));
+    assert!(of(&ip("10.3.3.4")).remedy.starts_with("application TLS"));
+}
+
+#[test]
+fn attempts_are_not_unknown_connections() {
+    let d = wl("a", "web");
+    let mut probes = edge(ip("10.0.0.9"), d.clone(), 80, Security::Unknown, 0);
+    probes.stats.attempts = 50;
+    let edges = [
+        edge(wl("a", "c"), d.clone(), 80, Security::IstioMtls, 10),
+        probes,
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Ready, "{}", w.reason);
+    assert_eq!((w.attempts, w.connections.unknown), (50, 0));
+}
+
+#[test]
+fn istiod_control_plane_ports_are_exempt() {
+    let istiod = wl("istio-system", "istiod");
+    let edges: Vec<Edge> = [15010, 15012, 15014, 15017]
+        .into_iter()
+        .map(|port| edge(wl("a", "c"), istiod.clone(), port, Security::Unknown, 3))
+        .collect();
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let w = find(&v, &istiod);
+    assert_eq!((w.exempted, w.connections.total()), (12, 0));
 }
 
 #[test]
@@ -235,7 +350,6 @@ fn namespace_and_mesh_roll_ups() {
         workload("b", "api"),
         workload("c", "batch"),
     ];
-    let refs: Vec<&Workload> = known.iter().collect();
     let edges = [
         edge(
             wl("a", "client"),
@@ -252,7 +366,7 @@ fn namespace_and_mesh_roll_ups() {
             10,
         ),
     ];
-    let v = evaluate(&edges, &Policy::default(), &refs);
+    let v = evaluate(&edges, &Policy::default(), &known);
     let ns = |n: &str| {
         v.namespaces
             .iter()
@@ -294,7 +408,7 @@ fn namespace_and_mesh_roll_ups() {
             1,
         ),
     ];
-    let v = evaluate(&edges2, &Policy::default(), &refs);
+    let v = evaluate(&edges2, &Policy::default(), &known);
     assert_eq!(v.mesh.verdict, Readiness::Insufficient);
 }
 
@@ -311,7 +425,7 @@ fn policy_yaml_quotes_what_yaml_would_retype() {
             workload: "web",
             labels: &labels,
         },
-        &[],
+        None,
     );
     assert!(
         y.contains("version: \"1\"") && y.contains("app: web"),
