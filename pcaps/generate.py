@@ -28,6 +28,7 @@ OUT = HERE  # where captures and expected files go (--out)
 ISTIO_ALPN = "istio-peer-exchange,istio"
 APP_PORT = 8000
 HEALTH_PORT = 15021
+PILOT_AGENT_PORT = 15020
 HBONE_PORT = 15008
 SERVER = os.path.join(HERE, "permissive_server.py")  # always beside this script
 SIDECAR = os.path.join(HERE, "sidecar.py")
@@ -322,20 +323,21 @@ def workloads_yaml(lab, path):
 
 def setup_migration(lab):
     """The Istio migration task's pods: sleep in foo and bar (sidecars), legacy (none), httpbin
-    in foo and bar serving the app port and the health port."""
+    in foo and bar serving the app port, the health port and pilot-agent's port (15020, where
+    Istio's default probe rewrite sends kubelet's HTTP probes)."""
     for w, i in MIGRATION_PODS:
         lab.pod(w, i)
     for w in ("foo/httpbin", "bar/httpbin"):
-        lab.serve(w, APP_PORT)
-        lab.serve(w, HEALTH_PORT)
+        for port in (APP_PORT, HEALTH_PORT, PILOT_AGENT_PORT):
+            lab.serve(w, port)
     for w in ("foo/httpbin", "bar/httpbin"):
-        lab.wait_listening(w, APP_PORT)
-        lab.wait_listening(w, HEALTH_PORT)
+        for port in (APP_PORT, HEALTH_PORT, PILOT_AGENT_PORT):
+            lab.wait_listening(w, port)
 
 
 def migration_traffic(lab, after, rounds=3):
     """Before: legacy -> httpbin.foo in plaintext. After: legacy has a sidecar too. Kubelet
-    probes come from the node on the health port and the app port."""
+    probes come from the node on the health port and, rewritten by Istio, on 15020."""
     for _ in range(rounds):
         for src in ("foo/sleep", "bar/sleep"):
             for dst in ("foo/httpbin", "bar/httpbin"):
@@ -346,7 +348,7 @@ def migration_traffic(lab, after, rounds=3):
             lab.plaintext("legacy/sleep", "foo/httpbin")
     for dst in ("foo/httpbin", "bar/httpbin"):
         lab.plaintext("node:node-1", dst, HEALTH_PORT, "/healthz/ready")
-        lab.plaintext("node:node-1", dst, APP_PORT, "/app-health/httpbin/readyz")
+        lab.plaintext("node:node-1", dst, PILOT_AGENT_PORT, "/app-health/httpbin/readyz")
 
 
 def migration(lab, after):

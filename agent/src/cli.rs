@@ -180,8 +180,8 @@ pub struct VerdictArgs {
     )]
     pub min_connections: u64,
 
-    /// Destination port whose traffic is not judged (repeatable; added to the defaults 15020,
-    /// 15021, 15090).
+    /// Destination port whose traffic is not judged (repeatable; added to the defaults: istiod's
+    /// 15010, 15012, 15014, 15017 and Istio's plaintext 15020, 15021, 15090).
     #[arg(
         long = "exempt-port",
         value_name = "PORT",
@@ -200,8 +200,8 @@ pub struct VerdictArgs {
     )]
     pub exempt_sources: Vec<IpAddr>,
 
-    /// Drop the default exemptions: Istio's ports 15020/15021/15090, node sources and
-    /// 169.254.7.127.
+    /// Drop the default exemptions: Istio's and istiod's ports and 169.254.7.127. (Node sources
+    /// are never exempt by default: plaintext from a node is rejected by STRICT.)
     #[arg(long, env = "MESHWATCH_NO_DEFAULT_EXEMPTIONS")]
     pub no_default_exemptions: bool,
 
@@ -280,7 +280,7 @@ mod tests {
             panic!("analyze")
         };
         let p = a.verdict.policy();
-        assert!(p.exempt_ports.is_empty() && !p.exempt_nodes && p.exempt_sources.is_empty());
+        assert!(p.exempt_ports.is_empty() && p.exempt_sources.is_empty());
     }
 
     #[test]

@@ -35,8 +35,6 @@ pub struct Policy {
     pub exempt_ports: BTreeSet<u16>,
     /// Source addresses whose traffic is not judged.
     pub exempt_sources: BTreeSet<IpAddr>,
-    /// Node addresses (kubelet) are exempt sources.
-    pub exempt_nodes: bool,
     /// Above this share of `unknown` connections the evidence is insufficient.
     pub max_unknown_ratio: f64,
     /// The capture lost packets: no destination without a blocker can be called ready.
@@ -49,7 +47,6 @@ impl Default for Policy {
             min_connections: 5,
             exempt_ports: DEFAULT_EXEMPT_PORTS.into_iter().collect(),
             exempt_sources: [AMBIENT_PROBE_SOURCE].into_iter().collect(),
-            exempt_nodes: true,
             max_unknown_ratio: 0.1,
             evidence_incomplete: false,
         }
@@ -61,13 +58,11 @@ impl Policy {
     pub fn without_default_exemptions(mut self) -> Self {
         self.exempt_ports.clear();
         self.exempt_sources.clear();
-        self.exempt_nodes = false;
         self
     }
 
     fn is_exempt(&self, edge: &Edge) -> bool {
         self.exempt_ports.contains(&edge.port)
-            || (self.exempt_nodes && edge.source.is_node())
             || edge
                 .source
                 .ip
@@ -135,8 +130,11 @@ pub struct Blocker {
     pub remedy: &'static str,
 }
 
-/// The remedy for a blocker.
-pub fn remedy(security: Security, client_mesh: Mesh) -> &'static str {
+/// The remedy for a blocker from `source`.
+pub fn remedy(source: &Peer, security: Security, client_mesh: Mesh) -> &'static str {
+    if source.is_node() && security == Security::Plaintext {
+        return "plaintext from a node: a kubelet probe with Istio's probe rewrite off (turn sidecar.istio.io/rewriteAppHTTPProbers back on or use an exec probe), a hostNetwork client, or NodePort/LoadBalancer traffic SNAT'd to the node (route it through an ingress gateway, or keep this port PERMISSIVE with portLevelMtls): STRICT rejects all three";
+    }
     match (security, client_mesh) {
         (Security::Tls, _) => {
             "application TLS: STRICT would terminate it and demand an Istio client certificate"
@@ -366,13 +364,13 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: Option<&KnownWorkload<'_>
             .into_iter()
             .map(
                 |((source, security, client_mesh, port), (connections, last_seen))| Blocker {
+                    remedy: remedy(&source, security, client_mesh),
                     source,
                     security,
                     client_mesh,
                     port,
                     connections,
                     last_seen,
-                    remedy: remedy(security, client_mesh),
                 },
             )
             .collect()

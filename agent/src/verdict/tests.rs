@@ -93,7 +93,8 @@ fn the_istio_migration_task() {
             Security::IstioMtls,
             6,
         ),
-        edge(node(), bar.clone(), 8000, Security::Plaintext, 2),
+        // kubelet's HTTP probes, rewritten by Istio to pilot-agent's port
+        edge(node(), bar.clone(), 15020, Security::Plaintext, 2),
         edge(
             wl("foo", "sleep"),
             bar.clone(),
@@ -122,10 +123,7 @@ fn the_istio_migration_task() {
     );
     let b = find(&v, &bar);
     assert_eq!(b.verdict, Readiness::Ready);
-    assert_eq!(
-        b.exempted, 4,
-        "node source and port 15021 are exempt by default"
-    );
+    assert_eq!(b.exempted, 4, "ports 15020 and 15021 are exempt by default");
     let yaml = b.suggested_policy.as_deref().expect("policy");
     assert!(yaml.contains("kind: PeerAuthentication") && yaml.contains("mode: STRICT"));
     assert!(
@@ -430,5 +428,34 @@ fn policy_yaml_quotes_what_yaml_would_retype() {
     assert!(
         y.contains("version: \"1\"") && y.contains("app: web"),
         "{y}"
+    );
+}
+
+/// Plaintext from a node to an app port is a kubelet probe with the rewrite off, a hostNetwork
+/// client or NodePort traffic SNAT'd to the node: STRICT rejects all three, so it blocks.
+#[test]
+fn node_sources_are_evidence() {
+    let d = wl("a", "web");
+    let edges = [
+        edge(wl("a", "c"), d.clone(), 8080, Security::IstioMtls, 10),
+        edge(node(), d.clone(), 8080, Security::Plaintext, 3),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Blocked);
+    assert_eq!(w.blockers[0].source, node());
+    assert!(
+        w.blockers[0].remedy.contains("node"),
+        "{}",
+        w.blockers[0].remedy
+    );
+    // an explicit exemption still works
+    let mut exempt = Policy::default();
+    exempt
+        .exempt_sources
+        .insert("10.0.0.5".parse().expect("ip"));
+    assert_eq!(
+        find(&evaluate(&edges, &exempt, &[]), &d).verdict,
+        Readiness::Ready
     );
 }
