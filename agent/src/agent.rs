@@ -17,7 +17,7 @@ use crate::flow::TableLimits;
 use crate::identity::file::WorkloadsFile;
 use crate::identity::kubernetes::{self, SyncState};
 use crate::identity::{IdentityMap, SharedIdentities};
-use crate::live::{now, IdentityFeed, LiveState};
+use crate::live::{now, IdentityFeed, LiveState, PcapStats, Recorder};
 use crate::pipeline::Pipeline;
 
 /// How often the capture thread publishes counters and sweeps idle flows.
@@ -83,7 +83,7 @@ async fn serve(
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    match &state.feed {
+    match state.feed() {
         IdentityFeed::Kubernetes(sync) => {
             let client = kube::Client::try_default().await?;
             tokio::spawn(kubernetes::watch(
@@ -104,21 +104,17 @@ async fn serve(
         IdentityFeed::None => {}
     }
 
-    let capture_state = state.clone();
+    let recorder = Recorder::new(state.clone());
     let limits = args.table.limits();
     let capture_stop = stop_rx.clone();
     let loopback = crate::capture::interface_is_loopback(&cfg.interface);
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let capture_thread = std::thread::Builder::new()
         .name("meshwatch-capture".into())
         .spawn(move || {
-            capture_loop(
-                capture,
-                link,
-                loopback,
-                limits,
-                &capture_state,
-                &capture_stop,
-            )
+            // the guard tells the runtime the capture ended, also when it panics
+            let _ended = ended_tx;
+            capture_loop(capture, link, loopback, limits, recorder, &capture_stop)
         })?;
 
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
@@ -132,24 +128,52 @@ async fn serve(
     );
     let server = tokio::spawn(async move { server.await });
 
-    shutdown_signal().await;
-    tracing::info!("stopping");
+    // run until a signal, or until the capture ends on its own (an error or a panic)
+    let signalled = tokio::select! {
+        _ = shutdown_signal() => true,
+        _ = ended_rx => false,
+    };
+    tracing::info!(signalled, "stopping");
     let _ = stop_tx.send(true);
     let _ = server.await;
-    let summary = tokio::task::spawn_blocking(move || capture_thread.join()).await;
-    if let Ok(Ok(Err(e))) = &summary {
-        tracing::error!(error = %e, "capture failed");
-    }
-    let c = &state.capture;
+    let joined = tokio::task::spawn_blocking(move || capture_thread.join()).await;
+    let c = state.status();
     tracing::info!(
         packets = c.packets.load(Ordering::Relaxed),
         received = c.received.load(Ordering::Relaxed),
         dropped_kernel = c.dropped_kernel.load(Ordering::Relaxed),
         dropped_interface = c.dropped_interface.load(Ordering::Relaxed),
-        uptime_seconds = state.started.elapsed().as_secs(),
+        uptime_seconds = state.uptime_seconds(),
         "final statistics"
     );
-    Ok(())
+    capture_outcome(joined, signalled)
+}
+
+/// Why the agent ends: a capture that failed or panicked is an error (a DaemonSet must show
+/// CrashLoopBackOff, not a healthy restart); a capture that stopped on its own without a signal
+/// too, since nothing is watched any more.
+fn capture_outcome(
+    joined: Result<std::thread::Result<Result<(), pcap::Error>>, tokio::task::JoinError>,
+    signalled: bool,
+) -> anyhow::Result<()> {
+    match joined {
+        Ok(Ok(Ok(()))) if signalled => Ok(()),
+        Ok(Ok(Ok(()))) => Err(anyhow::anyhow!(
+            "the capture stopped without being asked to"
+        )),
+        Ok(Ok(Err(e))) => Err(anyhow::anyhow!("capture failed: {e}")),
+        Ok(Err(panic)) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            Err(anyhow::anyhow!("the capture thread panicked: {why}"))
+        }
+        Err(e) => Err(anyhow::anyhow!(
+            "the capture thread could not be joined: {e}"
+        )),
+    }
 }
 
 async fn shutdown_signal() {
@@ -173,14 +197,14 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-/// The capture thread: packets into the pipeline, flow events into the shared state, counters
+/// The capture thread: packets into the pipeline, flow events to the recorder, counters
 /// published once a second. Returns when asked to stop or when the capture fails.
 fn capture_loop(
     capture: pcap::Capture<pcap::Active>,
     link: crate::decode::LinkType,
     loopback: bool,
     limits: TableLimits,
-    state: &LiveState,
+    mut recorder: Recorder,
     stop: &watch::Receiver<bool>,
 ) -> Result<(), pcap::Error> {
     // Non-blocking reads and poll(2): libpcap's read timeout does not start before a first
@@ -189,7 +213,7 @@ fn capture_loop(
     let mut capture = capture.setnonblock()?;
     let mut pipeline = Pipeline::live(limits);
     let mut last_publish = Instant::now();
-    state.capture.running.store(true, Ordering::Relaxed);
+    recorder.set_running(true);
     let result = loop {
         if *stop.borrow() {
             break Ok(());
@@ -210,27 +234,27 @@ fn capture_loop(
             Err(pcap::Error::TimeoutExpired) => wait_readable(&capture),
             Err(e) => break Err(e),
         }
-        hand_over(&mut pipeline, state);
+        hand_over(&mut pipeline, &mut recorder);
         if last_publish.elapsed() >= PUBLISH_EVERY {
             last_publish = Instant::now();
             pipeline.tick(now());
-            publish(&mut capture, &pipeline, state);
+            publish(&mut capture, &pipeline, &mut recorder);
         }
     };
     pipeline.finish();
-    hand_over(&mut pipeline, state);
-    publish(&mut capture, &pipeline, state);
-    state.capture.running.store(false, Ordering::Relaxed);
+    hand_over(&mut pipeline, &mut recorder);
+    publish(&mut capture, &pipeline, &mut recorder);
+    recorder.set_running(false);
     result
 }
 
-/// Flow events from the pipeline to the shared state (only when there are some: per flow event).
-fn hand_over(pipeline: &mut Pipeline, state: &LiveState) {
+/// Flow events from the pipeline to the recorder (only when there are some: per flow event).
+fn hand_over(pipeline: &mut Pipeline, recorder: &mut Recorder) {
     for c in pipeline.take_connections() {
-        state.on_connection(&c);
+        recorder.on_connection(&c);
     }
     for r in pipeline.take_finished() {
-        state.on_finished(r);
+        recorder.on_finished(r);
     }
 }
 
@@ -243,37 +267,22 @@ fn wait_readable(capture: &pcap::Capture<pcap::Active>) {
     let _ = poll(&mut fds, PollTimeout::from(POLL_TIMEOUT_MS));
 }
 
-fn publish(capture: &mut pcap::Capture<pcap::Active>, pipeline: &Pipeline, state: &LiveState) {
-    let t = pipeline.table_stats();
-    state.publish_packets(
+fn publish(
+    capture: &mut pcap::Capture<pcap::Active>,
+    pipeline: &Pipeline,
+    recorder: &mut Recorder,
+) {
+    let pcap = capture.stats().ok().map(|s| PcapStats {
+        received: u64::from(s.received),
+        dropped_kernel: u64::from(s.dropped),
+        dropped_interface: u64::from(s.if_dropped),
+    });
+    recorder.publish(
         pipeline.packet_stats(),
+        pipeline.table_stats(),
         pipeline.open_flows(),
-        (t.evicted_idle, t.evicted_pressure),
-        t.reassembly_gave_up,
+        pcap,
     );
-    let Ok(stats) = capture.stats() else { return };
-    use crate::metrics::{DropLabels, DropPoint};
-    let c = &state.capture;
-    c.received
-        .store(u64::from(stats.received), Ordering::Relaxed);
-    let kernel = u64::from(stats.dropped);
-    let interface = u64::from(stats.if_dropped);
-    let before = c.dropped_kernel.swap(kernel, Ordering::Relaxed)
-        + c.dropped_interface.swap(interface, Ordering::Relaxed);
-    if kernel + interface > before {
-        c.last_drop_at.store(now(), Ordering::Relaxed);
-    }
-    // get_or_create returns a guard on the family: one series at a time
-    for (point, total) in [
-        (DropPoint::kernel, kernel),
-        (DropPoint::interface, interface),
-    ] {
-        let counter = state
-            .metrics
-            .capture_drops
-            .get_or_create(&DropLabels { point });
-        counter.inc_by(total.saturating_sub(counter.get()));
-    }
 }
 
 /// Reload the workloads file when its modification time changes; a file that no longer parses

@@ -1,9 +1,11 @@
 //! Edges: finished connections rolled up by source identity x destination identity x port x
 //! security. Cardinality is bounded by identities (or addresses when unknown), never by client
-//! ports or SNI — and bounded outright: past [`MAX_PEERS`] unknown addresses or [`MAX_EDGES`]
-//! edges, sources fold into one `(other sources)` peer, counted in `folded`.
+//! ports or SNI — and bounded outright: past [`MAX_PEERS`] unknown addresses a peer folds into
+//! `(other sources)` or `(other destinations)`; past [`MAX_PORTS_PER_DESTINATION`] ports of one
+//! destination, its ports fold into port 0 (`other`); past [`MAX_EDGES`] edges a new edge's
+//! source folds, and if that edge is new too, its destination and port — every fold counted.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
 use serde::Serialize;
@@ -28,12 +30,51 @@ pub struct Peer {
     /// Stands for the sources beyond the bounds (folded together).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub other_sources: bool,
+    /// Stands for the destinations beyond the bounds (folded together; never judged).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub other_destinations: bool,
 }
 
 /// Distinct unknown addresses tracked as peers of their own.
 pub const MAX_PEERS: usize = 16_384;
-/// Distinct edges kept.
+/// Distinct edges kept (a few more for the folded stand-ins).
 pub const MAX_EDGES: usize = 20_000;
+/// Distinct ports kept per destination; beyond, its ports are [`OTHER_PORTS`].
+pub const MAX_PORTS_PER_DESTINATION: usize = 256;
+/// The port of an edge that stands for a destination's ports beyond the bound (port 0 is not a
+/// TCP port a connection can use).
+pub const OTHER_PORTS: u16 = 0;
+
+/// Which end of an edge a peer is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Source,
+    Destination,
+}
+
+/// Edges with a folded source allowed past [`MAX_EDGES`] before destinations fold too.
+pub const MAX_FOLDED_EDGES: usize = 1024;
+
+/// Once an edge table holds [`MAX_EDGES`]: a new edge's source folds into `(other sources)`;
+/// once it also holds [`MAX_FOLDED_EDGES`] more, a still-new edge's destination and port fold
+/// too, so the table never exceeds `MAX_EDGES + MAX_FOLDED_EDGES` and a few stand-ins. Returns
+/// whether the key was folded.
+pub fn fold_when_full<K>(
+    key: &mut K,
+    len: usize,
+    has: impl Fn(&K) -> bool,
+    fold_source: impl FnOnce(&mut K),
+    fold_destination: impl FnOnce(&mut K),
+) -> bool {
+    if len < MAX_EDGES || has(key) {
+        return false;
+    }
+    fold_source(key);
+    if len >= MAX_EDGES + MAX_FOLDED_EDGES && !has(key) {
+        fold_destination(key);
+    }
+    true
+}
 
 impl Peer {
     pub fn resolve(ip: IpAddr, identities: &dyn IdentitySource) -> Peer {
@@ -63,6 +104,27 @@ impl Peer {
         }
     }
 
+    /// The peer that stands for destinations beyond the bounds.
+    pub fn other_destinations() -> Peer {
+        Peer {
+            other_destinations: true,
+            ..Peer::default()
+        }
+    }
+
+    /// The stand-in for peers beyond the bounds in `role`.
+    pub fn other(role: Role) -> Peer {
+        match role {
+            Role::Source => Peer::other_sources(),
+            Role::Destination => Peer::other_destinations(),
+        }
+    }
+
+    /// Whether this is a stand-in for folded peers.
+    pub fn is_folded(&self) -> bool {
+        self.other_sources || self.other_destinations
+    }
+
     pub fn is_node(&self) -> bool {
         self.node.is_some()
     }
@@ -73,6 +135,7 @@ impl Peer {
             (Some(ns), Some(w), _, _) => format!("{ns}/{w}"),
             (_, _, Some(node), _) => format!("node:{node}"),
             (_, _, _, Some(ip)) => ip.to_string(),
+            _ if self.other_destinations => "(other destinations)".to_owned(),
             _ => "(other sources)".to_owned(),
         }
     }
@@ -162,9 +225,9 @@ pub struct Edges {
     by_ip: HashMap<IpAddr, u32, FastHash>,
     unknown_addresses: usize,
     edges: HashMap<RawKey, EdgeStats, FastHash>,
+    /// Ports seen per destination, up to [`MAX_PORTS_PER_DESTINATION`] each.
+    ports: HashMap<u32, HashSet<u16, FastHash>, FastHash>,
     folded: u64,
-    /// The `(other sources)` peer, once interned.
-    other: Option<u32>,
 }
 
 /// foldhash: these maps are hit once or twice per flow.
@@ -181,25 +244,15 @@ impl Edges {
         id
     }
 
-    fn other_sources(&mut self) -> u32 {
-        match self.other {
-            Some(id) => id,
-            None => {
-                let id = self.intern(Peer::other_sources());
-                self.other = Some(id);
-                id
-            }
-        }
-    }
-
-    fn peer_of(&mut self, ip: IpAddr, identities: &dyn IdentitySource) -> u32 {
+    fn peer_of(&mut self, ip: IpAddr, role: Role, identities: &dyn IdentitySource) -> u32 {
         if let Some(&id) = self.by_ip.get(&ip) {
             return id;
         }
         let peer = Peer::resolve(ip, identities);
         let unknown = peer.namespace.is_none() && peer.node.is_none();
         if unknown && self.unknown_addresses >= MAX_PEERS {
-            return self.other_sources();
+            self.folded += 1;
+            return self.intern(Peer::other(role));
         }
         self.unknown_addresses += usize::from(unknown);
         let id = self.intern(peer);
@@ -207,26 +260,49 @@ impl Edges {
         id
     }
 
+    /// The port as counted: past the destination's port bound, [`OTHER_PORTS`].
+    fn port_of(&mut self, destination: u32, port: u16) -> u16 {
+        let seen = self.ports.entry(destination).or_default();
+        if seen.contains(&port) || seen.len() < MAX_PORTS_PER_DESTINATION && seen.insert(port) {
+            port
+        } else {
+            self.folded += 1;
+            OTHER_PORTS
+        }
+    }
+
     /// Add a finished flow (not a local one: local traffic is never evidence).
     pub fn add(&mut self, rec: &FlowRecord, identities: &dyn IdentitySource) {
+        let destination = self.peer_of(rec.dst, Role::Destination, identities);
         let mut key = RawKey {
-            source: self.peer_of(rec.src, identities),
-            destination: self.peer_of(rec.dst, identities),
-            port: rec.dport,
+            source: self.peer_of(rec.src, Role::Source, identities),
+            destination,
+            port: self.port_of(destination, rec.dport),
             security: rec.security,
             mesh: rec.mesh,
         };
-        if self.edges.len() >= MAX_EDGES && !self.edges.contains_key(&key) {
-            key.source = self.other_sources();
-            self.folded += 1;
-        }
+        let other_sources = self.intern(Peer::other_sources());
+        let other_destinations = self.intern(Peer::other_destinations());
+        let edges = &self.edges;
+        let folded = fold_when_full(
+            &mut key,
+            edges.len(),
+            |k| edges.contains_key(k),
+            |k| k.source = other_sources,
+            |k| {
+                k.destination = other_destinations;
+                k.port = OTHER_PORTS;
+            },
+        );
+        self.folded += u64::from(folded);
         self.edges
             .entry(key)
             .or_default()
             .merge(&EdgeStats::of(rec));
     }
 
-    /// Connections whose source was folded into `(other sources)`.
+    /// Connections counted under a stand-in (`(other sources)`, `(other destinations)`, or
+    /// port 0 for other ports) because a bound was reached.
     pub fn folded(&self) -> u64 {
         self.folded
     }
@@ -256,5 +332,59 @@ impl Edges {
                 stats: s,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::NoIdentities;
+
+    fn record(src: IpAddr, dst: IpAddr, dport: u16) -> FlowRecord {
+        FlowRecord {
+            src,
+            dst,
+            dport,
+            ..crate::flow::tests_support::record()
+        }
+    }
+
+    fn addr(i: u32) -> IpAddr {
+        IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8])
+    }
+
+    fn connections(edges: &[Edge]) -> u64 {
+        edges.iter().map(|e| e.stats.connections).sum()
+    }
+
+    /// A scan of 100k destinations, and of 60k ports of one destination: the edges stay
+    /// bounded, every connection is still counted, and stand-ins keep their role.
+    #[test]
+    fn edges_are_bounded_on_destinations_and_ports() {
+        let mut e = Edges::default();
+        let client = addr(1);
+        for i in 0..100_000u32 {
+            e.add(&record(client, addr(100_000 + i), 80), &NoIdentities);
+        }
+        let target = addr(7);
+        for port in 1..=60_000u16 {
+            e.add(&record(client, target, port), &NoIdentities);
+        }
+        let edges = e.to_vec();
+        assert!(
+            edges.len() <= MAX_EDGES + MAX_FOLDED_EDGES + 12,
+            "{} edges",
+            edges.len()
+        );
+        assert_eq!(connections(&edges), 160_000);
+        assert!(e.folded() > 0);
+        let target_ports = edges.iter().filter(|x| x.destination.ip == Some(target));
+        assert!(target_ports.count() <= MAX_PORTS_PER_DESTINATION + 1);
+        assert!(edges.iter().any(|x| x.destination.other_destinations));
+        assert!(
+            !edges.iter().any(|x| x.destination.other_sources),
+            "a destination never stands as (other sources)"
+        );
+        assert!(edges.iter().any(|x| x.port == OTHER_PORTS));
     }
 }

@@ -26,6 +26,8 @@ pub enum AnalyzeError {
     Workloads(#[from] WorkloadsError),
     #[error("cannot write the report: {0}")]
     Output(#[from] std::io::Error),
+    #[error(transparent)]
+    Worker(#[from] crate::sharded::WorkerPanicked),
 }
 
 /// Finished flows are folded into edges once this many are waiting.
@@ -91,21 +93,21 @@ impl Engine {
     }
 
     /// End of input: every flow finished; the packet and table totals.
-    fn finish(self, collector: &mut Collector<'_>) -> WorkerTotals {
+    fn finish(self, collector: &mut Collector<'_>) -> Result<WorkerTotals, AnalyzeError> {
         match self {
             Engine::Single(mut p) => {
                 p.finish();
                 collector.absorb(p.take_finished());
-                WorkerTotals {
+                Ok(WorkerTotals {
                     packets: p.packet_stats().clone(),
                     table: p.table_stats(),
                     first_last: p.time_span(),
-                }
+                })
             }
             Engine::Sharded(s) => {
-                let (totals, rest) = s.finish();
+                let (totals, rest) = s.finish()?;
                 collector.absorb(rest);
-                totals
+                Ok(totals)
             }
         }
     }
@@ -162,7 +164,7 @@ pub fn analyze(
             )));
         }
     }
-    let totals = engine.finish(&mut collector);
+    let totals = engine.finish(&mut collector)?;
     let Collector {
         edges,
         counts,

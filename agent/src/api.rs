@@ -27,7 +27,7 @@ pub fn router(state: Arc<LiveState>) -> Router {
 }
 
 async fn metrics(State(s): State<Arc<LiveState>>) -> Response {
-    let body = crate::metrics::encode(&s.registry);
+    let body = s.metrics_text();
     (
         [(
             header::CONTENT_TYPE,
@@ -39,7 +39,7 @@ async fn metrics(State(s): State<Arc<LiveState>>) -> Response {
 }
 
 async fn healthz(State(s): State<Arc<LiveState>>) -> Response {
-    if s.capture.running.load(Ordering::Relaxed) {
+    if s.status().running.load(Ordering::Relaxed) {
         (StatusCode::OK, "ok\n").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "capture is not running\n").into_response()
@@ -48,7 +48,7 @@ async fn healthz(State(s): State<Arc<LiveState>>) -> Response {
 
 async fn readyz(State(s): State<Arc<LiveState>>) -> Response {
     match (
-        s.capture.running.load(Ordering::Relaxed),
+        s.status().running.load(Ordering::Relaxed),
         s.identities_synced(),
     ) {
         (true, true) => (StatusCode::OK, "ready\n").into_response(),
@@ -124,14 +124,13 @@ struct StatusBody<'a> {
 }
 
 async fn status(State(s): State<Arc<LiveState>>) -> Response {
-    let entries = s.identities.read().map(|m| m.len()).unwrap_or(0);
     Json(StatusBody {
         version: env!("CARGO_PKG_VERSION"),
-        uptime_seconds: s.started.elapsed().as_secs(),
-        interface: &s.interface,
-        capture: &s.capture,
+        uptime_seconds: s.uptime_seconds(),
+        interface: s.interface(),
+        capture: s.status(),
         identities_synced: s.identities_synced(),
-        identity_entries: entries,
+        identity_entries: s.identity_entries(),
         window_seconds: s.window() / 1_000_000_000,
     })
     .into_response()

@@ -30,6 +30,7 @@ pub mod sharded;
 pub mod timestamp;
 pub mod tls;
 pub mod verdict;
+#[cfg(feature = "agent")]
 pub mod window;
 
 /// Time as nanoseconds since the Unix epoch (packet timestamps; never the wall clock in the

@@ -1,7 +1,16 @@
-//! State shared between the capture thread and the HTTP server. The capture thread writes it per
-//! flow event (a connection classified, a flow finished) and once a second (packet counters,
-//! capture statistics); the server reads it. No per-packet lock: packets only touch the
-//! pipeline, which the capture thread owns.
+//! The agent's live state, as ztunnel lays it out: the capture thread is the only writer and
+//! publishes through its [`Recorder`] (per flow event, and once a second for counters); the HTTP
+//! server only reads, through snapshots.
+//!
+//! - metrics: one recorder per subsystem ([`crate::metrics::Metrics`]); the capture thread adds
+//!   deltas of its own counts, never per packet through a label lookup;
+//! - the edge store ([`WindowedEdges`], a sharded map): the capture thread writes one edge per
+//!   flow event, a snapshot locks one shard at a time and sorts outside any lock;
+//! - recent flows: a ring the capture thread fills with `try_lock` (it never waits for a reader:
+//!   records wait in its own spill buffer instead);
+//! - the status: atomics.
+//!
+//! Nothing a reader does can stall the capture thread.
 
 use std::collections::VecDeque;
 use std::net::IpAddr;
@@ -12,12 +21,14 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::aggregate::{EdgeKey, EdgeStats, Peer};
-use crate::flow::{Connection, FlowRecord};
+use crate::aggregate::{Edge, EdgeKey, EdgeStats, Peer};
+use crate::classify::{Mesh, Security};
+use crate::flow::{Connection, FlowRecord, TableStats};
 use crate::identity::kubernetes::SyncState;
 use crate::identity::{Identity, IdentitySource, SharedIdentities};
 use crate::metrics::{
-    AttemptLabels, BytesLabels, ConnectionLabels, Direction, Metrics, ReasonLabels, Reporter,
+    AttemptLabels, BytesLabels, ConnectionLabels, Direction, DropLabels, DropPoint, Metrics,
+    PortLabels, ReasonLabels, Reporter,
 };
 use crate::pipeline::PacketStats;
 use crate::verdict::{self, Policy, Verdicts};
@@ -47,29 +58,36 @@ pub struct CaptureStatus {
     pub flows_active: AtomicU64,
 }
 
+/// libpcap's counters at one moment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PcapStats {
+    pub received: u64,
+    pub dropped_kernel: u64,
+    pub dropped_interface: u64,
+}
+
 /// Where identities come from, and whether they are synced.
 #[derive(Debug)]
 pub enum IdentityFeed {
+    /// None: every connection seen is counted, with `unknown` identities (a lab host).
     None,
     File(std::path::PathBuf),
     Kubernetes(Arc<SyncState>),
 }
 
-/// Everything the agent shares.
+/// Everything the agent shares between the capture thread and the server.
 #[derive(Debug)]
 pub struct LiveState {
-    pub registry: Registry,
-    pub metrics: Metrics,
-    pub identities: SharedIdentities,
-    pub feed: IdentityFeed,
-    pub policy: Policy,
-    pub capture: CaptureStatus,
-    pub interface: String,
-    pub started: Instant,
-    edges: Mutex<WindowedEdges>,
+    registry: Registry,
+    metrics: Metrics,
+    edges: WindowedEdges,
     flows: Mutex<VecDeque<FlowRecord>>,
-    /// Packet counters already published to the metrics (to add deltas).
-    published: Mutex<PacketStats>,
+    status: CaptureStatus,
+    identities: SharedIdentities,
+    feed: IdentityFeed,
+    policy: Policy,
+    interface: String,
+    started: Instant,
 }
 
 impl LiveState {
@@ -85,185 +103,45 @@ impl LiveState {
         LiveState {
             registry,
             metrics,
+            edges: WindowedEdges::new(window),
+            flows: Mutex::new(VecDeque::new()),
+            status: CaptureStatus::default(),
             identities,
             feed,
             policy,
-            capture: CaptureStatus::default(),
             interface,
             started: Instant::now(),
-            edges: Mutex::new(WindowedEdges::new(window)),
-            flows: Mutex::new(VecDeque::new()),
-            published: Mutex::new(PacketStats::default()),
         }
+    }
+
+    pub fn status(&self) -> &CaptureStatus {
+        &self.status
+    }
+
+    pub fn feed(&self) -> &IdentityFeed {
+        &self.feed
+    }
+
+    pub fn interface(&self) -> &str {
+        &self.interface
+    }
+
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
     }
 
     pub fn window(&self) -> Nanos {
-        self.edges.lock().map_or(0, |e| e.window())
+        self.edges.window()
     }
 
-    /// A connection was classified (or finished unclassified): count it once — as an attempt
-    /// when it carried no payload; local traffic only in its own counter.
-    pub fn on_connection(&self, c: &Connection) {
-        if c.local {
-            self.metrics.local_connections.inc();
-            return;
-        }
-        let Ok(ids) = self.identities.read() else {
-            return;
-        };
-        let key = edge_key(&*ids, c.src, c.dst, c.dport, c.security, c.mesh);
-        if let Some(labels) = self.labels(&*ids, c.src, c.dst, c.dport, c.security, c.mesh) {
-            if c.attempt {
-                self.metrics
-                    .attempts
-                    .get_or_create(&AttemptLabels::from(&labels))
-                    .inc();
-            } else {
-                self.metrics.connections.get_or_create(&labels).inc();
-            }
-        }
-        drop(ids);
-        let delta = EdgeStats {
-            connections: u64::from(!c.attempt),
-            attempts: u64::from(c.attempt),
-            ..EdgeStats::default()
-        };
-        if let Ok(mut edges) = self.edges.lock() {
-            edges.add(key, c.ts, delta);
-        }
+    /// The metrics in the OpenMetrics text format.
+    pub fn metrics_text(&self) -> String {
+        crate::metrics::encode(&self.registry)
     }
 
-    /// A flow finished: its bytes and packets, and the recent-flows list.
-    pub fn on_finished(&self, r: FlowRecord) {
-        if r.local {
-            self.remember(r);
-            return;
-        }
-        let Ok(ids) = self.identities.read() else {
-            return;
-        };
-        let key = edge_key(&*ids, r.src, r.dst, r.dport, r.security, r.mesh);
-        if let Some(connection) = self.labels(&*ids, r.src, r.dst, r.dport, r.security, r.mesh) {
-            for (direction, n) in [
-                (Direction::to_server, r.bytes_to_server),
-                (Direction::to_client, r.bytes_to_client),
-            ] {
-                let labels = BytesLabels {
-                    connection: connection.clone(),
-                    direction,
-                };
-                self.metrics.bytes.get_or_create(&labels).inc_by(n);
-            }
-        }
-        drop(ids);
-        let delta = EdgeStats {
-            packets: r.packets,
-            bytes: r.bytes,
-            ..EdgeStats::default()
-        };
-        if let Ok(mut edges) = self.edges.lock() {
-            edges.add(key, r.last_seen, delta);
-        }
-        self.remember(r);
-    }
-
-    /// Keep a finished flow for `/api/v1/flows`.
-    fn remember(&self, r: FlowRecord) {
-        if let Ok(mut flows) = self.flows.lock() {
-            if flows.len() >= RECENT_FLOWS {
-                flows.pop_front();
-            }
-            flows.push_back(r);
-        }
-    }
-
-    /// Metric labels, or `None` when neither end is a pod of this node (another agent reports it).
-    fn labels(
-        &self,
-        ids: &dyn IdentitySource,
-        src: IpAddr,
-        dst: IpAddr,
-        dport: u16,
-        security: crate::classify::Security,
-        mesh: crate::classify::Mesh,
-    ) -> Option<ConnectionLabels> {
-        let reporter = if ids.is_local(dst) {
-            Reporter::destination
-        } else if ids.is_local(src) {
-            Reporter::source
-        } else {
-            return None;
-        };
-        let (source_namespace, source_workload) = names(ids.lookup(src));
-        let (destination_namespace, destination_workload) = names(ids.lookup(dst));
-        let destination_port =
-            self.metrics
-                .port_label(&destination_namespace, &destination_workload, dport);
-        Some(ConnectionLabels {
-            reporter,
-            source_workload,
-            source_namespace,
-            destination_workload,
-            destination_namespace,
-            destination_port,
-            security,
-            mesh,
-        })
-    }
-
-    /// Publish the capture thread's packet counters (deltas since the last call).
-    pub fn publish_packets(
-        &self,
-        stats: &PacketStats,
-        flows_active: usize,
-        evicted: (u64, u64),
-        gave_up: u64,
-    ) {
-        let Ok(mut last) = self.published.lock() else {
-            return;
-        };
-        self.metrics
-            .packets
-            .inc_by(stats.packets.saturating_sub(last.packets));
-        self.metrics
-            .captured_bytes
-            .inc_by(stats.bytes.saturating_sub(last.bytes));
-        for (reason, n) in &stats.decode_errors_by_reason {
-            let before = last
-                .decode_errors_by_reason
-                .get(reason)
-                .copied()
-                .unwrap_or(0);
-            self.metrics
-                .decode_errors
-                .get_or_create(&ReasonLabels {
-                    reason: (*reason).to_owned(),
-                })
-                .inc_by(n.saturating_sub(before));
-        }
-        *last = stats.clone();
-        drop(last);
-        let (idle, pressure) = evicted;
-        for (reason, total) in [("idle", idle), ("pressure", pressure)] {
-            let c = self.metrics.flows_evicted.get_or_create(&ReasonLabels {
-                reason: reason.to_owned(),
-            });
-            c.inc_by(total.saturating_sub(c.get()));
-        }
-        self.metrics
-            .reassembly_give_ups
-            .inc_by(gave_up.saturating_sub(self.metrics.reassembly_give_ups.get()));
-        self.metrics.flows_active.set(flows_active as i64);
-        self.capture.packets.store(stats.packets, Ordering::Relaxed);
-        self.capture
-            .flows_active
-            .store(flows_active as u64, Ordering::Relaxed);
-        if let Ok(ids) = self.identities.read() {
-            self.metrics.identity_entries.set(ids.len() as i64);
-        }
-        if let Ok(mut edges) = self.edges.lock() {
-            edges.prune(now());
-        }
+    /// Addresses with a known identity.
+    pub fn identity_entries(&self) -> usize {
+        self.identities.read().map_or(0, |m| m.len())
     }
 
     /// Whether identities are loaded (for `/readyz`).
@@ -276,15 +154,13 @@ impl LiveState {
 
     /// The capture lost packets within the window: verdicts cannot be `ready`.
     pub fn evidence_incomplete(&self, now: Nanos) -> bool {
-        let at = self.capture.last_drop_at.load(Ordering::Relaxed);
+        let at = self.status.last_drop_at.load(Ordering::Relaxed);
         at != 0 && now.saturating_sub(at) < self.window()
     }
 
-    pub fn edges(&self, now: Nanos) -> Vec<crate::aggregate::Edge> {
-        self.edges
-            .lock()
-            .map(|e| e.snapshot(now))
-            .unwrap_or_default()
+    /// The edges of the window ending at `now`.
+    pub fn edges(&self, now: Nanos) -> Vec<Edge> {
+        self.edges.snapshot(now)
     }
 
     pub fn verdicts(&self, now: Nanos) -> Verdicts {
@@ -293,11 +169,13 @@ impl LiveState {
             evidence_incomplete: self.evidence_incomplete(now),
             ..self.policy.clone()
         };
-        let ids = self.identities.read();
-        let known = ids
-            .as_ref()
-            .map(|m| m.known_workloads())
+        // a snapshot of what the verdict needs, so the identity lock is held for a copy only
+        let known: Vec<crate::identity::Workload> = self
+            .identities
+            .read()
+            .map(|m| m.workloads().into_iter().cloned().collect())
             .unwrap_or_default();
+        let known: Vec<_> = known.iter().map(|w| w.as_known()).collect();
         verdict::evaluate(&edges, &policy, &known)
     }
 
@@ -308,27 +186,34 @@ impl LiveState {
             .map(|f| f.iter().rev().take(limit).cloned().collect())
             .unwrap_or_default()
     }
-}
 
-fn edge_key(
-    ids: &dyn IdentitySource,
-    src: IpAddr,
-    dst: IpAddr,
-    port: u16,
-    security: crate::classify::Security,
-    mesh: crate::classify::Mesh,
-) -> EdgeKey {
-    EdgeKey {
-        destination: Peer::resolve(dst, ids),
-        port,
-        source: Peer::resolve(src, ids),
-        security,
-        mesh,
+    /// Who reports a connection between `src` and `dst`: `destination` when the destination is
+    /// a pod of this node, `source` when only the source is, nobody otherwise (another agent
+    /// does). Without an identity source every connection is this agent's, as `destination`.
+    fn reporter(&self, ids: &dyn IdentitySource, src: IpAddr, dst: IpAddr) -> Option<Reporter> {
+        if matches!(self.feed, IdentityFeed::None) || ids.is_local(dst) {
+            Some(Reporter::destination)
+        } else if ids.is_local(src) {
+            Some(Reporter::source)
+        } else {
+            None
+        }
     }
 }
 
-/// (namespace, workload) label values: unknown addresses are `unknown`; nodes are
-/// (`node`, node name).
+/// The capture thread's side: everything it publishes goes through here.
+#[derive(Debug)]
+pub struct Recorder {
+    state: Arc<LiveState>,
+    ports: PortLabels,
+    /// Packet counters already published (to add deltas).
+    published: PacketStats,
+    /// Finished flows not yet in the shared ring (a reader held it).
+    spill: Vec<FlowRecord>,
+    cpu_seconds: f64,
+}
+
+/// One end's names for the labels.
 fn names(id: Identity<'_>) -> (String, String) {
     match id {
         Identity::Workload(w) => (w.namespace.clone(), w.workload.clone()),
@@ -337,73 +222,240 @@ fn names(id: Identity<'_>) -> (String, String) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::classify::{Mesh, Security};
-    use crate::identity::file::WorkloadsFile;
-
-    #[test]
-    fn a_hundred_thousand_source_ips_make_a_bounded_number_of_series() {
-        let map = WorkloadsFile::parse(
-            "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11]}\n",
-            None,
-        )
-        .expect("workloads");
-        let state = LiveState::new(
-            Arc::new(std::sync::RwLock::new(map)),
-            IdentityFeed::None,
-            Policy::default(),
-            3_600 * 1_000_000_000,
-            "test".into(),
-        );
-        let dst: IpAddr = "10.244.1.11".parse().expect("ip");
-        for i in 0..100_000u32 {
-            let src = IpAddr::from([172, 16 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
-            let security = if i % 2 == 0 {
-                Security::Plaintext
-            } else {
-                Security::IstioMtls
-            };
-            let mesh = if i % 2 == 0 {
-                Mesh::None
-            } else {
-                Mesh::Sidecar
-            };
-            state.on_connection(&Connection {
-                src,
-                dst,
-                dport: 8000,
-                security,
-                mesh,
-                ts: 1_000 + u64::from(i),
-                local: false,
-                attempt: false,
-            });
+impl Recorder {
+    pub fn new(state: Arc<LiveState>) -> Self {
+        Recorder {
+            state,
+            ports: PortLabels::default(),
+            published: PacketStats::default(),
+            spill: Vec::new(),
+            cpu_seconds: 0.0,
         }
-        let text = crate::metrics::encode(&state.registry);
-        let series = text
-            .lines()
-            .filter(|l| l.starts_with("meshwatch_connections_total{"))
-            .count();
-        assert_eq!(
-            series, 2,
-            "one series per security class, sources are `unknown`:\n{text}"
+    }
+
+    /// Whether the capture runs (for `/healthz`).
+    pub fn set_running(&self, running: bool) {
+        self.state.status.running.store(running, Ordering::Relaxed);
+    }
+
+    /// The edge key and metric labels of a connection this agent reports, if it does.
+    fn describe(
+        &mut self,
+        src: IpAddr,
+        dst: IpAddr,
+        dport: u16,
+        security: Security,
+        mesh: Mesh,
+    ) -> Option<(EdgeKey, ConnectionLabels)> {
+        let ids = self.state.identities.read().ok()?;
+        let reporter = self.state.reporter(&*ids, src, dst)?;
+        let key = EdgeKey {
+            destination: Peer::resolve(dst, &*ids),
+            port: dport,
+            source: Peer::resolve(src, &*ids),
+            security,
+            mesh,
+        };
+        let (source_namespace, source_workload) = names(ids.lookup(src));
+        let (destination_namespace, destination_workload) = names(ids.lookup(dst));
+        drop(ids);
+        let destination_port =
+            self.ports
+                .label(&destination_namespace, &destination_workload, dport);
+        let labels = ConnectionLabels {
+            reporter,
+            source_workload,
+            source_namespace,
+            destination_workload,
+            destination_namespace,
+            destination_port,
+            security,
+            mesh,
+        };
+        Some((key, labels))
+    }
+
+    /// A connection was classified (or finished unclassified): count it once — as an attempt
+    /// when it carried no payload; local traffic only in its own counter.
+    pub fn on_connection(&mut self, c: &Connection) {
+        let m = &self.state.metrics.connections;
+        if c.local {
+            m.local_connections.inc();
+            return;
+        }
+        let Some((key, labels)) = self.describe(c.src, c.dst, c.dport, c.security, c.mesh) else {
+            return;
+        };
+        let m = &self.state.metrics.connections;
+        if c.attempt {
+            m.attempts
+                .get_or_create(&AttemptLabels::from(&labels))
+                .inc();
+        } else {
+            m.connections.get_or_create(&labels).inc();
+        }
+        let delta = EdgeStats {
+            connections: u64::from(!c.attempt),
+            attempts: u64::from(c.attempt),
+            ..EdgeStats::default()
+        };
+        self.state.edges.add(key, c.ts, delta);
+    }
+
+    /// A flow finished: its bytes and packets, and the recent-flows list.
+    pub fn on_finished(&mut self, r: FlowRecord) {
+        if !r.local {
+            if let Some((key, connection)) =
+                self.describe(r.src, r.dst, r.dport, r.security, r.mesh)
+            {
+                for (direction, n) in [
+                    (Direction::to_server, r.bytes_to_server),
+                    (Direction::to_client, r.bytes_to_client),
+                ] {
+                    let labels = BytesLabels {
+                        connection: connection.clone(),
+                        direction,
+                    };
+                    self.state
+                        .metrics
+                        .connections
+                        .bytes
+                        .get_or_create(&labels)
+                        .inc_by(n);
+                }
+                let delta = EdgeStats {
+                    packets: r.packets,
+                    bytes: r.bytes,
+                    ..EdgeStats::default()
+                };
+                self.state.edges.add(key, r.last_seen, delta);
+            }
+        }
+        self.spill.push(r);
+        if self.spill.len() > RECENT_FLOWS {
+            let excess = self.spill.len() - RECENT_FLOWS;
+            self.spill.drain(..excess);
+        }
+        if let Ok(mut ring) = self.state.flows.try_lock() {
+            for r in self.spill.drain(..) {
+                if ring.len() >= RECENT_FLOWS {
+                    ring.pop_front();
+                }
+                ring.push_back(r);
+            }
+        }
+    }
+
+    /// Once a second: the capture thread's counters (deltas since the last call), the table,
+    /// libpcap's statistics, the identity source and the process.
+    pub fn publish(
+        &mut self,
+        stats: &PacketStats,
+        table: TableStats,
+        open: usize,
+        pcap: Option<PcapStats>,
+    ) {
+        let m = &self.state.metrics.capture;
+        let last = &self.published;
+        m.packets.inc_by(stats.packets.saturating_sub(last.packets));
+        m.captured_bytes
+            .inc_by(stats.bytes.saturating_sub(last.bytes));
+        for (reason, n) in &stats.decode_errors_by_reason {
+            let before = last
+                .decode_errors_by_reason
+                .get(reason)
+                .copied()
+                .unwrap_or(0);
+            m.decode_errors
+                .get_or_create(&ReasonLabels {
+                    reason: (*reason).to_owned(),
+                })
+                .inc_by(n.saturating_sub(before));
+        }
+        self.published.clone_from(stats);
+        for (reason, total) in [
+            ("idle", table.evicted_idle),
+            ("pressure", table.evicted_pressure),
+        ] {
+            let c = m.flows_evicted.get_or_create(&ReasonLabels {
+                reason: reason.to_owned(),
+            });
+            c.inc_by(total.saturating_sub(c.get()));
+        }
+        m.reassembly_give_ups.inc_by(
+            table
+                .reassembly_gave_up
+                .saturating_sub(m.reassembly_give_ups.get()),
         );
-        assert!(text.contains("source_workload=\"unknown\""));
-        let edges = state.edges(2_000_000);
-        assert!(
-            edges.len() <= crate::aggregate::MAX_EDGES + 2,
-            "{} edges",
-            edges.len()
-        );
-        let v = state.verdicts(2_000_000);
-        let httpbin = v
-            .workloads
-            .iter()
-            .find(|w| w.destination.workload.as_deref() == Some("httpbin"))
-            .expect("verdict");
-        assert_eq!(httpbin.verdict, crate::verdict::Readiness::Blocked);
-        assert_eq!(httpbin.connections.plaintext, 50_000);
+        m.flows_active.set(open as i64);
+        let status = &self.state.status;
+        status.packets.store(stats.packets, Ordering::Relaxed);
+        status.flows_active.store(open as u64, Ordering::Relaxed);
+        if let Some(pcap) = pcap {
+            self.publish_drops(pcap);
+        }
+        self.publish_identities();
+        self.publish_process();
+        self.state.edges.prune(now());
+    }
+
+    fn publish_drops(&mut self, pcap: PcapStats) {
+        let status = &self.state.status;
+        status.received.store(pcap.received, Ordering::Relaxed);
+        let before = status
+            .dropped_kernel
+            .swap(pcap.dropped_kernel, Ordering::Relaxed)
+            + status
+                .dropped_interface
+                .swap(pcap.dropped_interface, Ordering::Relaxed);
+        if pcap.dropped_kernel + pcap.dropped_interface > before {
+            status.last_drop_at.store(now(), Ordering::Relaxed);
+        }
+        let drops = &self.state.metrics.capture.drops;
+        for (point, total) in [
+            (DropPoint::kernel, pcap.dropped_kernel),
+            (DropPoint::interface, pcap.dropped_interface),
+        ] {
+            let counter = drops.get_or_create(&DropLabels { point });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+    }
+
+    fn publish_identities(&mut self) {
+        let m = &self.state.metrics.identity;
+        m.synced.set(i64::from(self.state.identities_synced()));
+        if let Ok(ids) = self.state.identities.read() {
+            m.entries.set(ids.len() as i64);
+        }
+    }
+
+    fn publish_process(&mut self) {
+        let m = &self.state.metrics.process;
+        if let Some(cpu) = process_cpu_seconds() {
+            m.cpu_seconds.inc_by((cpu - self.cpu_seconds).max(0.0));
+            self.cpu_seconds = self.cpu_seconds.max(cpu);
+        }
+        if let Some(rss) = process_resident_bytes() {
+            m.resident_memory_bytes.set(rss as i64);
+        }
     }
 }
+
+/// User and system CPU time of this process.
+fn process_cpu_seconds() -> Option<f64> {
+    use nix::sys::resource::{getrusage, UsageWho};
+    let usage = getrusage(UsageWho::RUSAGE_SELF).ok()?;
+    let secs = |t: nix::sys::time::TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+    Some(secs(usage.user_time()) + secs(usage.system_time()))
+}
+
+/// Resident memory of this process (`VmRSS`).
+fn process_resident_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+#[cfg(test)]
+mod tests;

@@ -3,12 +3,13 @@
 //! thread's own counts — never per packet through a label lookup.
 //!
 //! Label values are enums with fixed lowercase names or identities; never IPs, client ports or
-//! SNI. A destination port is a label value only for the first [`MAX_PORT_LABELS`] distinct
-//! (destination, port) pairs; later ones are `other`, so a port scan cannot grow the series.
+//! SNI. A destination port is a label value only for the first
+//! [`MAX_PORT_LABELS_PER_WORKLOAD`] ports of each destination workload; later ones are `other`,
+//! so a port scan cannot grow the series.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
-use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
@@ -19,8 +20,8 @@ use prometheus_client::registry::Registry;
 
 use crate::classify::{Mesh, Security};
 
-/// Distinct (destination workload, port) label pairs before ports become `other`.
-pub const MAX_PORT_LABELS: usize = 1024;
+/// Distinct port labels per destination workload before its ports become `other`.
+pub const MAX_PORT_LABELS_PER_WORKLOAD: usize = 64;
 
 impl EncodeLabelValue for Security {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
@@ -117,84 +118,144 @@ pub struct DropLabels {
     pub point: DropPoint,
 }
 
-/// Every metric of the agent.
+/// Label set of `meshwatch_workload_info`.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WorkloadLabels {
+    pub namespace: String,
+    pub workload: String,
+    /// `sidecar`, `ambient`, `none`, or `unknown` when the identity source does not say.
+    pub mesh: &'static str,
+}
+
+/// What the capture thread counts: packets, drops, decode errors, the flow table.
 #[derive(Debug, Default)]
-pub struct Metrics {
+pub struct CaptureMetrics {
+    pub packets: Counter,
+    pub captured_bytes: Counter,
+    pub decode_errors: Family<ReasonLabels, Counter>,
+    pub drops: Family<DropLabels, Counter>,
+    pub flows_active: Gauge,
+    pub flows_evicted: Family<ReasonLabels, Counter>,
+    pub reassembly_give_ups: Counter,
+}
+
+/// Connections, attempts and bytes, per edge.
+#[derive(Debug, Default)]
+pub struct ConnectionMetrics {
     pub connections: Family<ConnectionLabels, Counter>,
     pub attempts: Family<AttemptLabels, Counter>,
     pub local_connections: Counter,
     pub bytes: Family<BytesLabels, Counter>,
-    pub packets: Counter,
-    pub captured_bytes: Counter,
-    pub decode_errors: Family<ReasonLabels, Counter>,
-    pub capture_drops: Family<DropLabels, Counter>,
-    pub flows_active: Gauge,
-    pub flows_evicted: Family<ReasonLabels, Counter>,
-    pub reassembly_give_ups: Counter,
-    pub identity_entries: Gauge,
-    port_labels: Mutex<HashSet<(String, String, u16)>>,
+}
+
+/// The identity source: size, sync, and the workloads of this node.
+#[derive(Debug, Default)]
+pub struct IdentityMetrics {
+    pub entries: Gauge,
+    pub synced: Gauge,
+    pub workloads: Family<WorkloadLabels, Gauge>,
+}
+
+/// The agent process: `process_*` like other exporters, read once a second.
+#[derive(Debug, Default)]
+pub struct ProcessMetrics {
+    pub cpu_seconds: Counter<f64, AtomicU64>,
+    pub resident_memory_bytes: Gauge,
+}
+
+/// Every metric of the agent, one recorder per subsystem.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub capture: CaptureMetrics,
+    pub connections: ConnectionMetrics,
+    pub identity: IdentityMetrics,
+    pub process: ProcessMetrics,
 }
 
 impl Metrics {
-    /// Create the metrics and register them under `meshwatch_`.
+    /// Create the metrics and register them (`meshwatch_*`, and `process_*`).
     pub fn register(registry: &mut Registry) -> Self {
         let m = Metrics::default();
+        let p = registry.sub_registry_with_prefix("process");
+        p.register(
+            "cpu_seconds",
+            "User and system CPU time of the agent",
+            m.process.cpu_seconds.clone(),
+        );
+        p.register(
+            "resident_memory_bytes",
+            "Resident memory of the agent",
+            m.process.resident_memory_bytes.clone(),
+        );
         let r = registry.sub_registry_with_prefix("meshwatch");
+        let c = &m.connections;
         r.register(
             "connections",
-            "TCP connections by source and destination workload, destination port and security (istio_mtls, tls, plaintext, unknown)",
-            m.connections.clone(),
+            "TCP connections that carried payload, by source and destination workload, destination port and security (istio_mtls, tls, plaintext, unknown)",
+            c.connections.clone(),
         );
         r.register(
             "connection_attempts",
             "TCP connection attempts that carried no payload (refused, unanswered, TCP probes), by source and destination workload and destination port",
-            m.attempts.clone(),
+            c.attempts.clone(),
         );
         r.register(
             "local_connections",
             "TCP connections on loopback (a sidecar's own legs, node-local traffic): never evidence",
-            m.local_connections.clone(),
+            c.local_connections.clone(),
         );
         r.register(
             "bytes",
             "TCP payload bytes of finished connections, by direction",
-            m.bytes.clone(),
+            c.bytes.clone(),
         );
-        r.register("packets", "Packets captured", m.packets.clone());
+        let k = &m.capture;
+        r.register("packets", "Packets captured", k.packets.clone());
         r.register(
             "capture_bytes",
             "Bytes of captured packets on the wire",
-            m.captured_bytes.clone(),
+            k.captured_bytes.clone(),
         );
         r.register(
             "decode_errors",
             "Packets that could not be decoded, by reason",
-            m.decode_errors.clone(),
+            k.decode_errors.clone(),
         );
         r.register(
             "capture_dropped_packets",
             "Packets dropped before capture (kernel buffer full, or by the interface)",
-            m.capture_drops.clone(),
+            k.drops.clone(),
         );
         r.register(
             "flows_active",
             "Connections tracked now",
-            m.flows_active.clone(),
+            k.flows_active.clone(),
         );
         r.register(
             "flows_evicted",
             "Connections finished early, by reason (idle, pressure)",
-            m.flows_evicted.clone(),
+            k.flows_evicted.clone(),
         );
         r.register(
             "preface_reassembly_give_ups",
             "Client preface segments dropped because they opened too many holes",
-            m.reassembly_give_ups.clone(),
+            k.reassembly_give_ups.clone(),
         );
+        let i = &m.identity;
         r.register(
             "identity_cache_entries",
             "Addresses with a known identity",
-            m.identity_entries.clone(),
+            i.entries.clone(),
+        );
+        r.register(
+            "identity_synced",
+            "1 when the identity source is loaded (the Kubernetes watches have listed), else 0",
+            i.synced.clone(),
+        );
+        r.register(
+            "workload",
+            "Workloads with a pod on this node, and their data plane (sidecar, ambient, none, unknown)",
+            i.workloads.clone(),
         );
         r.register(
             "build",
@@ -203,15 +264,35 @@ impl Metrics {
         );
         m
     }
+}
 
-    /// The port label for a destination: the port, or `other` past the bound.
-    pub fn port_label(&self, namespace: &str, workload: &str, port: u16) -> String {
-        let Ok(mut seen) = self.port_labels.lock() else {
-            return "other".to_owned();
+/// The port label values of destination workloads: each workload gets its own budget of
+/// [`MAX_PORT_LABELS_PER_WORKLOAD`] ports (later ones are `other`), so one scanned workload
+/// cannot take the labels of the others. Owned by the capture thread: no lock; a lookup
+/// allocates nothing (only a workload's first port does).
+#[derive(Debug, Default)]
+pub struct PortLabels {
+    seen: HashMap<String, HashMap<String, HashSet<u16>>>,
+}
+
+impl PortLabels {
+    /// The label value for `port` of a destination.
+    pub fn label(&mut self, namespace: &str, workload: &str, port: u16) -> String {
+        let ports = match self
+            .seen
+            .get_mut(namespace)
+            .and_then(|w| w.get_mut(workload))
+        {
+            Some(ports) => ports,
+            None => self
+                .seen
+                .entry(namespace.to_owned())
+                .or_default()
+                .entry(workload.to_owned())
+                .or_default(),
         };
-        let key = (namespace.to_owned(), workload.to_owned(), port);
-        if seen.contains(&key) || seen.len() < MAX_PORT_LABELS {
-            seen.insert(key);
+        if ports.contains(&port) || ports.len() < MAX_PORT_LABELS_PER_WORKLOAD && ports.insert(port)
+        {
             port.to_string()
         } else {
             "other".to_owned()
@@ -251,20 +332,23 @@ mod tests {
         let mut registry = Registry::default();
         let m = Metrics::register(&mut registry);
         m.connections
+            .connections
             .get_or_create(&labels("8000", Security::Plaintext))
             .inc_by(3);
-        m.bytes
+        m.connections
+            .bytes
             .get_or_create(&BytesLabels {
                 connection: labels("8000", Security::Plaintext),
                 direction: Direction::to_server,
             })
             .inc_by(120);
-        m.capture_drops
+        m.capture
+            .drops
             .get_or_create(&DropLabels {
                 point: DropPoint::kernel,
             })
             .inc_by(2);
-        m.flows_active.set(4);
+        m.capture.flows_active.set(4);
         let text = encode(&registry);
         let conn = "meshwatch_connections_total{reporter=\"destination\",source_workload=\"sleep\",source_namespace=\"legacy\",destination_workload=\"httpbin\",destination_namespace=\"foo\",destination_port=\"8000\",security=\"plaintext\",mesh=\"none\"} 3";
         assert!(text.lines().any(|l| l == conn), "{text}");
@@ -281,17 +365,29 @@ mod tests {
         assert!(text.contains("# TYPE meshwatch_connections counter"));
     }
 
+    /// Each destination workload has its own budget: a scanned workload's ports become
+    /// `other`, another workload's ports keep their labels.
     #[test]
-    fn port_labels_are_bounded() {
-        let m = Metrics::default();
-        for port in 0..MAX_PORT_LABELS as u16 {
-            assert_eq!(m.port_label("a", "b", port), port.to_string());
+    fn port_labels_are_bounded_per_workload() {
+        let mut p = PortLabels::default();
+        for port in 0..MAX_PORT_LABELS_PER_WORKLOAD as u16 {
+            assert_eq!(p.label("a", "scanned", port), port.to_string());
         }
-        assert_eq!(m.port_label("a", "b", 60000), "other");
+        assert_eq!(p.label("a", "scanned", 60000), "other");
         assert_eq!(
-            m.port_label("a", "b", 7),
+            p.label("a", "scanned", 7),
             "7",
-            "known pairs keep their label"
+            "known ports keep their label"
+        );
+        assert_eq!(
+            p.label("a", "web", 60000),
+            "60000",
+            "another workload's budget"
+        );
+        assert_eq!(
+            p.label("b", "scanned", 60001),
+            "60001",
+            "same name, other namespace"
         );
     }
 }

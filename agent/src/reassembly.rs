@@ -49,6 +49,11 @@ impl Preface {
         self.base
     }
 
+    /// Heap bytes held for the preface.
+    pub fn held_bytes(&self) -> usize {
+        self.data.capacity() + self.ranges.capacity() * std::mem::size_of::<(usize, usize)>()
+    }
+
     /// Store the segment starting at sequence number `seq`.
     pub fn insert(&mut self, seq: u32, bytes: &[u8]) -> Insert {
         // Offsets are taken modulo 2^32 and read as signed, so wrap-around works and a segment
@@ -72,6 +77,11 @@ impl Preface {
             return Insert::TooManyHoles;
         }
         if self.data.len() < end {
+            // grow by doubling, but never past the bound (a plain resize could reserve ~2x it)
+            if end > self.data.capacity() {
+                let target = (self.data.capacity() * 2).clamp(end, MAX_PREFACE_BYTES.max(end));
+                self.data.reserve_exact(target - self.data.len());
+            }
             self.data.resize(end, 0);
         }
         for (gap_start, gap_end) in gaps {

@@ -35,6 +35,8 @@ pub struct Summary {
     pub duplicate_packets: u64,
     pub reassembly_gave_up: u64,
     pub flows_evicted: u64,
+    /// Most connections tracked at once (for sizing `--max-flows`).
+    pub peak_flows: u64,
     /// Payload-less packets of unknown connections (stragglers after a close, captures that
     /// start mid-connection): they open no flow.
     pub orphan_packets: u64,
@@ -66,6 +68,7 @@ impl Summary {
             duplicate_packets: table.duplicates,
             reassembly_gave_up: table.reassembly_gave_up,
             flows_evicted: table.evicted_pressure,
+            peak_flows: table.peak_flows,
             orphan_packets: table.orphan_packets,
             edges_folded: 0,
             security: counts.security,

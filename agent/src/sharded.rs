@@ -4,7 +4,9 @@
 //! back per flow. Every frame goes to exactly one worker, so the counts add up.
 
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::capture::Frame;
@@ -32,6 +34,11 @@ pub struct WorkerTotals {
     pub first_last: Option<(Nanos, Nanos)>,
 }
 
+/// A worker thread ended by a panic: its flows are lost, so the analysis is refused.
+#[derive(Debug, thiserror::Error)]
+#[error("analysis worker {0} panicked; its share of the flows is lost")]
+pub struct WorkerPanicked(pub usize);
+
 /// The reader's side of N workers.
 #[derive(Debug)]
 pub struct Shards {
@@ -40,6 +47,10 @@ pub struct Shards {
     records: Receiver<FlowRecord>,
     workers: Vec<JoinHandle<WorkerTotals>>,
     hasher: foldhash::fast::FixedState,
+    /// Flows each worker holds after its last batch, and the largest sum seen at a flush: the
+    /// table-wide peak (a sum of per-worker peaks would count peaks that never coincided).
+    open: Arc<[AtomicUsize]>,
+    peak_flows: usize,
 }
 
 impl Shards {
@@ -50,15 +61,17 @@ impl Shards {
             ..limits
         };
         let (record_tx, records) = mpsc::channel();
+        let open: Arc<[AtomicUsize]> = (0..threads).map(|_| AtomicUsize::new(0)).collect();
         let mut senders = Vec::new();
         let mut workers = Vec::new();
         for i in 0..threads {
             let (tx, rx) = mpsc::sync_channel::<Batch>(BATCHES_IN_FLIGHT);
             let record_tx = record_tx.clone();
             senders.push(tx);
+            let open = open.clone();
             let spawned = std::thread::Builder::new()
                 .name(format!("meshwatch-worker-{i}"))
-                .spawn(move || work(rx, record_tx, per_worker));
+                .spawn(move || work(rx, record_tx, per_worker, &open, i));
             match spawned {
                 Ok(handle) => workers.push(handle),
                 Err(_) => {
@@ -73,6 +86,8 @@ impl Shards {
             records,
             workers,
             hasher: foldhash::fast::FixedState::with_seed(0x6d65_7368),
+            open,
+            peak_flows: 0,
         }
     }
 
@@ -113,6 +128,8 @@ impl Shards {
             let full = std::mem::take(batch);
             let _ = tx.send(full);
         }
+        let open: usize = self.open.iter().map(|n| n.load(Ordering::Relaxed)).sum();
+        self.peak_flows = self.peak_flows.max(open);
     }
 
     /// Flow records finished so far.
@@ -120,30 +137,48 @@ impl Shards {
         self.records.try_iter()
     }
 
-    /// End of input: flush, stop the workers, return their totals and the last records.
-    pub fn finish(mut self) -> (WorkerTotals, Vec<FlowRecord>) {
+    /// End of input: flush, stop the workers, return their totals and the last records; an
+    /// error when a worker panicked.
+    pub fn finish(mut self) -> Result<(WorkerTotals, Vec<FlowRecord>), WorkerPanicked> {
         for shard in 0..self.senders.len() {
             self.flush(shard);
         }
         self.senders.clear(); // closes the channels: workers drain and end
         let mut totals = WorkerTotals::default();
-        for w in self.workers.drain(..) {
-            if let Ok(t) = w.join() {
-                merge(&mut totals, t);
-            }
+        for t in join_all(self.workers.drain(..))? {
+            merge(&mut totals, t);
         }
+        totals.table.peak_flows = totals.table.peak_flows.max(self.peak_flows as u64);
         let rest = self.records.try_iter().collect();
-        (totals, rest)
+        Ok((totals, rest))
     }
+}
+
+/// Join every worker; the first one that panicked is the error (all are joined regardless).
+fn join_all<T>(workers: impl Iterator<Item = JoinHandle<T>>) -> Result<Vec<T>, WorkerPanicked> {
+    let mut done = Vec::new();
+    let mut panicked = None;
+    for (i, w) in workers.enumerate() {
+        match w.join() {
+            Ok(t) => done.push(t),
+            Err(_) => panicked = panicked.or(Some(WorkerPanicked(i))),
+        }
+    }
+    panicked.map_or(Ok(done), Err)
 }
 
 fn work(
     batches: Receiver<Batch>,
     records: mpsc::Sender<FlowRecord>,
     limits: TableLimits,
+    open: &[AtomicUsize],
+    me: usize,
 ) -> WorkerTotals {
     let mut pipeline = Pipeline::new(limits);
     for batch in batches {
+        if let Some(n) = open.get(me) {
+            n.store(pipeline.open_flows(), Ordering::Relaxed);
+        }
         for &(ts, link, wire_len, loopback, start, len) in &batch.frames {
             if let Some(data) = batch.data.get(start..start + len) {
                 pipeline.on_frame(&Frame {
@@ -193,10 +228,27 @@ fn merge(into: &mut WorkerTotals, t: WorkerTotals) {
     a.closed_fin += b.closed_fin;
     a.closed_rst += b.closed_rst;
     a.reused += b.reused;
-    a.peak_flows += b.peak_flows;
+    // a lower bound; `Shards::finish` raises it to the largest sum seen
+    a.peak_flows = a.peak_flows.max(b.peak_flows);
     a.orphan_packets += b.orphan_packets;
     into.first_last = match (into.first_last, t.first_last) {
         (Some((f1, l1)), Some((f2, l2))) => Some((f1.min(f2), l1.max(l2))),
         (x, None) | (None, x) => x,
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panicked_worker_is_an_error_not_a_silent_loss() {
+        let ok = std::thread::spawn(|| 1);
+        let bad = std::thread::spawn(|| -> i32 { panic!("worker lost") });
+        let err = join_all([ok, bad].into_iter()).expect_err("a worker panicked");
+        assert_eq!(err.0, 1);
+        assert!(err.to_string().contains("worker 1 panicked"));
+        let fine = join_all([std::thread::spawn(|| 2)].into_iter()).expect("no panic");
+        assert_eq!(fine, vec![2]);
+    }
 }

@@ -249,6 +249,11 @@ pub fn evaluate(edges: &[Edge], policy: &Policy, known: &[KnownWorkload<'_>]) ->
         .map(|p| (p.clone(), Tally::default()))
         .collect();
     for edge in edges {
+        // a node is judged nowhere (hostNetwork has no sidecar; NodePort traffic is judged at
+        // the backend it reaches), nor are the destinations folded past the bounds
+        if edge.destination.is_node() || edge.destination.is_folded() {
+            continue;
+        }
         tallies
             .entry(edge.destination.clone())
             .or_default()

@@ -1,10 +1,17 @@
 //! Edges over a sliding time window, for the agent: counts are kept in time buckets per edge so
 //! `--window 24h` verdicts and last-seen work, and a source that stopped sending plaintext longer
 //! than the window ago no longer blocks. PURE: time is a parameter.
+//!
+//! The store is shared by the capture thread (one write per flow event) and the API (snapshots):
+//! a `DashMap` shards it, so a write locks one shard for a few adds and a snapshot locks each
+//! shard only while it copies that shard's sums — a reader never holds what the capture thread
+//! needs while it sorts or serializes.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 
-use crate::aggregate::{Edge, EdgeKey, EdgeStats, Peer, MAX_EDGES};
+use dashmap::DashMap;
+
+use crate::aggregate::{fold_when_full, Edge, EdgeKey, EdgeStats, Peer, OTHER_PORTS};
 use crate::Nanos;
 
 /// Buckets per window: the window's resolution is 1/60th of it (24 min for 24 h).
@@ -22,7 +29,7 @@ struct Bucket {
 pub struct WindowedEdges {
     window: Nanos,
     bucket: Nanos,
-    edges: HashMap<EdgeKey, VecDeque<Bucket>>,
+    edges: DashMap<EdgeKey, VecDeque<Bucket>, foldhash::fast::RandomState>,
 }
 
 impl WindowedEdges {
@@ -31,7 +38,7 @@ impl WindowedEdges {
         WindowedEdges {
             window,
             bucket: (window / BUCKETS_PER_WINDOW).max(MIN_BUCKET),
-            edges: HashMap::new(),
+            edges: DashMap::default(),
         }
     }
 
@@ -39,14 +46,22 @@ impl WindowedEdges {
         self.window
     }
 
-    /// Add `delta` to an edge at time `ts` (new connections or attempts, traffic). Past
-    /// [`MAX_EDGES`] edges, a new edge's source folds into `(other sources)`.
-    pub fn add(&mut self, mut key: EdgeKey, ts: Nanos, delta: EdgeStats) {
-        if self.edges.len() >= MAX_EDGES && !self.edges.contains_key(&key) {
-            key.source = Peer::other_sources();
-        }
+    /// Add `delta` to an edge at time `ts` (new connections or attempts, traffic). Bounded by
+    /// [`fold_when_full`].
+    pub fn add(&self, mut key: EdgeKey, ts: Nanos, delta: EdgeStats) {
+        let edges = &self.edges;
+        fold_when_full(
+            &mut key,
+            edges.len(),
+            |k| edges.contains_key(k),
+            |k| k.source = Peer::other_sources(),
+            |k| {
+                k.destination = Peer::other_destinations();
+                k.port = OTHER_PORTS;
+            },
+        );
         let start = ts - ts % self.bucket;
-        let buckets = self.edges.entry(key).or_default();
+        let mut buckets = self.edges.entry(key).or_default();
         let bucket = match buckets.iter_mut().rev().find(|b| b.start == start) {
             Some(b) => b,
             None => {
@@ -70,7 +85,7 @@ impl WindowedEdges {
     }
 
     /// Drop buckets that ended before the window and edges left empty.
-    pub fn prune(&mut self, now: Nanos) {
+    pub fn prune(&self, now: Nanos) {
         let horizon = now.saturating_sub(self.window);
         let bucket = self.bucket;
         self.edges.retain(|_, buckets| {
@@ -87,12 +102,12 @@ impl WindowedEdges {
         let mut out: Vec<(EdgeKey, EdgeStats)> = self
             .edges
             .iter()
-            .filter_map(|(k, buckets)| {
+            .filter_map(|entry| {
                 let mut sum = EdgeStats::default();
-                for b in buckets.iter().filter(|b| b.stats.last_seen > horizon) {
+                for b in entry.value().iter().filter(|b| b.stats.last_seen > horizon) {
                     sum.merge(&b.stats);
                 }
-                (sum.connections + sum.attempts > 0).then(|| (k.clone(), sum))
+                (sum.connections + sum.attempts > 0).then(|| (entry.key().clone(), sum))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -150,7 +165,7 @@ mod tests {
 
     #[test]
     fn old_plaintext_leaves_the_window() {
-        let mut w = WindowedEdges::new(60 * S);
+        let w = WindowedEdges::new(60 * S);
         w.add(key(Security::Plaintext), 100 * S, delta(3, 30, 300));
         w.add(key(Security::IstioMtls), 150 * S, delta(6, 60, 600));
         let snap = w.snapshot(155 * S);
@@ -178,7 +193,7 @@ mod tests {
 
     #[test]
     fn late_and_repeated_events_sum_in_order() {
-        let mut w = WindowedEdges::new(3600 * S);
+        let w = WindowedEdges::new(3600 * S);
         w.add(key(Security::IstioMtls), 1000 * S, delta(1, 0, 0));
         w.add(key(Security::IstioMtls), 500 * S, delta(1, 0, 0));
         w.add(key(Security::IstioMtls), 1000 * S, delta(0, 10, 1000));

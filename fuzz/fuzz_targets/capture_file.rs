@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
         ..TableLimits::default()
     });
     let _ = capture.for_each_frame(
-        |f| pipeline.on_frame(f.ts, f.link, f.data, f.wire_len),
+        |f| pipeline.on_frame(&f),
         |_| {},
     );
     pipeline.finish();

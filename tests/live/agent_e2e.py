@@ -116,8 +116,10 @@ def least_privilege(binary, tmp):
 
 
 def under_load(binary, tmp):
-    """Replay at top speed onto a veth the agent captures on; meanwhile /metrics and /healthz
-    must answer within 1 s every time."""
+    """Replay at top speed onto a veth the agent captures on; meanwhile /metrics, /healthz and
+    the API's edges and verdicts (snapshots of the state the capture thread writes) must answer
+    within 1 s every time, and the capture must drop nothing. The agent has no identity source:
+    a lab agent counts what it sees."""
     ns = "mw-load"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     procs = []
@@ -136,7 +138,7 @@ def under_load(binary, tmp):
         procs.append(replay)
         worst, answered, seen = 0.0, 0, 0
         while replay.poll() is None:
-            for path in ("/metrics", "/healthz"):
+            for path in ("/metrics", "/healthz", "/api/v1/edges", "/api/v1/verdicts"):
                 r = run("curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code} %{time_total}",
                         f"127.0.0.1:19481{path}")
                 code, _, secs = r.stdout.partition(" ")
@@ -146,9 +148,16 @@ def under_load(binary, tmp):
             time.sleep(0.05)
         st = json.loads(run("curl", "-s", "127.0.0.1:19481/api/v1/status").stdout or "{}")
         packets = st.get("capture", {}).get("packets", 0)
-        check(f"under a top-speed replay ({packets} packets) /metrics and /healthz answer within 1 s "
-              f"({seen} requests, worst {worst:.3f} s)", seen >= 4 and answered == seen and worst < 1.0,
-              f"{answered}/{seen} worst {worst}")
+        check(f"under a top-speed replay ({packets} packets) /metrics, /healthz, /api/v1/edges and "
+              f"/api/v1/verdicts answer within 1 s ({seen} requests, worst {worst:.3f} s)",
+              seen >= 8 and answered == seen and worst < 1.0, f"{answered}/{seen} worst {worst}")
+        dropped = st.get("capture", {}).get("dropped_kernel", -1)
+        check("hammering the API during the replay drops no packet", dropped == 0 and packets > 0,
+              json.dumps(st.get("capture")))
+        m = run("curl", "-s", "127.0.0.1:19481/metrics").stdout
+        counted = sum(float(l.split()[-1]) for l in m.splitlines()
+                      if l.startswith("meshwatch_connections_total{") and 'destination_workload="unknown"' in l)
+        check("without identities the agent counts the connections it sees", counted > 0, m[-600:])
         # a capture that drops packets: freeze the agent so its kernel buffer (1 MiB) overflows
         agent.kill()
         agent.wait()
@@ -173,6 +182,34 @@ def under_load(binary, tmp):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
+def capture_failure(binary):
+    """The interface goes away under the agent: the process must end non-zero, saying why (a
+    DaemonSet then shows CrashLoopBackOff instead of a healthy pod that watches nothing)."""
+    ns = "mw-fail"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        run = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], capture_output=True, text=True)
+        run("ip", "link", "add", "vf0", "type", "veth", "peer", "name", "vf1")
+        for dev in ("vf0", "vf1", "lo"):
+            run("ip", "link", "set", dev, "up")
+        agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vf1",
+                                  "--listen", "127.0.0.1:19483"], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        up = wait_for(lambda: run("curl", "-sf", "127.0.0.1:19483/healthz").returncode == 0, 10)
+        run("ip", "link", "del", "vf0")
+        try:
+            _, err = agent.communicate(timeout=15)
+            rc = agent.returncode
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            _, err = agent.communicate()
+            rc = None
+        check("a capture that fails ends the agent non-zero, saying why",
+              up and rc not in (0, None) and "capture" in err, f"exit {rc}: {err[-400:]}")
+    finally:
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
@@ -285,6 +322,7 @@ def main():
             check("final statistics are logged", "final statistics" in text, text[-500:])
             least_privilege(binary, tmp)
             under_load(binary, tmp)
+            capture_failure(binary)
         finally:
             for p in procs:
                 if p.poll() is None:

@@ -195,6 +195,14 @@ impl Flow {
         }
     }
 
+    /// Heap bytes held for the client's preface (0 once classified).
+    pub fn preface_bytes(&self) -> usize {
+        match &self.phase {
+            Phase::Preface(Some(p)) => p.held_bytes(),
+            _ => 0,
+        }
+    }
+
     pub fn is_classified(&self) -> bool {
         matches!(self.phase, Phase::Classified(_))
     }

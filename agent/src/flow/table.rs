@@ -123,6 +123,11 @@ impl FlowTable {
         self.flows.is_empty()
     }
 
+    /// Heap bytes held for client prefaces across the table.
+    pub fn preface_bytes(&self) -> usize {
+        self.flows.values().map(Flow::preface_bytes).sum()
+    }
+
     pub fn stats(&self) -> TableStats {
         self.stats
     }

@@ -338,15 +338,24 @@ fn a_preface_that_never_ends_is_bounded_and_times_out() {
     first.resize(1400, 0x41);
     t.on_segment(&c.client_sends(1001, PSH, &first), 1, &mut done);
     let chunk = vec![0x41u8; 1400];
+    let mut most = t.preface_bytes();
     for i in 1..73u32 {
         t.on_segment(
             &c.client_sends(1001 + i * 1400, PSH, &chunk),
             1 + u64::from(i),
             &mut done,
         );
+        most = most.max(t.preface_bytes());
     }
+    // the bytes held never pass the bound (and are let go once the bound decides)
+    let bound = crate::reassembly::MAX_PREFACE_BYTES + crate::reassembly::MAX_RANGES * 16;
+    assert!(
+        most > 0 && most <= bound,
+        "{most} bytes held at most for a 100 KiB preface"
+    );
     t.sweep(400 * SEC, &mut done);
     assert_eq!(done.finished.len(), 1);
+    assert_eq!(t.preface_bytes(), 0);
     let r = &done.finished[0];
     assert_eq!(
         (r.security, r.app, r.end),

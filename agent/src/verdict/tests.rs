@@ -459,3 +459,19 @@ fn node_sources_are_evidence() {
         Readiness::Ready
     );
 }
+
+#[test]
+fn nodes_and_folded_destinations_get_no_verdict() {
+    let edges = [
+        edge(ip("192.0.2.9"), node(), 30080, Security::Plaintext, 3),
+        edge(
+            ip("192.0.2.9"),
+            Peer::other_destinations(),
+            80,
+            Security::Plaintext,
+            3,
+        ),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    assert!(v.workloads.is_empty(), "{:?}", v.workloads);
+}

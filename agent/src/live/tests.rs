@@ -1,0 +1,164 @@
+use std::sync::RwLock;
+
+use super::*;
+use crate::identity::file::WorkloadsFile;
+use crate::identity::IdentityMap;
+
+const HOUR: Nanos = 3_600 * 1_000_000_000;
+
+fn state(workloads: &str, feed: IdentityFeed) -> Arc<LiveState> {
+    let map = WorkloadsFile::parse(workloads, Some("node-1")).expect("workloads");
+    Arc::new(LiveState::new(
+        Arc::new(RwLock::new(map)),
+        feed,
+        Policy::default(),
+        HOUR,
+        "test".into(),
+    ))
+}
+
+fn file_feed() -> IdentityFeed {
+    IdentityFeed::File("w.yaml".into())
+}
+
+fn conn(src: &str, dst: &str, security: Security) -> Connection {
+    Connection {
+        src: src.parse().expect("ip"),
+        dst: dst.parse().expect("ip"),
+        dport: 8000,
+        security,
+        mesh: if security == Security::IstioMtls {
+            Mesh::Sidecar
+        } else {
+            Mesh::None
+        },
+        ts: 1_000,
+        local: false,
+        attempt: false,
+    }
+}
+
+fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .collect()
+}
+
+const HTTPBIN_HERE: &str = "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11], node: node-1}\n  - {namespace: foo, workload: remote, ips: [10.244.2.11], node: node-2}\n";
+
+#[test]
+fn a_hundred_thousand_source_ips_make_a_bounded_number_of_series() {
+    let state = state(HTTPBIN_HERE, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    for i in 0..100_000u32 {
+        let src = IpAddr::from([172, 16 + (i >> 16) as u8, (i >> 8) as u8, i as u8]);
+        let security = if i % 2 == 0 {
+            Security::Plaintext
+        } else {
+            Security::IstioMtls
+        };
+        let mut c = conn("10.244.1.11", "10.244.1.11", security);
+        c.src = src;
+        c.ts = 1_000 + u64::from(i);
+        rec.on_connection(&c);
+    }
+    let text = state.metrics_text();
+    assert_eq!(
+        series(&text, "meshwatch_connections_total").len(),
+        2,
+        "one series per security class, sources are `unknown`:\n{text}"
+    );
+    assert!(text.contains("source_workload=\"unknown\""));
+    let edges = state.edges(2_000_000);
+    assert!(
+        edges.len() <= crate::aggregate::MAX_EDGES + 4,
+        "{} edges",
+        edges.len()
+    );
+    let v = state.verdicts(2_000_000);
+    let httpbin = v
+        .workloads
+        .iter()
+        .find(|w| w.destination.workload.as_deref() == Some("httpbin"))
+        .expect("verdict");
+    assert_eq!(httpbin.verdict, crate::verdict::Readiness::Blocked);
+    assert_eq!(httpbin.connections.plaintext, 50_000);
+}
+
+/// Local traffic has its own counter only; attempts have theirs, never `connections_total`;
+/// a connection between two pods of other nodes is another agent's to report.
+#[test]
+fn only_evidence_this_agent_reports_is_counted() {
+    let state = state(HTTPBIN_HERE, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    let mut local = conn("127.0.0.6", "10.244.1.11", Security::Plaintext);
+    local.local = true;
+    rec.on_connection(&local);
+    let mut probe = conn("10.0.0.5", "10.244.1.11", Security::Unknown);
+    probe.attempt = true;
+    rec.on_connection(&probe);
+    rec.on_connection(&conn("10.9.9.9", "10.244.2.11", Security::Plaintext));
+    rec.on_connection(&conn("10.9.9.9", "10.244.1.11", Security::IstioMtls));
+    let text = state.metrics_text();
+    assert_eq!(
+        series(&text, "meshwatch_local_connections_total"),
+        ["meshwatch_local_connections_total 1"]
+    );
+    let attempts = series(&text, "meshwatch_connection_attempts_total");
+    assert_eq!(attempts.len(), 1, "{text}");
+    assert!(
+        attempts[0].contains("destination_workload=\"httpbin\"") && attempts[0].ends_with(" 1")
+    );
+    let conns = series(&text, "meshwatch_connections_total");
+    assert_eq!(conns.len(), 1, "{text}");
+    assert!(
+        conns[0].contains("security=\"istio_mtls\"")
+            && conns[0].contains("reporter=\"destination\"")
+    );
+    let edges = state.edges(2_000);
+    assert_eq!(edges.len(), 2, "{edges:?}");
+    assert!(edges
+        .iter()
+        .all(|e| e.destination.workload.as_deref() == Some("httpbin")));
+}
+
+/// A lab agent without identities counts what it sees, with `unknown` identities.
+#[test]
+fn without_identities_every_connection_counts() {
+    let state = Arc::new(LiveState::new(
+        Arc::new(RwLock::new(IdentityMap::default())),
+        IdentityFeed::None,
+        Policy::default(),
+        HOUR,
+        "br0".into(),
+    ));
+    let mut rec = Recorder::new(state.clone());
+    rec.on_connection(&conn("10.1.1.1", "10.1.1.2", Security::Plaintext));
+    let text = state.metrics_text();
+    let conns = series(&text, "meshwatch_connections_total");
+    assert_eq!(conns.len(), 1, "{text}");
+    assert!(conns[0].contains("destination_workload=\"unknown\"") && conns[0].ends_with(" 1"));
+    assert_eq!(state.edges(2_000).len(), 1);
+}
+
+/// A reader holding the recent-flows ring never makes the capture thread wait: the records
+/// wait in its spill buffer and arrive with the next flow.
+#[test]
+fn a_reader_never_blocks_the_recorder() {
+    let state = state(HTTPBIN_HERE, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    let record = |port: u16| {
+        let mut r = crate::flow::tests_support::record();
+        r.sport = port;
+        r
+    };
+    {
+        let _reader = state.flows.lock().expect("ring");
+        rec.on_finished(record(1));
+        rec.on_finished(record(2));
+    }
+    assert!(state.recent_flows(10).is_empty());
+    rec.on_finished(record(3));
+    let ports: Vec<u16> = state.recent_flows(10).iter().map(|r| r.sport).collect();
+    assert_eq!(ports, [3, 2, 1]);
+}
