@@ -8,6 +8,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::aggregate::Edges;
 use crate::capture::file::{CaptureError, CaptureFile};
+use crate::capture::inputs;
+use crate::capture::merge::{self, FileReport};
 use crate::cli::{AnalyzeArgs, Format, When};
 use crate::flow::{FlowRecord, TableLimits};
 use crate::identity::file::{WorkloadsError, WorkloadsFile};
@@ -134,33 +136,44 @@ pub fn analyze(
         counts: FlowCounts::default(),
         flows: keep_flows.then(Vec::new),
     };
-    let mut warnings = Vec::new();
-    let mut truncated = Vec::new();
-    let mut done_bytes = 0;
-    for path in captures {
-        let mut capture = CaptureFile::open(path)?;
-        let summary = capture.for_each_frame(
+    let inputs = inputs::expand(captures)?;
+    let on_progress = |bytes: u64| {
+        if let Some(bar) = progress {
+            bar.set_position(bytes);
+        }
+    };
+    let files = match inputs.as_slice() {
+        // one capture: straight from its reader, no copy
+        [one] => {
+            let mut capture = CaptureFile::open(one)?;
+            let summary = capture
+                .for_each_frame(|frame| engine.on_frame(&frame, &mut collector), on_progress)?;
+            vec![FileReport {
+                path: capture.path().to_owned(),
+                compression: capture.compression(),
+                summary,
+            }]
+        }
+        // several: one stream in timestamp order, so views of a connection meet
+        many => merge::for_each_frame(
+            many,
             |frame| engine.on_frame(&frame, &mut collector),
-            |bytes| {
-                if let Some(bar) = progress {
-                    bar.set_position(done_bytes + bytes);
-                }
-            },
-        )?;
-        done_bytes += summary.bytes_read;
-        engine.drain(&mut collector);
-        if let Some(offset) = summary.truncated_at {
-            let name = capture.path().display().to_string();
+            on_progress,
+        )?,
+    };
+    engine.drain(&mut collector);
+    let mut warnings = Vec::new();
+    for f in &files {
+        let name = f.path.display();
+        if let Some(offset) = f.summary.truncated_at {
             warnings.push(Warning(format!(
                 "{name}: the last record (at byte {offset}) is truncated; analyzed the records before it"
             )));
-            truncated.push(name);
         }
-        if summary.unknown_interface_frames > 0 {
+        if f.summary.unknown_interface_frames > 0 {
             warnings.push(Warning(format!(
-                "{}: {} packets name an undescribed interface and were skipped",
-                capture.path().display(),
-                summary.unknown_interface_frames
+                "{name}: {} packets name an undescribed interface and were skipped",
+                f.summary.unknown_interface_frames
             )));
         }
     }
@@ -184,12 +197,11 @@ pub fn analyze(
     let edges_folded = edges.folded();
     let edges = edges.to_vec();
     let verdicts = verdict::evaluate(&edges, policy, &identities.known_workloads());
-    let mut summary = Summary::new(captures.len(), &totals.packets, totals.table, counts);
+    let mut summary = Summary::new(&files, &totals.packets, totals.table, counts);
     if let Some((first, last)) = totals.first_last {
         summary.first_packet = Some(format_time(first));
         summary.last_packet = Some(format_time(last));
     }
-    summary.truncated_files = truncated;
     summary.edges_folded = edges_folded;
     let report = Report::new(summary, keep_flows.then_some(flows), edges, verdicts);
     Ok((report, warnings))
@@ -248,8 +260,8 @@ fn progress_bar(args: &AnalyzeArgs) -> Option<ProgressBar> {
     if !show {
         return None;
     }
-    let total: u64 = args
-        .captures
+    let total: u64 = inputs::expand(&args.captures)
+        .unwrap_or_default()
         .iter()
         .filter_map(|p| std::fs::metadata(p).ok())
         .filter(|m| m.is_file())

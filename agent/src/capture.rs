@@ -1,8 +1,10 @@
 //! Packet sources: where frames come from. I/O lives here, nothing else does.
 
 pub mod file;
+pub mod inputs;
 #[cfg(feature = "agent")]
 pub mod live;
+pub mod merge;
 
 use crate::decode::LinkType;
 use crate::Nanos;

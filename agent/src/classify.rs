@@ -34,6 +34,8 @@ const TLS_RECORD_TYPES_MIDSTREAM: &[u8] = &[0x14, 0x15, 0x16, 0x17];
 /// client is a sidecar that chose plaintext (lowercase; matched case-insensitively).
 pub const ISTIO_METADATA_HEADERS: [&str; 2] = ["x-envoy-peer-metadata-id", "x-envoy-peer-metadata"];
 const HTTP_HEADERS_END: &[u8] = b"\r\n\r\n";
+/// What kubelet's HTTP probes send as their User-Agent (`kube-probe/1.30`).
+const KUBE_PROBE_USER_AGENT: &[u8] = b"kube-probe/";
 
 /// IANA's HTTP method registry (case-sensitive tokens).
 const HTTP_METHODS: &[&str] = &[
@@ -190,6 +192,8 @@ pub struct Classification {
     pub sslv2: bool,
     /// The server spoke first, in clear.
     pub server_first: bool,
+    /// A kubelet HTTP probe (`User-Agent: kube-probe/…`).
+    pub kube_probe: bool,
 }
 
 impl Classification {
@@ -201,6 +205,7 @@ impl Classification {
             hello: None,
             sslv2: false,
             server_first: false,
+            kube_probe: false,
         }
     }
 
@@ -261,15 +266,22 @@ pub fn classify_preface(
     }
 }
 
-/// A plaintext HTTP/1 request; from a sidecar when it carries Istio's metadata headers.
+/// A plaintext HTTP/1 request; from a sidecar when it carries Istio's metadata headers; a
+/// kubelet probe when its User-Agent says so.
 fn http1(head: &[u8]) -> Classification {
-    let mesh = if has_istio_metadata(head) {
+    let mesh = if ISTIO_METADATA_HEADERS
+        .iter()
+        .any(|h| header(head, h).is_some())
+    {
         Mesh::Sidecar
     } else {
         Mesh::None
     };
+    let kube_probe =
+        header(head, "user-agent").is_some_and(|ua| ua.starts_with(KUBE_PROBE_USER_AGENT));
     Classification {
         mesh,
+        kube_probe,
         ..Classification::simple(Security::Plaintext, App::Http1)
     }
 }
@@ -277,12 +289,21 @@ fn http1(head: &[u8]) -> Classification {
 /// Whether an HTTP/1 header block (or the part of it at hand) has one of
 /// [`ISTIO_METADATA_HEADERS`].
 pub fn has_istio_metadata(head: &[u8]) -> bool {
-    head.split(|b| *b == b'\n').skip(1).any(|line| {
-        let name = line.split(|b| *b == b':').next().unwrap_or_default();
-        name.len() < line.len()
-            && ISTIO_METADATA_HEADERS
-                .iter()
-                .any(|h| name.trim_ascii().eq_ignore_ascii_case(h.as_bytes()))
+    ISTIO_METADATA_HEADERS
+        .iter()
+        .any(|h| header(head, h).is_some())
+}
+
+/// The value of header `name` (lowercase) in an HTTP/1 header block, trimmed; the request line
+/// is not a header.
+fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    head.split(|b| *b == b'\n').skip(1).find_map(|line| {
+        let colon = line.iter().position(|b| *b == b':')?;
+        let (field, value) = line.split_at(colon);
+        field
+            .trim_ascii()
+            .eq_ignore_ascii_case(name.as_bytes())
+            .then(|| value.get(1..).unwrap_or_default().trim_ascii())
     })
 }
 
@@ -350,6 +371,7 @@ fn from_hello(hello: ClientHello, server_port: u16) -> Classification {
         hello: Some(Box::new(hello)),
         sslv2: false,
         server_first: false,
+        kube_probe: false,
     }
 }
 

@@ -8,7 +8,8 @@ mod table;
 
 pub use key::{Direction, FlowKey};
 pub use state::{
-    infer_client, Connection, EndReason, Flow, FlowRecord, PacketOutcome, EPHEMERAL_PORTS_START,
+    infer_client, Connection, EndReason, Flow, FlowRecord, FlowView, PacketOutcome,
+    EPHEMERAL_PORTS_START,
 };
 pub use table::{FlowTable, Outputs, TableLimits, TableStats, DEFAULT_MAX_FLOWS, RETRY_LINGER};
 
@@ -49,6 +50,9 @@ pub mod tests_support {
             end: EndReason::Fin,
             local: false,
             attempt: false,
+            kube_probe: false,
+            view: false,
+            views: Vec::new(),
         }
     }
 }

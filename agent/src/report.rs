@@ -5,6 +5,8 @@ pub mod table;
 use serde::Serialize;
 
 use crate::aggregate::Edge;
+use crate::capture::file::Compression;
+use crate::capture::merge::FileReport;
 use crate::classify::SecurityCounts;
 use crate::flow::{FlowRecord, TableStats};
 use crate::pipeline::{FlowCounts, PacketStats};
@@ -12,11 +14,40 @@ use crate::verdict::Verdicts;
 
 pub use crate::timestamp::format as format_time;
 
+/// One capture file read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileSummary {
+    pub path: String,
+    pub packets: u64,
+    pub first_packet: Option<String>,
+    pub last_packet: Option<String>,
+    /// `LINKTYPE_*` numbers of its packets.
+    pub link_types: Vec<u32>,
+    pub compression: Compression,
+    /// Its last record was cut short.
+    pub truncated: bool,
+}
+
+impl From<&FileReport> for FileSummary {
+    fn from(f: &FileReport) -> Self {
+        let s = &f.summary;
+        FileSummary {
+            path: f.path.display().to_string(),
+            packets: s.frames,
+            first_packet: s.first_ts.map(format_time),
+            last_packet: s.first_ts.map(|_| format_time(s.last_ts)),
+            link_types: s.link_types.clone(),
+            compression: f.compression,
+            truncated: s.truncated_at.is_some(),
+        }
+    }
+}
+
 /// Counts over the whole input.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
-    /// Capture files read.
-    pub files: usize,
+    /// The capture files read, in the order given (directories expanded).
+    pub files: Vec<FileSummary>,
     pub packets: u64,
     pub bytes: u64,
     pub tcp_packets: u64,
@@ -51,9 +82,14 @@ pub struct Summary {
 }
 
 impl Summary {
-    pub fn new(files: usize, packets: &PacketStats, table: TableStats, counts: FlowCounts) -> Self {
+    pub fn new(
+        files: &[FileReport],
+        packets: &PacketStats,
+        table: TableStats,
+        counts: FlowCounts,
+    ) -> Self {
         Summary {
-            files,
+            files: files.iter().map(FileSummary::from).collect(),
             packets: packets.packets,
             bytes: packets.bytes,
             tcp_packets: packets.tcp_packets,
@@ -74,7 +110,11 @@ impl Summary {
             security: counts.security,
             first_packet: None,
             last_packet: None,
-            truncated_files: Vec::new(),
+            truncated_files: files
+                .iter()
+                .filter(|f| f.summary.truncated_at.is_some())
+                .map(|f| f.path.display().to_string())
+                .collect(),
         }
     }
 }

@@ -183,7 +183,46 @@ fn stdin_and_several_files() {
     let one = |v: &Value| v["summary"]["flows"].as_u64().expect("flows");
     let a = json_of(&run(&["analyze", "--format", "json", &after]));
     assert_eq!(one(&both), one(&from_file) + one(&a));
-    assert_eq!(both["summary"]["files"], 2);
+    let files = both["summary"]["files"].as_array().expect("files");
+    assert_eq!(files.len(), 2);
+    assert!(files.iter().all(|f| f["packets"].as_u64() > Some(0)
+        && f["compression"] == "none"
+        && f["truncated"] == false
+        && f["link_types"] == serde_json::json!([1])));
+}
+
+/// gzip and zstd captures are read by their magic bytes; a directory is walked for captures;
+/// the same capture given twice counts every connection once.
+#[test]
+fn compressed_directories_and_the_same_capture_twice() {
+    use std::io::Write;
+    let raw = std::fs::read(before()).expect("capture");
+    let dir = std::env::temp_dir().join(format!("meshwatch-multi-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub")).expect("dir");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).expect("gzip");
+    let gz_path = dir.join("before.pcap.gz");
+    std::fs::write(&gz_path, gz.finish().expect("gzip")).expect("write");
+    let zst_path = dir.join("sub/before.pcap.zst");
+    std::fs::write(&zst_path, zstd::encode_all(&raw[..], 3).expect("zstd")).expect("write");
+    std::fs::write(dir.join("README.txt"), b"not a capture").expect("write");
+    let flows = |v: &Value| v["summary"]["flows"].as_u64().expect("flows");
+    let plain = json_of(&run(&["analyze", "--format", "json", &before()]));
+    for (path, compression) in [(&gz_path, "gzip"), (&zst_path, "zstd")] {
+        let v = json_of(&run(&["analyze", "--format", "json", &path.display().to_string()]));
+        assert_eq!(flows(&v), flows(&plain), "{}", path.display());
+        assert_eq!(v["summary"]["files"][0]["compression"], compression);
+        assert_eq!(v["verdicts"], plain["verdicts"]);
+    }
+    // the directory holds the same capture twice (gzip and zstd): it counts once
+    let v = json_of(&run(&["analyze", "--format", "json", &dir.display().to_string()]));
+    assert_eq!(v["summary"]["files"].as_array().map(Vec::len), Some(2));
+    assert_eq!(flows(&v), flows(&plain));
+    assert_eq!(v["summary"]["security"], plain["summary"]["security"]);
+    assert_eq!(v["verdicts"], plain["verdicts"]);
+    let twice = json_of(&run(&["analyze", "--format", "json", &before(), &before()]));
+    assert_eq!(twice["summary"]["security"], plain["summary"]["security"]);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// Rewrite a little-endian microsecond pcap as big-endian, record by record.
@@ -229,6 +268,12 @@ fn big_endian_pcap_reads_the_same() {
     assert_eq!(a["verdicts"], b["verdicts"]);
 }
 
+fn empty_dir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meshwatch-empty-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    dir
+}
+
 #[test]
 fn bad_inputs_are_one_line_errors_with_exit_code_2() {
     let not_capture = tmp(
@@ -243,7 +288,7 @@ fn bad_inputs_are_one_line_errors_with_exit_code_2() {
         ),
         (empty.display().to_string(), "empty file"),
         ("/nonexistent/x.pcap".to_owned(), "cannot open"),
-        (std::env::temp_dir().display().to_string(), "is a directory"),
+        (empty_dir().display().to_string(), "holds no capture"),
     ];
     for (path, message) in cases {
         let out = run(&["analyze", &path]);

@@ -6,8 +6,10 @@
 //! errors that name the file and the byte offset.
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use pcap_parser::pcapng::{build_ts_resolution, Block, OptionCode};
 use pcap_parser::traits::PcapReaderIterator;
@@ -52,12 +54,65 @@ pub enum CaptureError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReadSummary {
     pub frames: u64,
-    /// Bytes of the file consumed.
+    /// Bytes of the capture consumed (after decompression).
     pub bytes_read: u64,
     /// The last record was cut short (the capture was interrupted); the rest was analyzed.
     pub truncated_at: Option<u64>,
     /// pcapng packets naming an interface that was never described.
     pub unknown_interface_frames: u64,
+    /// Timestamps of the first and last frame.
+    pub first_ts: Option<Nanos>,
+    pub last_ts: Nanos,
+    /// Link types of the frames (pcapng may mix them), in order of first use.
+    pub link_types: Vec<u32>,
+}
+
+impl ReadSummary {
+    fn saw(&mut self, frame: &Frame<'_>) {
+        self.frames += 1;
+        self.first_ts.get_or_insert(frame.ts);
+        self.last_ts = self.last_ts.max(frame.ts);
+        if !self.link_types.contains(&frame.link.0) {
+            self.link_types.push(frame.link.0);
+        }
+    }
+}
+
+/// What one [`CaptureFile::step`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// A frame went to the callback.
+    Frame,
+    /// A block without a frame (a header, an interface description), or more bytes were read.
+    Other,
+    /// The input ended.
+    End,
+}
+
+/// How a capture file was stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Zstd,
+}
+
+const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
+const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+
+/// A reader that counts the bytes taken from the file (before decompression), for progress.
+struct Counted<R> {
+    inner: R,
+    count: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +130,12 @@ pub struct CaptureFile {
     path: PathBuf,
     reader: Box<dyn PcapReaderIterator + Send>,
     layout: Layout,
+    compression: Compression,
+    /// Bytes read from the file itself (compressed, when it is).
+    raw_read: Arc<AtomicU64>,
+    summary: ReadSummary,
+    buffer_len: usize,
+    done: bool,
 }
 
 /// What earlier blocks said about the ones that follow.
@@ -96,7 +157,8 @@ impl std::fmt::Debug for CaptureFile {
 }
 
 impl CaptureFile {
-    /// Open a capture file; `-` reads standard input.
+    /// Open a capture file; `-` reads standard input. gzip and zstd captures are read through
+    /// their decoder, told by their magic bytes.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
         if path == Path::new("-") {
             return Self::from_reader(PathBuf::from("<stdin>"), std::io::stdin());
@@ -114,12 +176,37 @@ impl CaptureFile {
         Self::from_reader(path.to_owned(), file)
     }
 
-    /// Read a capture from any byte stream; `name` is used in errors.
+    /// Read a capture from any byte stream (compressed or not); `name` is used in errors.
     pub fn from_reader<R: Read + Send + 'static>(
         name: PathBuf,
         reader: R,
     ) -> Result<Self, CaptureError> {
-        let reader = match create_reader(BUFFER_BYTES, reader) {
+        let raw_read = Arc::new(AtomicU64::new(0));
+        let counted = Counted {
+            inner: reader,
+            count: raw_read.clone(),
+        };
+        let mut buffered = BufReader::with_capacity(64 << 10, counted);
+        let head = buffered.fill_buf().map_err(|_| CaptureError::Read {
+            path: name.clone(),
+            offset: 0,
+        })?;
+        let (compression, stream): (Compression, Box<dyn Read + Send>) =
+            if head.starts_with(GZIP_MAGIC) {
+                let gz = flate2::bufread::MultiGzDecoder::new(buffered);
+                (Compression::Gzip, Box::new(gz))
+            } else if head.starts_with(ZSTD_MAGIC) {
+                let zst = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|_| {
+                    CaptureError::Read {
+                        path: name.clone(),
+                        offset: 0,
+                    }
+                })?;
+                (Compression::Zstd, Box::new(zst))
+            } else {
+                (Compression::None, Box::new(buffered))
+            };
+        let reader = match create_reader(BUFFER_BYTES, stream) {
             Ok(r) => r,
             Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
             Err(PcapError::ReadError) => {
@@ -134,6 +221,11 @@ impl CaptureFile {
             path: name,
             reader,
             layout: Layout::default(),
+            compression,
+            raw_read,
+            summary: ReadSummary::default(),
+            buffer_len: BUFFER_BYTES,
+            done: false,
         })
     }
 
@@ -141,81 +233,109 @@ impl CaptureFile {
         &self.path
     }
 
+    pub fn compression(&self) -> Compression {
+        self.compression
+    }
+
+    /// Bytes taken from the file so far (compressed bytes for a compressed file).
+    pub fn raw_bytes_read(&self) -> u64 {
+        self.raw_read.load(Ordering::Relaxed)
+    }
+
+    /// What was read so far.
+    pub fn summary(&self) -> &ReadSummary {
+        &self.summary
+    }
+
     /// Read every frame, in file order, handing each to `on_frame`; `on_progress` gets the
-    /// bytes consumed so far every few thousand frames.
+    /// file bytes consumed so far every few thousand frames.
     pub fn for_each_frame(
         &mut self,
         mut on_frame: impl FnMut(Frame<'_>),
         mut on_progress: impl FnMut(u64),
     ) -> Result<ReadSummary, CaptureError> {
-        let mut summary = ReadSummary::default();
-        let mut buffer_len = BUFFER_BYTES;
-        loop {
-            let offset = summary.bytes_read;
-            // next() never reads, so this holds for its result too
-            let exhausted = self.reader.reader_exhausted();
-            match self.reader.next() {
-                Ok((size, block)) => {
-                    let (frame, unknown_interface) = self.layout.frame_of(block);
-                    if let Some(frame) = frame {
-                        summary.frames += 1;
-                        on_frame(frame);
-                    }
-                    summary.unknown_interface_frames += u64::from(unknown_interface);
-                    self.reader.consume(size);
-                    summary.bytes_read += size as u64;
-                    if summary.frames % 4096 == 0 {
-                        on_progress(summary.bytes_read);
-                    }
-                }
-                Err(PcapError::Eof) => break,
-                // pcap-parser's word for a record cut short at the end of the input
-                Err(PcapError::UnexpectedEof) if exhausted => {
-                    summary.truncated_at = Some(offset);
-                    break;
-                }
-                Err(PcapError::Incomplete(_)) => {
-                    if self.reader.reader_exhausted() {
-                        if !self.reader.data().is_empty() {
-                            summary.truncated_at = Some(offset);
-                        }
-                        break;
-                    }
-                    let before = self.reader.data().len();
-                    self.reader.refill().map_err(|_| CaptureError::Read {
-                        path: self.path.clone(),
-                        offset,
-                    })?;
-                    let stuck =
-                        self.reader.data().len() == before && !self.reader.reader_exhausted();
-                    if stuck {
-                        // The buffer is full and still holds less than one block: grow it.
-                        buffer_len *= 2;
-                        if buffer_len > MAX_RECORD_BYTES || !self.reader.grow(buffer_len) {
-                            return Err(CaptureError::RecordTooLarge {
-                                path: self.path.clone(),
-                                offset,
-                            });
-                        }
-                    }
-                }
-                Err(PcapError::BufferTooSmall) => {
-                    return Err(CaptureError::RecordTooLarge {
-                        path: self.path.clone(),
-                        offset,
-                    })
-                }
-                Err(e) => {
-                    return Err(CaptureError::Corrupt {
-                        path: self.path.clone(),
-                        offset,
-                        detail: describe(&e),
-                    })
-                }
+        while self.step(&mut on_frame)? != Step::End {
+            if self.summary.frames % 4096 == 0 {
+                on_progress(self.raw_bytes_read());
             }
         }
-        on_progress(summary.bytes_read);
-        Ok(summary)
+        on_progress(self.raw_bytes_read());
+        Ok(self.summary.clone())
+    }
+
+    /// Handle the next block: a frame goes to `on_frame`. [`Step::End`] at the end of the
+    /// input (a record cut short at the end is noted in the summary, not an error).
+    pub fn step(&mut self, on_frame: &mut impl FnMut(Frame<'_>)) -> Result<Step, CaptureError> {
+        if self.done {
+            return Ok(Step::End);
+        }
+        let mut step = Step::Other;
+        let offset = self.summary.bytes_read;
+        // next() never reads, so this holds for its result too
+        let exhausted = self.reader.reader_exhausted();
+        match self.reader.next() {
+            Ok((size, block)) => {
+                let (frame, unknown_interface) = self.layout.frame_of(block);
+                if let Some(frame) = frame {
+                    self.summary.saw(&frame);
+                    on_frame(frame);
+                    step = Step::Frame;
+                }
+                self.summary.unknown_interface_frames += u64::from(unknown_interface);
+                self.reader.consume(size);
+                self.summary.bytes_read += size as u64;
+            }
+            Err(PcapError::Eof) => self.done = true,
+            // pcap-parser's word for a record cut short at the end of the input
+            Err(PcapError::UnexpectedEof) if exhausted => {
+                self.summary.truncated_at = Some(offset);
+                self.done = true;
+            }
+            Err(PcapError::Incomplete(_)) => self.refill(offset)?,
+            Err(PcapError::BufferTooSmall) => {
+                return Err(CaptureError::RecordTooLarge {
+                    path: self.path.clone(),
+                    offset,
+                })
+            }
+            Err(e) => {
+                return Err(CaptureError::Corrupt {
+                    path: self.path.clone(),
+                    offset,
+                    detail: describe(&e),
+                })
+            }
+        }
+        Ok(if self.done { Step::End } else { step })
+    }
+
+    /// More bytes for a block that is not complete in the buffer; the end of the input ends
+    /// the capture (a partial record is noted as truncated).
+    fn refill(&mut self, offset: u64) -> Result<(), CaptureError> {
+        if self.reader.reader_exhausted() {
+            if !self.reader.data().is_empty() {
+                self.summary.truncated_at = Some(offset);
+            }
+            self.done = true;
+            return Ok(());
+        }
+        let before = self.reader.data().len();
+        self.reader.refill().map_err(|_| CaptureError::Read {
+            path: self.path.clone(),
+            offset,
+        })?;
+        let stuck = self.reader.data().len() == before && !self.reader.reader_exhausted();
+        if stuck {
+            // The buffer is full and still holds less than one block: grow it.
+            self.buffer_len *= 2;
+            if self.buffer_len > MAX_RECORD_BYTES || !self.reader.grow(self.buffer_len) {
+                return Err(CaptureError::RecordTooLarge {
+                    path: self.path.clone(),
+                    offset,
+                });
+            }
+        }
+        Ok(())
     }
 }
 

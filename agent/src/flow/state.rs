@@ -76,6 +76,11 @@ pub struct Flow {
     server_hello: bool,
     /// A packet of this connection was captured on a loopback device.
     loopback: bool,
+    /// Another view of a connection whose first view is another flow (pre/post NAT, another
+    /// capture): its record is listed, never counted.
+    view: bool,
+    /// The other views of this connection (their client and server endpoints), once seen.
+    views: Option<Box<[FlowView]>>,
     client: Side,
     server: Side,
     first_seen: Nanos,
@@ -148,6 +153,8 @@ impl Flow {
             server_spoke: false,
             server_hello: false,
             loopback: false,
+            view: false,
+            views: None,
             client: Side::default(),
             server: Side::default(),
             first_seen: now,
@@ -193,6 +200,24 @@ impl Flow {
         } else {
             None
         }
+    }
+
+    /// This flow is another view of a connection counted elsewhere.
+    pub fn mark_view(&mut self) {
+        self.view = true;
+    }
+
+    /// Another view of this connection was seen.
+    pub fn add_view(&mut self, view: FlowView) {
+        let mut views = self.views.take().map(Vec::from).unwrap_or_default();
+        views.push(view);
+        self.views = Some(views.into_boxed_slice());
+    }
+
+    /// The client's ISN and port, when the SYN was seen (what NAT keeps of a connection).
+    pub fn client_id(&self, key: &FlowKey) -> Option<(u32, u16)> {
+        let isn = self.client_isn?;
+        Some((isn.wrapping_sub(1), key.sender(self.client_dir).1))
     }
 
     /// Heap bytes held for the client's preface (0 once classified).
@@ -368,7 +393,15 @@ impl Flow {
             end: reason,
             local,
             attempt,
+            kube_probe: class.kube_probe,
+            view: self.view,
+            views: self.views.map(Vec::from).unwrap_or_default(),
         }
+    }
+
+    /// The destination of the latest other view, where it differs (NAT).
+    fn alt_destination(&self) -> Option<Endpoint> {
+        self.views.as_ref()?.last().map(|v| (v.dst, v.dport))
     }
 
     /// Local traffic, never evidence: captured on a loopback device, or a loopback address at
@@ -392,6 +425,9 @@ impl Flow {
                 ts: now,
                 local: self.is_local(key),
                 attempt: false,
+                view: self.view,
+                kube_probe: c.kube_probe,
+                alt_dst: self.alt_destination(),
             }),
             Phase::Preface(_) => None,
         }
@@ -412,6 +448,12 @@ pub struct Connection {
     pub local: bool,
     /// No payload was ever exchanged (see [`FlowRecord::attempt`]).
     pub attempt: bool,
+    /// Another view of a connection counted by its first view: not counted again.
+    pub view: bool,
+    /// A kubelet HTTP probe (`User-Agent: kube-probe/…`).
+    pub kube_probe: bool,
+    /// Where another view of this connection went (the backend after DNAT, or the NodePort).
+    pub alt_dst: Option<Endpoint>,
 }
 
 impl From<&FlowRecord> for Connection {
@@ -425,6 +467,9 @@ impl From<&FlowRecord> for Connection {
             ts: r.first_seen,
             local: r.local,
             attempt: r.attempt,
+            view: r.view,
+            kube_probe: r.kube_probe,
+            alt_dst: r.views.last().map(|v| (v.dst, v.dport)),
         }
     }
 }
@@ -485,4 +530,21 @@ pub struct FlowRecord {
     /// A connection attempt: no payload either way (refused, unanswered, or closed before the
     /// client sent anything — a TCP probe). Counted apart, never an `unknown` connection.
     pub attempt: bool,
+    /// A kubelet HTTP probe (`User-Agent: kube-probe/…`).
+    pub kube_probe: bool,
+    /// Another view of a connection whose first view has its own record (the same client ISN
+    /// and port within a moment: pre/post NAT, or another capture): listed, never counted.
+    pub view: bool,
+    /// The other views of this connection, when this is the first (counted) one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub views: Vec<FlowView>,
+}
+
+/// One view of a connection: the endpoints a capture point saw it with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FlowView {
+    pub src: IpAddr,
+    pub sport: u16,
+    pub dst: IpAddr,
+    pub dport: u16,
 }

@@ -7,7 +7,7 @@ use std::hash::BuildHasher;
 use foldhash::fast::{FixedState, RandomState};
 
 use super::key::{Endpoint, FlowKey};
-use super::state::{Connection, EndReason, Flow, FlowRecord, PacketOutcome};
+use super::state::{Connection, EndReason, Flow, FlowRecord, FlowView, PacketOutcome};
 use crate::decode::TcpSegment;
 use crate::Nanos;
 
@@ -18,6 +18,11 @@ pub const RETRY_LINGER: Nanos = 10 * SECOND;
 /// Endpoints remembered as servers (they answered a SYN), to tell mid-stream clients apart.
 /// Past the bound the set starts over: it only guides a guess.
 const MAX_KNOWN_SERVERS: usize = 65_536;
+/// Views of one connection (pre/post NAT, another capture) carry the client's ISN and port and
+/// meet within this much capture time.
+pub const VIEW_WINDOW: Nanos = 2 * SECOND;
+/// Client SYNs remembered to join views by; past the bound the index starts over.
+const MAX_SYN_INDEX: usize = 65_536;
 /// Slots of the recently-closed cache (a hash per slot): a data segment of a connection that
 /// closed moments ago (a retransmitted FIN with data) opens no new flow.
 const CLOSED_SLOTS: usize = 4096;
@@ -62,6 +67,8 @@ pub struct TableStats {
     /// Packets of no open connection that open none: without payload and without SYN (last
     /// ACKs, a capture starting mid-connection), or with data after their connection closed.
     pub orphan_packets: u64,
+    /// Flows that were another view of a connection already tracked (joined, not counted).
+    pub views_joined: u64,
 }
 
 /// What the table hands out: each flow yields one [`Connection`] and one [`FlowRecord`].
@@ -84,6 +91,8 @@ pub struct FlowTable {
     /// Hashes of recently closed keys, direct-mapped (a collision only forgets).
     closed: Box<[u64]>,
     closed_hasher: FixedState,
+    /// Client SYNs by (ISN, client port): the first view's key and time (touched by SYNs only).
+    syn_index: HashMap<(u32, u16), (FlowKey, Nanos), RandomState>,
 }
 
 impl FlowTable {
@@ -97,7 +106,38 @@ impl FlowTable {
             servers: HashSet::default(),
             closed: vec![0; CLOSED_SLOTS].into_boxed_slice(),
             closed_hasher: FixedState::with_seed(0x636c_6f73),
+            syn_index: HashMap::default(),
         }
+    }
+
+    /// Join a new client SYN to the connection it is another view of: the same ISN and client
+    /// port within [`VIEW_WINDOW`] on another key whose flow is still open (DNAT keeps both;
+    /// SNAT keeps the ISN and, as Linux does unless the port is taken, the port). The new flow
+    /// becomes a view; the first one learns where this view went.
+    fn join_views(&mut self, key: FlowKey, seg: &TcpSegment<'_>, now: Nanos, flow: &mut Flow) {
+        if !seg.flags.syn() || seg.flags.ack() {
+            return;
+        }
+        let id = (seg.seq, seg.sport);
+        if let Some(&(first, at)) = self.syn_index.get(&id) {
+            if first != key && now.saturating_sub(at) <= VIEW_WINDOW {
+                if let Some(first_flow) = self.flows.get_mut(&first) {
+                    first_flow.add_view(FlowView {
+                        src: seg.src,
+                        sport: seg.sport,
+                        dst: seg.dst,
+                        dport: seg.dport,
+                    });
+                    flow.mark_view();
+                    self.stats.views_joined += 1;
+                    return;
+                }
+            }
+        }
+        if self.syn_index.len() >= MAX_SYN_INDEX {
+            self.syn_index.clear();
+        }
+        self.syn_index.insert(id, (key, now));
     }
 
     /// The slot and the tag of `key` in the recently-closed cache (the tag is never 0).
@@ -180,6 +220,7 @@ impl FlowTable {
         self.remember_server(seg);
         let servers = &self.servers;
         let mut flow = Flow::start(key, dir, seg, now, |e| servers.contains(&e));
+        self.join_views(key, seg, now, &mut flow);
         let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
         self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
         if outcome.classified {

@@ -35,6 +35,9 @@ fn conn(src: &str, dst: &str, security: Security) -> Connection {
         ts: 1_000,
         local: false,
         attempt: false,
+        view: false,
+        kube_probe: false,
+        alt_dst: None,
     }
 }
 
