@@ -10,8 +10,16 @@ Every client run is one TCP connection, and each is recorded, so NAME.expected.j
 the capture must yield; a scenario captured at several vantage points writes one expected file
 per capture, with the connections that vantage point sees between pods.
 
+The nat scenario wires a routed node instead (Calico-style: a /32 per pod behind its own veth,
+proxy ARP, no bridge) with kube-proxy's DNAT for a ClusterIP Service and a NodePort with SNAT, an
+outside host, and the node's own clients (hostNetwork, kubelet's HTTP and TCP probes): one
+connection shows up in several views, and its expected file counts it once, at its backend.
+pcaps/multi/ holds cases of several inputs analyzed together (two vantage points, one file twice,
+gzip and zstd copies, a directory of tcpdump -G rotated files): see pcaps/multi/README.md.
+
 Needs root, iproute2, iptables, tcpdump, dumpcap, openssl, gnutls-bin, curl, ethtool, mergecap,
-setpriv. Touches only namespaces it creates (all named mw-*) and removes them.
+setpriv, gzip, zstd. Touches only namespaces it creates (all named mw-*, or with the prefix in
+$MESHWATCH_NETNS_PREFIX) and removes them.
 Usage: sudo python3 pcaps/generate.py [--out DIR] [SCENARIO...]   (DIR defaults to pcaps/)
 """
 import json
@@ -36,6 +44,11 @@ PEER = os.path.join(HERE, "longconn.py")
 PROXY_UID = 1337  # istio-proxy: its own connections are not redirected
 CAPTURE_BUFFER_KIB = 32768  # tcpdump -B for the captures of the in-pod and midstream scenarios
 MIN_CONNECTIONS = 5  # the analyzer's default: fewer mTLS connections are "insufficient"
+# every network namespace made here is named PREFIX...; a run deletes what it finds under its
+# prefix first (leftovers of an aborted run). Two runs at once (say, a live test importing this
+# module and a regeneration) must use different prefixes: MESHWATCH_NETNS_PREFIX=mw2- ...
+NETNS = os.environ.get("MESHWATCH_NETNS_PREFIX", "mw-")
+POD_GATEWAY = "169.254.1.1"  # a routed pod's next hop (Calico's): answered by proxy ARP
 # istio-iptables' nat rules for a sidecar (iptables-restore input, as istio-iptables applies them;
 # without the DNS, tproxy and exclusion options): inbound TCP to 15006 except Istio's own ports,
 # outbound TCP of everyone but istio-proxy (uid/gid 1337) to 15001, Envoy's inbound leg from
@@ -74,10 +87,16 @@ def ns(name, *args, **kw):
 
 
 class Lab:
-    """A node namespace with a bridge, pods attached to it, and the connections made."""
+    """A node namespace with a bridge, pods attached to it, and the connections made. With
+    routed=True there is no bridge: each pod has a /32 behind its own veth, a default route via
+    a link-local next hop that the node answers by proxy ARP, and the node routes between the
+    veths (Calico-style)."""
 
-    def __init__(self, tmp, v6=False, node="mw-node", bridge_ip="10.244.1.1"):
+    def __init__(self, tmp, v6=False, node=NETNS + "node", bridge_ip="10.244.1.1", routed=False):
         self.tmp, self.v6, self.node, self.bridge_ip = tmp, v6, node, bridge_ip
+        self.routed = routed
+        self.node_ips = None  # the node's addresses in the workloads file (default: the bridge's)
+        self.services = []  # the workloads file's services: lines
         self.pods = {}  # "ns/name" -> (netns, ip)
         self.servers = []
         self.connections = []  # (source, destination, port, security)
@@ -85,6 +104,10 @@ class Lab:
         self.sidecar_modes = {}  # client "ns/name" -> {destination "ns/name": "mtls" | "disable"}
         self.cleanup()
         sh("ip", "netns", "add", node)
+        if routed:
+            ns(node, "ip", "link", "set", "lo", "up")
+            ns(node, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+            return
         ns(node, "ip", "link", "add", "br0", "type", "bridge")
         ns(node, "ip", "addr", "add", f"{bridge_ip}/24", "dev", "br0")
         if v6:
@@ -97,7 +120,7 @@ class Lab:
         out = sh("ip", "netns", "list", capture_output=True, text=True).stdout
         for line in out.splitlines():
             name = line.split()[0] if line.split() else ""
-            if name.startswith("mw-"):
+            if name.startswith(NETNS):
                 sh("ip", "netns", "pids", name, check=False, capture_output=True)
                 pids = sh("ip", "netns", "pids", name, check=False, capture_output=True, text=True).stdout.split()
                 for p in pids:
@@ -109,10 +132,12 @@ class Lab:
 
     def pod(self, workload, index, mtu=None):
         """Add a pod ("ns/name") with IPv4 10.244.1.<index> (and fd00:244::<index>)."""
-        netns = "mw-" + workload.replace("/", "-")
+        netns = NETNS + workload.replace("/", "-")
         host_if = f"v{index}"
         ip4 = f"10.244.1.{index}"
         ip6 = f"fd00:244::{index:x}"
+        if self.routed:
+            return self._routed_pod(workload, netns, host_if, ip4)
         sh("ip", "netns", "add", netns)
         ns(self.node, "ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns)
         ns(self.node, "ip", "link", "set", host_if, "master", "br0", "up")
@@ -128,6 +153,24 @@ class Lab:
             ns(self.node, "ethtool", "-K", host_if, "tso", "off", "gso", "off", "gro", "off", capture_output=True)
         ns(netns, "ip", "link", "set", "eth0", "up")
         self.pods[workload] = (netns, ip6 if self.v6 else ip4, ip4, ip6)
+        return netns
+
+    def _routed_pod(self, workload, netns, host_if, ip4):
+        """Calico's pod wiring: the pod's /32 on eth0, a default route via 169.254.1.1 (no
+        such address exists: the node's veth answers its ARP by proxy), and a /32 route per
+        pod on the node. The node's veth has no address."""
+        sh("ip", "netns", "add", netns)
+        ns(self.node, "ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns)
+        ns(self.node, "sysctl", "-qw", f"net.ipv4.conf.{host_if}.proxy_arp=1")
+        ns(self.node, "sysctl", "-qw", f"net.ipv4.neigh.{host_if}.proxy_delay=0")
+        ns(self.node, "ip", "link", "set", host_if, "up")
+        ns(self.node, "ip", "route", "add", f"{ip4}/32", "dev", host_if)
+        ns(netns, "ip", "link", "set", "lo", "up")
+        ns(netns, "ip", "addr", "add", f"{ip4}/32", "dev", "eth0")
+        ns(netns, "ip", "link", "set", "eth0", "up")
+        ns(netns, "ip", "route", "add", POD_GATEWAY, "dev", "eth0", "scope", "link")
+        ns(netns, "ip", "route", "add", "default", "via", POD_GATEWAY, "dev", "eth0")
+        self.pods[workload] = (netns, ip4, ip4, "")
         return netns
 
     def addr(self, workload):
@@ -207,15 +250,19 @@ class Lab:
 
     # ---- Istio sidecars (pcaps/sidecar.py behind istio-iptables)
 
-    def sidecar(self, workload, modes=None):
+    def sidecar(self, workload, modes=None, services=None):
         """Start an emulated istio-proxy in the pod as uid/gid 1337 and install istio-iptables'
-        nat rules; `modes` maps destination workloads to "mtls" (default) or "disable"."""
+        nat rules; `modes` maps destination workloads to "mtls" (default) or "disable";
+        `services` maps "ClusterIP:port" to the endpoint "podIP:targetPort" it connects to
+        instead (Envoy load-balances to endpoints: its connections never carry a ClusterIP)."""
         netns, _a, ip4, _ip6 = self.pods[workload]
         ns_name, name = workload.split("/")
         self.sidecar_modes[workload] = modes or {}
         config = {"pod": {"ip": ip4, "name": f"{name}-xxx", "namespace": ns_name},
                   "destinations": {self.pods[d][2]: {"workload": d, "mode": (modes or {}).get(d, "mtls")}
                                    for d in self.pods if d != workload}}
+        if services:
+            config["services"] = services
         path = os.path.join(self.tmp, f"sidecar-{netns}.json")
         with open(path, "w") as f:
             json.dump(config, f)
@@ -256,9 +303,14 @@ class Lab:
 
     # ---- capture
 
-    def capture(self, path, iface="br0", linktype=None, netns=None, nanos=False, buffer_kib=None):
+    def capture(self, path, iface="br0", linktype=None, netns=None, nanos=False, buffer_kib=None,
+                rotate_seconds=None):
         args = ["ip", "netns", "exec", netns or self.node, "tcpdump", "-i", iface, "--immediate-mode",
                 "-U", "-s", "262144", "-w", path, "tcp or udp port 4789"]
+        if rotate_seconds:
+            # a new file (path is a strftime pattern) every N seconds; -Z root: tcpdump would
+            # otherwise open the later files as its unprivileged user
+            args[-1:-1] = ["-G", str(rotate_seconds), "-Z", "root"]
         if buffer_kib:
             # the default 2 MiB ring holds few 256 KiB blocks: "-i any" then drops packets
             args[-1:-1] = ["-B", str(buffer_kib)]
@@ -316,7 +368,17 @@ def workloads_yaml(lab, path):
         mesh = f", mesh: {lab.mesh[w]}" if w in lab.mesh else ""
         lines.append(f"  - {{namespace: {n}, workload: {name}, service_account: {name}, "
                      f"ips: [{', '.join(json.dumps(i) for i in ips)}]{mesh}}}")
-    lines += ["nodes:", f"  - {{name: node-1, ips: [{lab.bridge_ip}" + (", \"fd00:244::1\"" if lab.v6 else "") + "]}"]
+    if lab.node_ips is not None:
+        lines += ["nodes:", f"  - {{name: node-1, ips: [{', '.join(lab.node_ips)}]}}"]
+    else:
+        lines += ["nodes:", f"  - {{name: node-1, ips: [{lab.bridge_ip}" + (", \"fd00:244::1\"" if lab.v6 else "") + "]}"]
+    if lab.services:
+        lines.append("services:")
+        for svc in lab.services:
+            ports = ", ".join(f"{{port: {p}, target_port: {t}}}" for p, t in svc["ports"])
+            lines.append(f"  - {{namespace: {svc['namespace']}, name: {svc['name']}, "
+                         f"cluster_ips: [{', '.join(svc['cluster_ips'])}], ports: [{ports}], "
+                         f"workload: {svc['workload']}}}")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -447,7 +509,7 @@ def scenario_vxlan(lab, out):
     """A VXLAN overlay between two nodes (flannel-style, VNI 1, UDP 4789): the client pod on
     node A, the server pod on node B; captured on node A's underlay link."""
     lab.pod("foo/sleep", 12)
-    node_b = "mw-node-b"
+    node_b = NETNS + "node-b"
     sh("ip", "netns", "add", node_b)
     ns(node_b, "ip", "link", "set", "lo", "up")
     ns(lab.node, "ip", "link", "add", "ul0", "type", "veth", "peer", "name", "ul0", "netns", node_b)
@@ -463,7 +525,7 @@ def scenario_vxlan(lab, out):
     ns(node_b, "ip", "link", "set", "br0", "up")
     ns(node_b, "ip", "link", "set", "vx0", "master", "br0", "up")
     # the server pod hangs off node B's bridge
-    netns = "mw-foo-httpbin"
+    netns = NETNS + "foo-httpbin"
     sh("ip", "netns", "add", netns)
     ns(node_b, "ip", "link", "add", "v11", "type", "veth", "peer", "name", "eth0", "netns", netns)
     ns(node_b, "ip", "link", "set", "v11", "master", "br0", "up")
@@ -676,6 +738,376 @@ def scenario_midstream(lab, out):
     return expected
 
 
+# ---- a routed node with kube-proxy's Service NAT (issue 14)
+
+NODE_IP = "10.0.0.5"  # the node's address on its external link
+OUTSIDE_IP = "192.0.2.10"  # a host outside the cluster (not in the workloads file)
+CLUSTER_IP, SERVICE_PORT, NODE_PORT = "10.96.0.50", 80, 30080
+NAT_BACKEND = "10.244.1.21"  # foo/httpbin's pod: the Service's only endpoint
+NAT_PODS = [("foo/httpbin", 21), ("foo/sleep", 12), ("legacy/sleep", 31)]
+KUBE_PROBE_UA = "kube-probe/1.30"
+# kube-proxy's iptables mode for one Service (foo/httpbin, port 80 -> targetPort 8000, nodePort
+# 30080, one endpoint), as iptables-save shows it with readable chain names. Service portals in
+# PREROUTING (pods' traffic) and OUTPUT (the node's own); NodePort traffic is marked and
+# MASQUERADEd to the node's address, as is ClusterIP traffic from outside the pod CIDR. Unlike
+# kube-proxy, no --random-fully: conntrack keeps the client's source port where it can, as NAT
+# without port randomisation does.
+KUBE_PROXY_IPTABLES = f"""*nat
+:KUBE-SERVICES - [0:0]
+:KUBE-NODEPORTS - [0:0]
+:KUBE-POSTROUTING - [0:0]
+:KUBE-MARK-MASQ - [0:0]
+:KUBE-SVC-FOO-HTTPBIN-HTTP - [0:0]
+:KUBE-EXT-FOO-HTTPBIN-HTTP - [0:0]
+:KUBE-SEP-FOO-HTTPBIN-1 - [0:0]
+-A PREROUTING -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A OUTPUT -m comment --comment "kubernetes service portals" -j KUBE-SERVICES
+-A POSTROUTING -m comment --comment "kubernetes postrouting rules" -j KUBE-POSTROUTING
+-A KUBE-MARK-MASQ -j MARK --set-xmark 0x4000/0x4000
+-A KUBE-POSTROUTING -m mark ! --mark 0x4000/0x4000 -j RETURN
+-A KUBE-POSTROUTING -j MARK --set-xmark 0x0/0x4000
+-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE
+-A KUBE-SERVICES -d {CLUSTER_IP}/32 -p tcp -m comment --comment "foo/httpbin:http cluster IP" -m tcp --dport {SERVICE_PORT} -j KUBE-SVC-FOO-HTTPBIN-HTTP
+-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports" -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS
+-A KUBE-NODEPORTS -p tcp -m comment --comment "foo/httpbin:http" -m tcp --dport {NODE_PORT} -j KUBE-EXT-FOO-HTTPBIN-HTTP
+-A KUBE-EXT-FOO-HTTPBIN-HTTP -m comment --comment "masquerade traffic for foo/httpbin:http external destinations" -j KUBE-MARK-MASQ
+-A KUBE-EXT-FOO-HTTPBIN-HTTP -j KUBE-SVC-FOO-HTTPBIN-HTTP
+-A KUBE-SVC-FOO-HTTPBIN-HTTP ! -s 10.244.0.0/16 -d {CLUSTER_IP}/32 -p tcp -m comment --comment "foo/httpbin:http cluster IP" -m tcp --dport {SERVICE_PORT} -j KUBE-MARK-MASQ
+-A KUBE-SVC-FOO-HTTPBIN-HTTP -m comment --comment "foo/httpbin:http -> {NAT_BACKEND}:{APP_PORT}" -j KUBE-SEP-FOO-HTTPBIN-1
+-A KUBE-SEP-FOO-HTTPBIN-1 -s {NAT_BACKEND}/32 -m comment --comment "foo/httpbin:http" -j KUBE-MARK-MASQ
+-A KUBE-SEP-FOO-HTTPBIN-1 -p tcp -m comment --comment "foo/httpbin:http" -m tcp -j DNAT --to-destination {NAT_BACKEND}:{APP_PORT}
+COMMIT
+"""
+TCP_PROBE = "import socket, sys; socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=5).close()"
+
+
+def http_get(netns, url, *headers):
+    """curl, one TCP connection; the call must answer 200."""
+    args = ["curl", "-s", "-m", "10", "-o", "/dev/null", "-w", "%{http_code}"]
+    for h in headers:
+        args += ["-H", h]
+    r = ns(netns, *args, url, check=False, timeout=20, capture_output=True, text=True)
+    if r.stdout != "200":
+        raise RuntimeError(f"{netns}: {url}: HTTP {r.stdout!r}")
+
+
+def expect_nat_view(made, sees, views):
+    """What one vantage point of the nat scenario must yield. `made` holds every connection as
+    made: the client as the earliest view names it, the backend port, its class, the blocker
+    kind (None: no blocker), whether the client sent payload, and in how many distinct views
+    (address/port pairs: pre- and post-NAT) each capture holds it (m[views])."""
+    seen = [m for m in made if sees(m)]
+    payload = [m for m in seen if m["payload"]]
+    counts, blockers = {}, {}
+    for m in payload:
+        k = (m["source"], "foo/httpbin", m["port"], m["security"])
+        counts[k] = counts.get(k, 0) + 1
+        if m["kind"]:
+            b = (m["source"], m["security"], m["port"], m["kind"], m["client_mesh"])
+            blockers[b] = blockers.get(b, 0) + 1
+    edges = [{"source": s, "destination": d, "port": p, "security": sec, "connections": n}
+             for (s, d, p, sec), n in sorted(counts.items())]
+    verdict = {"verdict": "blocked", "blockers": [
+        {"source": s, "security": sec, "port": p, "connections": n, "client_mesh": mesh, "kind": kind}
+        for (s, sec, p, kind, mesh), n in sorted(blockers.items())]}
+    return {"edges": edges, "verdicts": {"foo/httpbin": verdict}, "namespaces": {"foo": "blocked"},
+            "mesh": "blocked", "summary_connections": len(payload),
+            "attempts": sum(not m["payload"] for m in seen),
+            "min_views": sum(m[views] > 1 for m in seen)}
+
+
+def scenario_nat(lab, out):
+    """A routed node (Calico-style: /32 per pod, proxy ARP, no bridge) with kube-proxy's DNAT
+    for the ClusterIP Service foo/httpbin (10.96.0.50:80 -> 10.244.1.21:8000) and its NodePort
+    30080 (SNAT to the node), an outside host on the node's external link, and the node itself
+    as a client: a hostNetwork curl, kubelet HTTP probes to the app port (probe rewrite off) and
+    to pilot-agent's 15020 (Istio's rewrite), and kubelet TCP probes (connect, close: attempts).
+    foo/sleep's sidecar dials the Service and connects to the endpoint as Envoy does (mTLS pod
+    to pod); legacy/sleep (no sidecar) dials the ClusterIP in plaintext. Captured at once on the
+    node (-i any: every forwarded packet on two veths, pre- and post-NAT) and inside
+    legacy/sleep (-i any: only the ClusterIP view exists there)."""
+    lab.node_ips = [NODE_IP]
+    lab.services = [{"namespace": "foo", "name": "httpbin", "cluster_ips": [CLUSTER_IP],
+                     "ports": [(SERVICE_PORT, APP_PORT)], "workload": "httpbin"}]
+    node, outside = lab.node, NETNS + "outside"
+    for w, i in NAT_PODS:
+        lab.pod(w, i)
+    # the node's external link, to a host outside the cluster
+    sh("ip", "netns", "add", outside)
+    ns(node, "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "eth0", "netns", outside)
+    ns(node, "ip", "addr", "add", f"{NODE_IP}/24", "dev", "ext0")
+    ns(node, "ip", "link", "set", "ext0", "up")
+    ns(outside, "ip", "link", "set", "lo", "up")
+    ns(outside, "ip", "addr", "add", f"{OUTSIDE_IP}/24", "dev", "eth0")
+    ns(outside, "ip", "link", "set", "eth0", "up")
+    ns(outside, "ip", "route", "add", "10.0.0.0/24", "dev", "eth0")
+    ns(node, "ip", "route", "add", "192.0.2.0/24", "dev", "ext0")
+    # a default route out of another interface is what makes proxy ARP answer for 169.254.1.1
+    ns(node, "ip", "route", "add", "default", "via", OUTSIDE_IP, "dev", "ext0")
+    ns(node, "iptables-restore", "--noflush", input=KUBE_PROXY_IPTABLES.encode())
+    # foo/httpbin: the app on 8000 behind its sidecar (PERMISSIVE inbound); pilot-agent's status
+    # port 15020 reachable on the pod IP for kubelet's rewritten probes (istio-iptables leaves
+    # 15020 alone; sidecar.py holds 127.0.0.1:15020 for the pod's own merged-metrics scrape)
+    httpbin = lab.pods["foo/httpbin"][0]
+    lab.serve("foo/httpbin", APP_PORT)
+    p = subprocess.Popen(["ip", "netns", "exec", httpbin, sys.executable, SERVER, "--port", str(PILOT_AGENT_PORT),
+                          "--cert", lab.cert, "--key", lab.key, "--bind", NAT_BACKEND],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    lab.servers.append(p)
+    lab.wait_listening("foo/httpbin", APP_PORT)
+    lab.sidecar("foo/httpbin")
+    lab.sidecar("foo/sleep", services={f"{CLUSTER_IP}:{SERVICE_PORT}": f"{NAT_BACKEND}:{APP_PORT}"})
+    lab.mesh["legacy/sleep"] = "none"
+    lab.wait_listening("foo/httpbin", PILOT_AGENT_PORT)
+    sleep, legacy = lab.pods["foo/sleep"][0], lab.pods["legacy/sleep"][0]
+    made = []
+
+    def record(source, port, security, kind, views, payload=True, client_pod=False):
+        # views: on the node (the client pod's capture has one view of what it sees)
+        made.append({"source": source, "port": port, "security": security, "kind": kind, "node_views": views,
+                     "pod_views": 1, "payload": payload, "client_pod": client_pod, "client_mesh": "none"})
+        if payload:
+            lab._record(source, "foo/httpbin", port, security)
+
+    service_url = f"http://{CLUSTER_IP}:{SERVICE_PORT}/ip"
+    backend = f"http://{NAT_BACKEND}:{APP_PORT}"
+
+    def mtls():  # the app dials the Service; its sidecar connects to the endpoint: one view
+        http_get(sleep, service_url)
+        record("foo/sleep", APP_PORT, "istio_mtls", None, 1)
+
+    def legacy_plaintext():  # DNAT on the node: the ClusterIP view, then the backend view
+        http_get(legacy, service_url)
+        record("legacy/sleep", APP_PORT, "plaintext", "no_sidecar", 2, client_pod=True)
+
+    def nodeport():  # outside -> node:30080, then (DNAT + MASQUERADE) node -> pod:8000
+        http_get(outside, f"http://{NODE_IP}:{NODE_PORT}/ip")
+        record(OUTSIDE_IP, APP_PORT, "plaintext", "nodeport", 2)
+
+    def host_network():  # a hostNetwork pod's curl: from the node's address
+        http_get(node, f"{backend}/ip")
+        record("node:node-1", APP_PORT, "plaintext", "node", 1)
+
+    def kube_probe():  # kubelet's HTTP probe with the probe rewrite off: the app port
+        http_get(node, f"{backend}/healthz", f"User-Agent: {KUBE_PROBE_UA}", "Connection: close")
+        record("node:node-1", APP_PORT, "plaintext", "kubelet_probe", 1)
+
+    def rewritten_probe():  # Istio's rewrite: kubelet probes pilot-agent's 15020 (exempt)
+        http_get(node, f"http://{NAT_BACKEND}:{PILOT_AGENT_PORT}/app-health/httpbin/readyz",
+                 f"User-Agent: {KUBE_PROBE_UA}", "Connection: close")
+        record("node:node-1", PILOT_AGENT_PORT, "plaintext", None, 1)
+
+    def tcp_probe():  # kubelet's TCP probe: connect and close, no payload (an attempt)
+        ns(node, sys.executable, "-c", TCP_PROBE, NAT_BACKEND, str(APP_PORT), timeout=20)
+        record("node:node-1", APP_PORT, "unknown", None, 1, payload=False)
+
+    d = os.path.dirname(out)
+    node_cap = os.path.join(d, "nat-node-any.pcap")
+    pod_cap = os.path.join(d, "nat-client-pod.pcap")
+    caps = [(node_cap, lab.capture(node_cap, iface="any", linktype="LINUX_SLL2", buffer_kib=CAPTURE_BUFFER_KIB)),
+            (pod_cap, lab.capture(pod_cap, iface="any", linktype="LINUX_SLL", netns=legacy,
+                                  buffer_kib=CAPTURE_BUFFER_KIB))]
+    for i in range(6):
+        mtls()
+        if i % 2 == 0:
+            legacy_plaintext()
+        if i < 2:
+            nodeport()
+            host_network()
+            kube_probe()
+            rewritten_probe()
+        if i < 3:
+            tcp_probe()
+    for path, cap in caps:
+        if lab.stop(cap):
+            raise RuntimeError(f"{path}: the capture dropped packets")
+    return [(node_cap, expect_nat_view(made, lambda m: True, "node_views")),
+            (pod_cap, expect_nat_view(made, lambda m: m["client_pod"], "pod_views"))]
+
+
+# ---- multi-capture cases (pcaps/multi/): several inputs analyzed together
+
+MULTI = "multi"  # beside the captures: NAME.expected.json with "inputs" relative to the captures' dir
+
+
+def write_json(path, obj):
+    with open(path, "w") as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+
+def next_second(after=0.05):
+    """Sleep until just past the next whole second of the wall clock."""
+    now = time.time()
+    time.sleep(int(now) + 1 + after - now)
+
+
+def scenario_rotated(lab, out):
+    """One run captured on the bridge by tcpdump -G 1 into a directory of time-named files
+    (multi/rotated/rotated-YYYYmmdd-HHMMSS.pcap): ten connections in four bursts two seconds
+    apart, one of them a keep-alive HTTP connection opened in the first burst and used again in
+    the last (its packets lie three files apart), one a connect-and-close attempt. tcpdump opens
+    the next file with the first packet of a later wall-clock second than the current file's:
+    each burst starts just past a whole second and lasts well under one, so each burst is one
+    file, and the file opened at the start holds no packet (header only): five files. Writes
+    multi/directory.expected.json (input: the directory) and its workloads file."""
+    d = os.path.join(os.path.dirname(out), MULTI)
+    rotated = os.path.join(d, "rotated")
+    os.makedirs(rotated, exist_ok=True)
+    for old in os.listdir(rotated):
+        os.unlink(os.path.join(rotated, old))
+    for w, i in (("foo/httpbin", 11), ("foo/sleep", 12), ("legacy/sleep", 31)):
+        lab.pod(w, i)
+    lab.mesh.update({"foo/httpbin": "sidecar", "foo/sleep": "sidecar", "legacy/sleep": "none"})
+    lab.serve("foo/httpbin", APP_PORT)
+    lab.wait_listening("foo/httpbin", APP_PORT)
+    keepalive_port = 8080
+    Peer(lab, "foo/httpbin", "http-server", "--port", str(keepalive_port), ready="listening")
+    cap = lab.capture(os.path.join(rotated, "rotated-%Y%m%d-%H%M%S.pcap"), rotate_seconds=1)
+    next_second()
+    web = Peer(lab, "legacy/sleep", "http-client", "--connect", f"{lab.addr('foo/httpbin')}:{keepalive_port}",
+               ready="connected")
+    if web.do("get /ip") != "200":
+        raise RuntimeError("keep-alive GET failed")
+    lab._record("legacy/sleep", "foo/httpbin", keepalive_port, "plaintext")
+    lab.mtls("foo/sleep", "foo/httpbin")
+    lab.plaintext("legacy/sleep", "foo/httpbin")
+    next_second()
+    next_second()
+    lab.mtls("foo/sleep", "foo/httpbin")
+    lab.mtls("foo/sleep", "foo/httpbin")
+    lab.plaintext("legacy/sleep", "foo/httpbin")
+    next_second()
+    next_second()
+    lab.mtls("foo/sleep", "foo/httpbin")
+    lab.mtls("foo/sleep", "foo/httpbin")
+    lab.plaintext("legacy/sleep", "foo/httpbin")
+    # connect and close: an attempt (to the keep-alive server, which then closes without a
+    # word; permissive_server.py would answer even an empty request)
+    ns(lab.pods["legacy/sleep"][0], sys.executable, "-c", TCP_PROBE, lab.addr("foo/httpbin"), str(keepalive_port),
+       timeout=20)
+    next_second()
+    next_second()
+    if web.do("get /ip") != "200":  # the same connection, files later
+        raise RuntimeError("keep-alive GET failed")
+    web.do("close")
+    if lab.stop(cap):
+        raise RuntimeError("rotated: the capture dropped packets")
+    files = sorted(os.listdir(rotated))
+    if len(files) != 5:  # a burst that outlasted its second (a loaded machine): run it again
+        raise RuntimeError(f"rotated: {len(files)} files, want 5")
+    for name in files:
+        os.chmod(os.path.join(rotated, name), 0o644)
+    workloads_yaml(lab, os.path.join(d, "directory.workloads.yaml"))
+    expected = expect_view(lab, lab.connections)
+    for v in expected["verdicts"].values():
+        for b in v.get("blockers", []):
+            b["kind"] = blocker_kind(b)
+    expected.update({"inputs": [f"{MULTI}/rotated"], "workloads": "directory.workloads.yaml", "files": len(files),
+                     "summary_connections": len(lab.connections), "attempts": 1, "min_views": 0})
+    write_json(os.path.join(d, "directory.expected.json"), expected)
+    print(f"rotated: {len(lab.connections)} connections and 1 attempt in {len(files)} files -> {rotated}")
+    return []
+
+
+def blocker_kind(b):
+    """The kind of a blocker from a pod (or an unknown address not behind a NodePort)."""
+    if b["security"] == "tls":
+        return "app_tls"
+    return "sidecar_plaintext" if b.get("client_mesh") == "sidecar" else "no_sidecar"
+
+
+def load_expected(stem):
+    with open(os.path.join(OUT, f"{stem}.expected.json")) as f:
+        return json.load(f)
+
+
+def copy_workloads(stem, name):
+    with open(os.path.join(OUT, f"{stem}.workloads.yaml")) as f:
+        text = f.read()
+    with open(os.path.join(OUT, MULTI, f"{name}.workloads.yaml"), "w") as f:
+        f.write(text)
+    return f"{name}.workloads.yaml"
+
+
+def verdicts_of(edges, mesh_of):
+    """Workload verdicts from summed pod-to-pod edges (sources are pods; node sources only on
+    exempt ports), by the rules of expect_view; blockers with the client's mesh and kind."""
+    verdicts, by_ns = {}, {}
+    for dest in sorted({e["destination"] for e in edges}):
+        inbound = [e for e in edges if e["destination"] == dest and not e["source"].startswith("node:")]
+        blockers = [{"source": e["source"], "security": e["security"], "port": e["port"],
+                     "connections": e["connections"], "client_mesh": mesh_of(e)}
+                    for e in inbound if e["security"] in ("plaintext", "tls")]
+        for b in blockers:
+            b["kind"] = blocker_kind(b)
+        if blockers:
+            verdicts[dest] = {"verdict": "blocked", "blockers": blockers}
+        elif sum(e["connections"] for e in inbound) >= MIN_CONNECTIONS:
+            verdicts[dest] = {"verdict": "ready"}
+        by_ns.setdefault(dest.split("/")[0], []).append(verdicts.get(dest, {}).get("verdict"))
+    namespaces = {n: "blocked" if "blocked" in vs else "ready" for n, vs in by_ns.items()}
+    return verdicts, namespaces, "blocked" if "blocked" in namespaces.values() else "ready"
+
+
+def sum_edges(*edge_lists, combine=lambda a, b: a + b):
+    counts = {}
+    for edges in edge_lists:
+        for e in edges:
+            k = (e["source"], e["destination"], e["port"], e["security"])
+            counts[k] = combine(counts[k], e["connections"]) if k in counts else e["connections"]
+    return [{"source": s, "destination": d, "port": p, "security": sec, "connections": n}
+            for (s, d, p, sec), n in sorted(counts.items())]
+
+
+def derive_multi():
+    """Cases of several inputs, from the captures and expectations generated above:
+    two-vantages (the in-pod scenario's client and server eth0: the connections between them
+    count once), same-file-twice (nat-node-any.pcap twice: as once), compressed (a gzip and a
+    zstd copy of two captures of separate runs: their sum). multi/rotated and its expectation
+    come from the rotated scenario."""
+    d = os.path.join(OUT, MULTI)
+    os.makedirs(d, exist_ok=True)
+    # two vantage points of one run: every connection an edge holds is seen by the client pod
+    # (source foo/sleep) or the server pod (destination foo/httpbin) or both, whole: the union
+    # of two views of one edge is the larger count
+    a, b = "in-pod-client-eth0", "in-pod-server-eth0"
+    ea, eb = load_expected(a), load_expected(b)
+    edges = sum_edges(ea["edges"], eb["edges"], combine=max)
+    mesh = {(bl["source"], dest): bl["client_mesh"] for e in (ea, eb)
+            for dest, v in e["verdicts"].items() for bl in v.get("blockers", [])}
+    verdicts, namespaces, mesh_verdict = verdicts_of(edges, lambda e: mesh[(e["source"], e["destination"])])
+    write_json(os.path.join(d, "two-vantages.expected.json"), {
+        "inputs": [f"{a}.pcap", f"{b}.pcap"], "workloads": copy_workloads(a, "two-vantages"),
+        "edges": edges, "verdicts": verdicts, "namespaces": namespaces, "mesh": mesh_verdict,
+        # both pods see the same addresses and ports (no NAT between them): one flow key, the
+        # copies are duplicate packets, not views under another key
+        "summary_connections": sum(e["connections"] for e in edges), "attempts": 0,
+        "min_views": 0})
+    # the same file twice: the same connections, counted once
+    nat = load_expected("nat-node-any")
+    twice = {k: v for k, v in nat.items() if k != "workloads"}
+    twice.update({"inputs": ["nat-node-any.pcap", "nat-node-any.pcap"],
+                  "workloads": copy_workloads("nat-node-any", "same-file-twice")})
+    write_json(os.path.join(d, "same-file-twice.expected.json"), twice)
+    # compressed copies of two runs that share their pods' addresses (ipv6's workloads file
+    # names the IPv4 ones too): gzip and zstd, read together, count their sum
+    a, b = "istio-migration-before", "ipv6"
+    gz, zst = f"{MULTI}/{a}.pcap.gz", f"{MULTI}/{b}.pcap.zst"
+    with open(os.path.join(OUT, gz), "wb") as f:
+        sh("gzip", "-9", "-n", "-c", os.path.join(OUT, f"{a}.pcap"), stdout=f)
+    with open(os.path.join(OUT, zst), "wb") as f:
+        sh("zstd", "-19", "-q", "-c", os.path.join(OUT, f"{b}.pcap"), stdout=f)
+    ea, eb = load_expected(a), load_expected(b)
+    edges = sum_edges(ea["edges"], eb["edges"])
+    verdicts, namespaces, mesh_verdict = verdicts_of(edges, lambda e: "none")  # no sidecar's headers
+    write_json(os.path.join(d, "compressed.expected.json"), {
+        "inputs": [gz, zst], "workloads": copy_workloads(b, "compressed"),
+        "edges": edges, "verdicts": verdicts, "namespaces": namespaces, "mesh": mesh_verdict,
+        "summary_connections": sum(e["connections"] for e in edges), "attempts": 0, "min_views": 0})
+    print(f"multi: two-vantages, same-file-twice, compressed -> {d}")
+
+
 SCENARIOS = {
     "istio-migration-before": (scenario_migration_before, {}),
     "istio-migration-after": (scenario_migration_after, {}),
@@ -686,7 +1118,11 @@ SCENARIOS = {
     "vxlan-overlay": (scenario_vxlan, {}),
     "in-pod": (scenario_in_pod, {}),
     "midstream": (scenario_midstream, {}),
+    "nat": (scenario_nat, {"routed": True}),
+    "rotated": (scenario_rotated, {}),
 }
+# derived from the captures of the scenarios above, in this order
+DERIVED = {"mixed-interfaces": lambda: derive_mixed_interfaces(), "multi": lambda: derive_multi()}
 
 
 def edges_of(connections):
@@ -768,14 +1204,14 @@ def main():
         OUT = os.path.abspath(args[1])
         os.makedirs(OUT, exist_ok=True)
         args = args[2:]
-    names = args or list(SCENARIOS) + ["mixed-interfaces"]
+    names = args or list(SCENARIOS) + list(DERIVED)
     for n in names:
-        if n == "mixed-interfaces":
-            derive_mixed_interfaces()  # from the captures of two scenarios above
+        if n in DERIVED:
+            DERIVED[n]()  # from the captures of scenarios above
         elif n in SCENARIOS:
             run(n)
         else:
-            sys.exit(f"unknown scenario {n}; known: {', '.join(SCENARIOS)}, mixed-interfaces")
+            sys.exit(f"unknown scenario {n}; known: {', '.join(list(SCENARIOS) + list(DERIVED))}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,10 @@ connections take the same paths through the kernel that Envoy's do.
 Bytes are piped both ways until either side closes; then both are closed. Stdlib only.
 Usage: sidecar.py --config FILE --cert PEM --key PEM
   config: {"pod": {"ip": IP, "name": POD, "namespace": NS},
-           "destinations": {IP: {"workload": "ns/name", "mode": "mtls"|"disable"}}}
+           "destinations": {IP: {"workload": "ns/name", "mode": "mtls"|"disable"}},
+           "services": {"CLUSTER_IP:PORT": "ENDPOINT_IP:TARGET_PORT"}}   (services: optional)
+  A Service's ClusterIP:port is connected to at its endpoint, as Envoy load-balances to the
+  endpoints of a cluster; the SNI keeps the Service port, as Istio's does.
 """
 import argparse
 import base64
@@ -135,6 +138,7 @@ class Sidecar:
     def __init__(self, config, cert, key):
         self.pod = config["pod"]
         self.destinations = config.get("destinations", {})
+        self.services = config.get("services", {})
         self.client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.client_ctx.check_hostname = False
         self.client_ctx.verify_mode = ssl.CERT_NONE
@@ -148,13 +152,17 @@ class Sidecar:
 
     def outbound(self, app):
         ip, port = original_dst(app)
+        service_port = port
+        endpoint = self.services.get(f"{ip}:{port}")
+        if endpoint:
+            ip, port = endpoint.rsplit(":", 1)[0], int(endpoint.rsplit(":", 1)[1])
         dest = self.destinations.get(ip, {})
         up = socket.create_connection((ip, port), timeout=10)
         if dest.get("mode", "mtls") == "disable":
             pipe(app, up, insert_after_request_line(metadata_headers(self.pod)))
             return
         ns, name = dest.get("workload", "default/unknown").split("/")
-        sni = f"outbound_.{port}_._.{name}.{ns}.svc.cluster.local"
+        sni = f"outbound_.{service_port}_._.{name}.{ns}.svc.cluster.local"
         up = self.client_ctx.wrap_socket(up, server_hostname=sni)
         pipe(app, up)
 

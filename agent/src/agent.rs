@@ -24,6 +24,8 @@ use crate::pipeline::Pipeline;
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait for packets before the capture thread looks at the stop flag and the clock.
 const POLL_TIMEOUT_MS: u16 = 100;
+/// How often workloads without pods are looked for (they go `--window` after their last pod).
+const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// How often a workloads file is checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
@@ -91,6 +93,11 @@ async fn serve(
                 identities.clone(),
                 node.clone(),
                 sync.clone(),
+            ));
+            tokio::spawn(forget_idle_workloads(
+                identities.clone(),
+                window,
+                stop_rx.clone(),
             ));
         }
         IdentityFeed::File(path) => {
@@ -283,6 +290,31 @@ fn publish(
         pipeline.open_flows(),
         pcap,
     );
+}
+
+/// Workloads without pods stay as long as their traffic can be in the window, then go (a
+/// churn of Jobs and bare pods leaves the identity map flat).
+async fn forget_idle_workloads(
+    identities: SharedIdentities,
+    window: crate::Nanos,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(FORGET_EVERY) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Ok(mut m) = identities.write() {
+            let forgotten = m.forget_idle(now(), window);
+            if forgotten > 0 {
+                tracing::debug!(
+                    forgotten,
+                    workloads = m.workload_count(),
+                    "idle workloads forgotten"
+                );
+            }
+        }
+    }
 }
 
 /// Reload the workloads file when its modification time changes; a file that no longer parses

@@ -11,7 +11,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 use crate::classify::{Mesh, Security};
-use crate::flow::FlowRecord;
+use crate::flow::{Endpoint, FlowRecord};
 use crate::identity::{Identity, IdentitySource};
 use crate::Nanos;
 
@@ -149,6 +149,124 @@ pub struct EdgeKey {
     pub source: Peer,
     pub security: Security,
     pub mesh: Mesh,
+    pub origin: Origin,
+}
+
+impl EdgeKey {
+    /// The edge of this key with its counters.
+    pub fn edge(self, stats: EdgeStats) -> Edge {
+        Edge {
+            source: self.source,
+            destination: self.destination,
+            port: self.port,
+            security: self.security,
+            mesh: self.mesh,
+            origin: self.origin,
+            stats,
+        }
+    }
+}
+
+/// How the client reached the destination, when its traffic says more than its address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Straight from the source.
+    #[default]
+    Direct,
+    /// A kubelet HTTP probe (`User-Agent: kube-probe/…`).
+    KubeletProbe,
+    /// Through a node's port (NodePort/LoadBalancer), SNAT'd to the node on the way.
+    Nodeport,
+}
+
+impl Origin {
+    /// The origin of a connection: a kubelet probe by its User-Agent, NodePort when one of its
+    /// views went to a node.
+    pub fn of(kube_probe: bool, through_node: bool) -> Self {
+        if kube_probe {
+            Origin::KubeletProbe
+        } else if through_node {
+            Origin::Nodeport
+        } else {
+            Origin::Direct
+        }
+    }
+}
+
+/// Where a connection is judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub to: BackendKind,
+    /// One of its views went to a node (a NodePort or LoadBalancer on the way).
+    pub through_node: bool,
+}
+
+/// An address and port, or the workload behind a Service's ClusterIP and its target port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendKind {
+    Address(Endpoint),
+    Service(Peer, u16),
+}
+
+impl Backend {
+    /// The destination's address, when it is one (not a Service seen only by its ClusterIP).
+    pub fn address(&self) -> Option<IpAddr> {
+        match &self.to {
+            BackendKind::Address((ip, _)) => Some(*ip),
+            BackendKind::Service(..) => None,
+        }
+    }
+
+    /// The destination as a peer, and its port.
+    pub fn peer(&self, identities: &dyn IdentitySource) -> (Peer, u16) {
+        match &self.to {
+            BackendKind::Address((ip, port)) => (Peer::resolve(*ip, identities), *port),
+            BackendKind::Service(peer, port) => (peer.clone(), *port),
+        }
+    }
+}
+
+/// Where a connection is judged: the first of its destinations (its own, then another view's —
+/// after DNAT, the backend) that is a workload; else the workload behind a Service ClusterIP
+/// it went to (only that view was captured); else one that is not a node; else its own.
+pub fn backend_of(
+    dst: Endpoint,
+    alt: Option<Endpoint>,
+    identities: &dyn IdentitySource,
+) -> Backend {
+    let candidates = std::iter::once(dst).chain(alt);
+    let kind = |(ip, _): &Endpoint| identities.lookup(*ip);
+    let is_node = |e: &Endpoint| matches!(kind(e), Identity::Node(_));
+    let through_node = candidates.clone().any(|e| is_node(&e));
+    if let Some(e) = candidates
+        .clone()
+        .find(|e| matches!(kind(e), Identity::Workload(_)))
+    {
+        return Backend {
+            to: BackendKind::Address(e),
+            through_node,
+        };
+    }
+    if let Some(svc) = candidates
+        .clone()
+        .find_map(|(ip, port)| identities.service(ip, port))
+    {
+        let peer = Peer {
+            namespace: Some(svc.namespace.clone()),
+            workload: Some(svc.workload.clone()),
+            ..Peer::default()
+        };
+        return Backend {
+            to: BackendKind::Service(peer, svc.target_port),
+            through_node,
+        };
+    }
+    let chosen = candidates.clone().find(|e| !is_node(e)).unwrap_or(dst);
+    Backend {
+        through_node: through_node && !is_node(&chosen),
+        to: BackendKind::Address(chosen),
+    }
 }
 
 /// Counters of an edge.
@@ -202,6 +320,7 @@ pub struct Edge {
     pub port: u16,
     pub security: Security,
     pub mesh: Mesh,
+    pub origin: Origin,
     #[serde(flatten)]
     pub stats: EdgeStats,
 }
@@ -214,6 +333,7 @@ struct RawKey {
     port: u16,
     security: Security,
     mesh: Mesh,
+    origin: Origin,
 }
 
 /// Edges being accumulated (offline: identities do not change during a run, so an address is
@@ -271,15 +391,24 @@ impl Edges {
         }
     }
 
-    /// Add a finished flow (not a local one: local traffic is never evidence).
+    /// Add a finished flow (not a local one, not another view of a connection: neither is
+    /// evidence), judged at its backend.
     pub fn add(&mut self, rec: &FlowRecord, identities: &dyn IdentitySource) {
-        let destination = self.peer_of(rec.dst, Role::Destination, identities);
+        let alt = rec.views.last().map(|v| (v.dst, v.dport));
+        let backend = backend_of((rec.dst, rec.dport), alt, identities);
+        let (destination, dport) = match &backend.to {
+            BackendKind::Address((ip, port)) => {
+                (self.peer_of(*ip, Role::Destination, identities), *port)
+            }
+            BackendKind::Service(peer, port) => (self.intern(peer.clone()), *port),
+        };
         let mut key = RawKey {
             source: self.peer_of(rec.src, Role::Source, identities),
             destination,
-            port: self.port_of(destination, rec.dport),
+            port: self.port_of(destination, dport),
             security: rec.security,
             mesh: rec.mesh,
+            origin: Origin::of(rec.kube_probe, backend.through_node),
         };
         let other_sources = self.intern(Peer::other_sources());
         let other_destinations = self.intern(Peer::other_destinations());
@@ -318,20 +447,11 @@ impl Edges {
                 source: peer(k.source),
                 security: k.security,
                 mesh: k.mesh,
+                origin: k.origin,
             };
             sorted.insert(key, *s);
         }
-        sorted
-            .into_iter()
-            .map(|(k, s)| Edge {
-                source: k.source,
-                destination: k.destination,
-                port: k.port,
-                security: k.security,
-                mesh: k.mesh,
-                stats: s,
-            })
-            .collect()
+        sorted.into_iter().map(|(k, s)| k.edge(s)).collect()
     }
 }
 

@@ -50,7 +50,7 @@ impl Collector<'_> {
     fn absorb(&mut self, records: impl IntoIterator<Item = FlowRecord>) {
         for rec in records {
             self.counts.add(&rec);
-            if !rec.local {
+            if !rec.local && !rec.view {
                 self.edges.add(&rec, self.identities);
             }
             if let Some(flows) = self.flows.as_mut() {

@@ -6,7 +6,7 @@ mod key;
 mod state;
 mod table;
 
-pub use key::{Direction, FlowKey};
+pub use key::{Direction, Endpoint, FlowKey};
 pub use state::{
     infer_client, Connection, EndReason, Flow, FlowRecord, FlowView, PacketOutcome,
     EPHEMERAL_PORTS_START,

@@ -3,12 +3,22 @@
 //! One compact map, [`IdentityMap`], fed by a workloads file ([`file`]) or by the Kubernetes API
 //! ([`kubernetes`]). It holds only IP -> (interned workload, pod UID hash, locality), never Pod
 //! objects: a cluster-wide map of 10k pods stays a few MB.
+//!
+//! Interned workloads count the pod addresses that resolve to them. One without pods is
+//! forgotten once it has had none for longer than a retention ([`IdentityMap::forget_idle`],
+//! time passed in by the caller), and a relist rebuilds the table from the pods listed
+//! ([`IdentityMap::replace_pods`]): Job and bare-pod churn leaves the map flat.
+//!
+//! A Kubernetes workload's data plane ([`Workload::mesh`]) is derived from its pods' own signal
+//! ([`PodMesh`]) and its namespace's `istio.io/dataplane-mode` label, kept here as the set of
+//! ambient namespaces, so a namespace relabel updates its workloads at once.
 
 pub mod file;
 #[cfg(feature = "agent")]
 pub mod kubernetes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::hash_map::Entry::{Occupied, Vacant};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
@@ -16,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classify::Mesh;
 use crate::verdict::KnownWorkload;
+use crate::Nanos;
 
 /// A workload identity (what a pod IP resolves to).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -70,6 +81,18 @@ pub trait IdentitySource {
     fn is_local(&self, _ip: IpAddr) -> bool {
         false
     }
+    /// The workload behind a Service's ClusterIP and port, and the port it targets.
+    fn service(&self, _ip: IpAddr, _port: u16) -> Option<&ServiceBackend> {
+        None
+    }
+}
+
+/// Where a Service port leads: the workload behind it and the port on its pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceBackend {
+    pub namespace: String,
+    pub workload: String,
+    pub target_port: u16,
 }
 
 /// No identities: every address stays an address.
@@ -85,9 +108,50 @@ impl IdentitySource for NoIdentities {
     }
 }
 
+/// What a pod itself says about its data plane. For an [`PodMesh::Unlabelled`] pod its
+/// namespace decides, and a namespace label can change while the pod runs: the map keeps this
+/// signal per workload and derives [`Workload::mesh`] from it and the namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PodMesh {
+    /// An `istio-proxy` container (a native sidecar among the init containers counts too), or
+    /// the injector's `sidecar.istio.io/status` annotation.
+    Sidecar,
+    /// Labelled `istio.io/dataplane-mode=ambient`.
+    Ambient,
+    /// Labelled `istio.io/dataplane-mode=none`: out of ambient even in an ambient namespace.
+    OptedOut,
+    /// None of these: in ambient exactly when its namespace is.
+    Unlabelled,
+}
+
+impl PodMesh {
+    /// The pod's data plane, given whether its namespace is labelled
+    /// `istio.io/dataplane-mode=ambient`. A sidecar wins over ambient labels.
+    pub fn effective(self, namespace_ambient: bool) -> Mesh {
+        match self {
+            PodMesh::Sidecar => Mesh::Sidecar,
+            PodMesh::Ambient => Mesh::Ambient,
+            PodMesh::OptedOut => Mesh::None,
+            PodMesh::Unlabelled if namespace_ambient => Mesh::Ambient,
+            PodMesh::Unlabelled => Mesh::None,
+        }
+    }
+}
+
+/// One pod as an authoritative source (Kubernetes) reports it; see [`IdentityMap::apply_pod`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodIdentity {
+    pub uid: u64,
+    pub ips: Vec<IpAddr>,
+    /// Its workload; the map sets `mesh` from `pod_mesh` and the namespace's label.
+    pub workload: Workload,
+    pub local: bool,
+    pub pod_mesh: PodMesh,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Entry {
-    /// A pod: its workload (index into `workloads`), a hash of its UID (so a late delete of an
+    /// A pod: its workload (index into `slots`), a hash of its UID (so a late delete of an
     /// old pod does not remove the new pod that reuses its IP), and whether it runs here.
     Pod {
         workload: u32,
@@ -97,26 +161,69 @@ enum Entry {
     Node(u32),
 }
 
+/// An interned workload, and what decides when it is forgotten.
+#[derive(Debug, Clone)]
+struct Slot {
+    workload: Workload,
+    /// The pods' own signal when the map derives `workload.mesh` (Kubernetes); `None` when the
+    /// source gave the mesh (workloads file).
+    pod_mesh: Option<PodMesh>,
+    /// Pod addresses that resolve to it: 0 when it has no pods.
+    addresses: u32,
+    /// Declared by the source (workloads file): kept without pods, never forgotten.
+    pinned: bool,
+    /// The first [`IdentityMap::forget_idle`] sweep that found it without pods.
+    idle_since: Option<Nanos>,
+}
+
+impl Slot {
+    fn live(&self) -> bool {
+        self.pinned || self.addresses > 0
+    }
+}
+
+/// What a workload is interned by: the same workload with another pod signal is another slot
+/// (its mesh may diverge when the namespace label changes).
+type Key = (Workload, Option<PodMesh>);
+
 /// The compact IP -> identity map.
 #[derive(Debug, Default, Clone)]
 pub struct IdentityMap {
     by_ip: HashMap<IpAddr, Entry>,
-    workloads: Vec<Workload>,
-    interned: HashMap<Workload, u32>,
+    slots: Vec<Slot>,
+    interned: HashMap<Key, u32>,
     nodes: Vec<String>,
+    /// Namespaces labelled `istio.io/dataplane-mode=ambient`.
+    ambient_namespaces: HashSet<String>,
+    /// Service ClusterIP and port -> backend (a ClusterIP is never a destination of its own).
+    services: HashMap<(IpAddr, u16), ServiceBackend>,
 }
 
 /// The map shared between its feeder and its readers (read per flow event, never per packet).
 pub type SharedIdentities = Arc<RwLock<IdentityMap>>;
 
+/// Slot index meaning "forgotten" while the table is compacted.
+const GONE: u32 = u32::MAX;
+
 impl IdentityMap {
-    fn intern(&mut self, w: Workload) -> u32 {
-        if let Some(&i) = self.interned.get(&w) {
+    fn intern(&mut self, mut workload: Workload, pod_mesh: Option<PodMesh>) -> u32 {
+        if let Some(signal) = pod_mesh {
+            let ambient = self.ambient_namespaces.contains(&workload.namespace);
+            workload.mesh = Some(signal.effective(ambient));
+        }
+        let key = (workload, pod_mesh);
+        if let Some(&i) = self.interned.get(&key) {
             return i;
         }
-        let i = self.workloads.len() as u32;
-        self.workloads.push(w.clone());
-        self.interned.insert(w, i);
+        let i = self.slots.len() as u32;
+        self.slots.push(Slot {
+            workload: key.0.clone(),
+            pod_mesh,
+            addresses: 0,
+            pinned: false,
+            idle_since: None,
+        });
+        self.interned.insert(key, i);
         i
     }
 
@@ -130,17 +237,65 @@ impl IdentityMap {
         }
     }
 
-    /// Record a workload (known even without addresses, for namespace verdicts).
-    pub fn add_workload(&mut self, w: Workload) -> u32 {
-        self.intern(w)
+    /// `ip` now means `entry`; the workload it meant before loses an address.
+    fn hold(&mut self, ip: IpAddr, entry: Entry) {
+        if let Entry::Pod { workload, .. } = entry {
+            if let Some(s) = self.slots.get_mut(workload as usize) {
+                s.addresses = s.addresses.saturating_add(1);
+                s.idle_since = None;
+            }
+        }
+        let before = self.by_ip.insert(ip, entry);
+        self.release(before);
     }
 
-    /// A pod's addresses now belong to it (a new pod reusing an address wins).
+    fn release(&mut self, entry: Option<Entry>) {
+        if let Some(Entry::Pod { workload, .. }) = entry {
+            if let Some(s) = self.slots.get_mut(workload as usize) {
+                s.addresses = s.addresses.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Record a workload declared by the source (known even without addresses, for namespace
+    /// verdicts): it is never forgotten.
+    pub fn add_workload(&mut self, w: Workload) {
+        let i = self.intern(w, None);
+        if let Some(s) = self.slots.get_mut(i as usize) {
+            s.pinned = true;
+        }
+    }
+
+    /// A pod's addresses now belong to it (a new pod reusing an address wins). Its mesh is what
+    /// `workload.mesh` says (a workloads file).
     pub fn upsert_pod(&mut self, uid: u64, ips: &[IpAddr], workload: Workload, local: bool) {
-        let workload = self.intern(workload);
+        let workload = self.intern(workload, None);
         for ip in ips {
-            self.by_ip.insert(
+            self.hold(
                 *ip,
+                Entry::Pod {
+                    workload,
+                    uid,
+                    local,
+                },
+            );
+        }
+    }
+
+    /// The same for a pod whose mesh follows its own signal and its namespace's label
+    /// (Kubernetes: always known, so `mesh` is always `Some`).
+    pub fn apply_pod(&mut self, pod: PodIdentity) {
+        let PodIdentity {
+            uid,
+            ips,
+            workload,
+            local,
+            pod_mesh,
+        } = pod;
+        let workload = self.intern(workload, Some(pod_mesh));
+        for ip in ips {
+            self.hold(
+                ip,
                 Entry::Pod {
                     workload,
                     uid,
@@ -154,21 +309,36 @@ impl IdentityMap {
     pub fn remove_pod(&mut self, uid: u64, ips: &[IpAddr]) {
         for ip in ips {
             if matches!(self.by_ip.get(ip), Some(Entry::Pod { uid: u, .. }) if *u == uid) {
-                self.by_ip.remove(ip);
+                let gone = self.by_ip.remove(ip);
+                self.release(gone);
             }
         }
     }
 
-    /// Remove every pod (before a relist replaces them).
+    /// Remove every pod's addresses (their workloads stay, without pods).
     pub fn clear_pods(&mut self) {
         self.by_ip.retain(|_, e| matches!(e, Entry::Node(_)));
+        for s in &mut self.slots {
+            s.addresses = 0;
+        }
+    }
+
+    /// A relist: these are all the pods there are. The workload table is rebuilt from them
+    /// (plus the workloads the source declared): workloads without pods are dropped now.
+    pub fn replace_pods(&mut self, pods: impl IntoIterator<Item = PodIdentity>) {
+        self.clear_pods();
+        self.retain_slots(|s| s.pinned);
+        for p in pods {
+            self.apply_pod(p);
+        }
+        self.shrink_if_sparse();
     }
 
     /// A node's addresses. Node addresses win over pods (hostNetwork pods share them).
     pub fn upsert_node(&mut self, name: &str, ips: &[IpAddr]) {
         let n = self.intern_node(name);
         for ip in ips {
-            self.by_ip.insert(*ip, Entry::Node(n));
+            self.hold(*ip, Entry::Node(n));
         }
     }
 
@@ -179,8 +349,156 @@ impl IdentityMap {
         }
     }
 
+    /// Remove every node (before a relist replaces them); their names go too.
     pub fn clear_nodes(&mut self) {
         self.by_ip.retain(|_, e| !matches!(e, Entry::Node(_)));
+        self.nodes.clear();
+    }
+
+    /// A namespace's `istio.io/dataplane-mode` label: its workloads' mesh follows at once.
+    pub fn set_namespace_ambient(&mut self, namespace: &str, ambient: bool) {
+        let changed = if ambient {
+            self.ambient_namespaces.insert(namespace.to_owned())
+        } else {
+            self.ambient_namespaces.remove(namespace)
+        };
+        if changed {
+            self.refresh_mesh(Some(namespace));
+        }
+    }
+
+    /// A relist of namespaces: exactly these are labelled for ambient.
+    pub fn replace_ambient_namespaces(&mut self, namespaces: impl IntoIterator<Item = String>) {
+        self.ambient_namespaces = namespaces.into_iter().collect();
+        self.refresh_mesh(None);
+    }
+
+    /// Derive the mesh again for workloads that carry a pod signal (in `only`, or everywhere).
+    /// Every such slot is kept consistent with `ambient_namespaces`, so the key a slot moves to
+    /// cannot be another slot's.
+    fn refresh_mesh(&mut self, only: Option<&str>) {
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let Some(signal) = s.pod_mesh else { continue };
+            if only.is_some_and(|ns| ns != s.workload.namespace) {
+                continue;
+            }
+            let ambient = self.ambient_namespaces.contains(&s.workload.namespace);
+            let mesh = Some(signal.effective(ambient));
+            if s.workload.mesh == mesh {
+                continue;
+            }
+            let mut key = (s.workload.clone(), s.pod_mesh);
+            self.interned.remove(&key);
+            key.0.mesh = mesh;
+            s.workload.mesh = mesh;
+            self.interned.insert(key, i as u32);
+        }
+    }
+
+    /// Drop workloads that have had no pods for longer than `retention` (the agent passes its
+    /// `--window`: verdicts keep naming a workload as long as its traffic is in the window).
+    /// Call it periodically with the current time: a workload's idle time starts at the first
+    /// sweep that finds it without pods (a pod coming back resets it), and it goes at the first
+    /// sweep after that plus `retention`: between `retention` and `retention` + two sweep
+    /// intervals after its last pod left. Declared workloads stay. Also gives back table space
+    /// that churn left empty. Returns how many workloads were forgotten.
+    pub fn forget_idle(&mut self, now: Nanos, retention: Nanos) -> usize {
+        let expired = |s: &Slot| {
+            !s.live()
+                && s.idle_since
+                    .is_some_and(|t| now.saturating_sub(t) > retention)
+        };
+        let mut any = false;
+        for s in &mut self.slots {
+            if s.live() {
+                s.idle_since = None;
+            } else {
+                s.idle_since.get_or_insert(now);
+                any |= expired(s);
+            }
+        }
+        let forgotten = if any {
+            self.retain_slots(|s| !expired(s))
+        } else {
+            0
+        };
+        self.shrink_if_sparse();
+        forgotten
+    }
+
+    /// Keep the slots `keep` accepts, renumbering them in order; returns how many went. A slot
+    /// that goes must hold no address.
+    fn retain_slots(&mut self, mut keep: impl FnMut(&Slot) -> bool) -> usize {
+        let mut next = 0u32;
+        let remap: Vec<u32> = self
+            .slots
+            .iter()
+            .map(|s| {
+                if keep(s) {
+                    next += 1;
+                    next - 1
+                } else {
+                    GONE
+                }
+            })
+            .collect();
+        let gone = self.slots.len() - next as usize;
+        if gone == 0 {
+            return 0;
+        }
+        let renumber = |i: u32| remap.get(i as usize).copied().unwrap_or(GONE);
+        let mut kept = remap.iter();
+        self.slots
+            .retain(|_| kept.next().is_some_and(|&i| i != GONE));
+        self.interned.retain(|_, i| {
+            *i = renumber(*i);
+            *i != GONE
+        });
+        for e in self.by_ip.values_mut() {
+            if let Entry::Pod { workload, .. } = e {
+                *workload = renumber(*workload);
+            }
+        }
+        gone
+    }
+
+    /// Give back table space once churn has left most of it empty.
+    fn shrink_if_sparse(&mut self) {
+        const SPARSE: usize = 4;
+        const MIN: usize = 64;
+        if self.slots.capacity() > SPARSE * self.slots.len().max(MIN) {
+            self.slots.shrink_to(2 * self.slots.len());
+        }
+        if self.interned.capacity() > SPARSE * self.interned.len().max(MIN) {
+            self.interned.shrink_to(2 * self.interned.len());
+        }
+        if self.by_ip.capacity() > SPARSE * self.by_ip.len().max(MIN) {
+            self.by_ip.shrink_to(2 * self.by_ip.len());
+        }
+    }
+
+    /// A Service: each of its ClusterIPs and ports (`(port, target_port)`) leads to `backend`'s
+    /// workload (its `target_port` is taken from each pair).
+    pub fn set_service(
+        &mut self,
+        cluster_ips: &[IpAddr],
+        ports: &[(u16, u16)],
+        backend: &ServiceBackend,
+    ) {
+        for ip in cluster_ips {
+            for &(port, target_port) in ports {
+                let to = ServiceBackend {
+                    target_port,
+                    ..backend.clone()
+                };
+                self.services.insert((*ip, port), to);
+            }
+        }
+    }
+
+    /// Forget a Service's ClusterIPs (before it is set again, or when it is deleted).
+    pub fn remove_service_ips(&mut self, cluster_ips: &[IpAddr]) {
+        self.services.retain(|(ip, _), _| !cluster_ips.contains(ip));
     }
 
     /// Addresses known.
@@ -192,34 +510,59 @@ impl IdentityMap {
         self.by_ip.is_empty()
     }
 
-    /// Approximate heap bytes held (for the per-10k-pods figure).
-    pub fn heap_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(IpAddr, Entry)>() + 1;
-        let workload_bytes: usize = self
-            .workloads
-            .iter()
-            .map(|w| {
-                std::mem::size_of::<Workload>()
-                    + w.namespace.capacity()
-                    + w.workload.capacity()
-                    + w.service_account.as_ref().map_or(0, String::capacity)
-                    + w.labels
-                        .iter()
-                        .map(|(k, v)| k.capacity() + v.capacity() + 48)
-                        .sum::<usize>()
-            })
-            .sum();
-        self.by_ip.capacity() * entry + 2 * workload_bytes + self.interned.capacity() * 8
+    /// Workloads interned (with pods, declared, or idle and not yet forgotten).
+    pub fn workload_count(&self) -> usize {
+        self.slots.len()
     }
+
+    /// Approximate heap bytes held: table capacities times their entry sizes, plus the strings.
+    /// It does not depend on what else the process does; the same insertions give the same
+    /// figure. After removals it may read low: a hash table's capacity leaves out the buckets
+    /// its deleted entries hold until it rehashes.
+    pub fn heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        let strings: usize = self.slots.iter().map(|s| workload_heap(&s.workload)).sum();
+        hash_table_bytes(self.by_ip.capacity(), size_of::<(IpAddr, Entry)>())
+            + self.slots.capacity() * size_of::<Slot>()
+            + hash_table_bytes(self.interned.capacity(), size_of::<(Key, u32)>())
+            + 2 * strings // a slot and its interned key each own a copy
+            + self.nodes.capacity() * size_of::<String>()
+            + self.nodes.iter().map(String::capacity).sum::<usize>()
+            + hash_table_bytes(self.ambient_namespaces.capacity(), size_of::<String>())
+            + self
+                .ambient_namespaces
+                .iter()
+                .map(String::capacity)
+                .sum::<usize>()
+    }
+}
+
+/// A hashbrown table: buckets are 8/7 of the capacity, each an entry and a control byte.
+fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
+    capacity * 8 / 7 * (entry + 1)
+}
+
+/// Heap bytes a workload's strings and labels hold (a label map allocates whole B-tree leaves
+/// of 11 entries).
+fn workload_heap(w: &Workload) -> usize {
+    const LEAF: usize = 11 * 2 * std::mem::size_of::<String>() + 16;
+    w.namespace.capacity()
+        + w.workload.capacity()
+        + w.service_account.as_ref().map_or(0, String::capacity)
+        + w.labels.len().div_ceil(11) * LEAF
+        + w.labels
+            .iter()
+            .map(|(k, v)| k.capacity() + v.capacity())
+            .sum::<usize>()
 }
 
 impl IdentitySource for IdentityMap {
     fn lookup(&self, ip: IpAddr) -> Identity<'_> {
         match self.by_ip.get(&ip) {
             Some(Entry::Pod { workload, .. }) => self
-                .workloads
+                .slots
                 .get(*workload as usize)
-                .map_or(Identity::Unknown, Identity::Workload),
+                .map_or(Identity::Unknown, |s| Identity::Workload(&s.workload)),
             Some(Entry::Node(n)) => self
                 .nodes
                 .get(*n as usize)
@@ -229,11 +572,44 @@ impl IdentitySource for IdentityMap {
     }
 
     fn workloads(&self) -> Vec<&Workload> {
-        self.workloads.iter().collect()
+        self.slots.iter().map(|s| &s.workload).collect()
+    }
+
+    /// One per (namespace, workload): the variants with pods (or declared) win over idle ones
+    /// (an old rollout's service account, a mesh before a relabel); variants that disagree on
+    /// the mesh (a rollout adding a sidecar) leave it unknown, judged as usual.
+    fn known_workloads(&self) -> Vec<KnownWorkload<'_>> {
+        let mut out: Vec<KnownWorkload<'_>> = Vec::new();
+        let mut seen: HashMap<(&str, &str), (usize, bool)> = HashMap::new();
+        for s in &self.slots {
+            let w = &s.workload;
+            let live = s.live();
+            match seen.entry((&w.namespace, &w.workload)) {
+                Vacant(e) => {
+                    e.insert((out.len(), live));
+                    out.push(w.as_known());
+                }
+                Occupied(mut e) => {
+                    let (i, was_live) = *e.get();
+                    let Some(k) = out.get_mut(i) else { continue };
+                    if live && !was_live {
+                        *k = w.as_known();
+                        e.insert((i, true));
+                    } else if live == was_live && k.mesh != w.mesh {
+                        k.mesh = None;
+                    }
+                }
+            }
+        }
+        out
     }
 
     fn is_local(&self, ip: IpAddr) -> bool {
         matches!(self.by_ip.get(&ip), Some(Entry::Pod { local: true, .. }))
+    }
+
+    fn service(&self, ip: IpAddr, port: u16) -> Option<&ServiceBackend> {
+        self.services.get(&(ip, port))
     }
 }
 
@@ -291,34 +667,262 @@ mod tests {
         assert!(m.is_empty());
     }
 
-    fn rss_kib() -> Option<u64> {
-        let status = std::fs::read_to_string("/proc/self/status").ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-        line.split_whitespace().nth(1)?.parse().ok()
-    }
-
-    #[test]
-    fn measured_rss_per_ten_thousand_pods() {
-        let before = rss_kib();
+    fn pods_of(n: u32, workloads: u32) -> IdentityMap {
         let mut m = IdentityMap::default();
-        for i in 0..100_000u32 {
+        for i in 0..n {
             let ip = IpAddr::from([10, (i >> 16) as u8, (i >> 8) as u8, i as u8]);
             m.upsert_pod(
                 u64::from(i),
                 &[ip],
-                w("ns", &format!("deploy-{}", i % 5000)),
+                w("ns", &format!("deploy-{}", i % workloads)),
                 false,
             );
         }
-        if let (Some(a), Some(b)) = (before, rss_kib()) {
-            let per_10k = b.saturating_sub(a) / 10;
-            println!(
-                "identity map: measured RSS {} KiB per 10k pods (100k pods, 5k workloads)",
-                per_10k
+        m
+    }
+
+    #[test]
+    fn heap_bytes_per_ten_thousand_pods() {
+        // heap_bytes() is computed from the map's own capacities, not from the process: other
+        // tests running at the same time do not move it, and the same pods give the same figure
+        let m = pods_of(100_000, 5_000);
+        let per_10k = m.heap_bytes() / 10;
+        println!(
+            "identity map: {} KiB heap per 10k pods (100k pods, 5k workloads)",
+            per_10k / 1024
+        );
+        assert!(per_10k < 1 << 20, "{per_10k} bytes per 10k pods");
+        assert_eq!(m.heap_bytes(), pods_of(100_000, 5_000).heap_bytes());
+        assert_eq!((m.len(), m.workload_count()), (100_000, 5_000));
+    }
+
+    fn job_pod(m: &mut IdentityMap, i: u32, add: bool) {
+        let ip = IpAddr::from([10, 244, (i >> 8) as u8, i as u8]);
+        if add {
+            // a Job's pod: a new workload name each time (not a CronJob's, which would repeat)
+            m.upsert_pod(
+                u64::from(i),
+                &[ip],
+                w("batch", &format!("job-{i:x}")),
+                false,
             );
-            assert!(per_10k < 4096, "{per_10k} KiB per 10k pods");
+        } else {
+            m.remove_pod(u64::from(i), &[ip]);
         }
-        assert_eq!(m.len(), 100_000);
+    }
+
+    #[test]
+    fn job_churn_keeps_the_map_flat() {
+        const SECOND: Nanos = 1_000_000_000;
+        const JOBS: u32 = 100_000;
+        const RUNNING: u32 = 20; // each Job's pod lives 20 s; one starts every second
+        const RETENTION: Nanos = 600 * SECOND;
+        const SWEEP_EVERY: u32 = 50;
+        const EARLY: u32 = 5_000; // a multiple of SWEEP_EVERY
+        let mut m = IdentityMap::default();
+        let mut early = (0, 0);
+        let mut peak = (0, 0);
+        for i in 0..JOBS {
+            let now = Nanos::from(i) * SECOND;
+            job_pod(&mut m, i, true);
+            if let Some(done) = i.checked_sub(RUNNING) {
+                job_pod(&mut m, done, false);
+            }
+            if i % SWEEP_EVERY != 0 {
+                continue;
+            }
+            m.forget_idle(now, RETENTION);
+            let (workloads, bytes) = (m.workload_count(), m.heap_bytes());
+            if i == EARLY {
+                early = (workloads, bytes);
+            } else if i > EARLY {
+                peak = (peak.0.max(workloads), peak.1.max(bytes));
+            }
+        }
+        let (workloads, bytes) = (m.workload_count(), m.heap_bytes());
+        println!(
+            "identity map, {JOBS} Jobs: {workloads} workloads, {bytes} heap bytes at the end \
+             (peak {} and {} after {EARLY} Jobs; {} and {} at {EARLY})",
+            peak.0, peak.1, early.0, early.1
+        );
+        // running ones, plus idle ones: a Job is forgotten within the retention and two sweep
+        // intervals after its pod left (one until a sweep sees it idle, one until a sweep
+        // finds the retention passed)
+        let bound = (RUNNING + (RETENTION / SECOND) as u32 + 2 * SWEEP_EVERY) as usize;
+        assert!(
+            peak.0 <= bound,
+            "{} workloads interned (bound {bound})",
+            peak.0
+        );
+        // heap_bytes() reads table capacities: a table may double once (a rehash) and stay
+        assert!(
+            peak.1 <= 2 * early.1,
+            "heap grew from {} to {} bytes",
+            early.1,
+            peak.1
+        );
+        assert!(peak.1 < 512 << 10, "{} bytes", peak.1);
+        // at the end, also the Jobs since the last sweep
+        assert!(
+            workloads <= bound + SWEEP_EVERY as usize,
+            "{workloads} at the end"
+        );
+        assert!(bytes <= 2 * early.1, "{bytes} bytes at the end");
+        assert_eq!(m.len(), RUNNING as usize, "addresses: the running pods");
+        assert!(
+            m.workloads().iter().all(|w| w.workload != "job-0"),
+            "workloads() no longer lists a forgotten Job"
+        );
+    }
+
+    #[test]
+    fn idle_workloads_go_after_the_retention_and_the_rest_keep_resolving() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let names = |m: &IdentityMap| -> Vec<String> {
+            m.workloads().iter().map(|w| w.workload.clone()).collect()
+        };
+        let mut m = IdentityMap::default();
+        m.add_workload(w("a", "declared")); // from a workloads file: stays without pods
+        m.upsert_pod(1, &[ip("10.0.0.1")], w("a", "gone"), false);
+        m.upsert_pod(2, &[ip("10.0.0.2")], w("a", "back"), false);
+        m.upsert_pod(3, &[ip("10.0.0.3"), ip("fd00::3")], w("a", "stays"), false);
+        m.remove_pod(1, &[ip("10.0.0.1")]);
+        m.remove_pod(2, &[ip("10.0.0.2")]);
+        // dual-stack: one address left is still a pod
+        m.remove_pod(3, &[ip("fd00::3")]);
+        assert_eq!(m.forget_idle(100, 50), 0, "first sweep: idle from now on");
+        assert_eq!(
+            m.forget_idle(150, 50),
+            0,
+            "not longer than the retention yet"
+        );
+        m.upsert_pod(4, &[ip("10.0.0.4")], w("a", "back"), false);
+        assert_eq!(m.forget_idle(151, 50), 1);
+        assert_eq!(names(&m), ["declared", "back", "stays"]);
+        // slots were renumbered: every address still resolves to its own workload
+        assert_eq!(
+            m.lookup(ip("10.0.0.3")),
+            Identity::Workload(&w("a", "stays"))
+        );
+        assert_eq!(
+            m.lookup(ip("10.0.0.4")),
+            Identity::Workload(&w("a", "back"))
+        );
+        assert_eq!(m.lookup(ip("10.0.0.1")), Identity::Unknown);
+        // "back" lost its pod again: idle since this sweep
+        m.remove_pod(4, &[ip("10.0.0.4")]);
+        assert_eq!(m.forget_idle(160, 50), 0);
+        // a pod came and went between two sweeps: its idle time starts over
+        m.upsert_pod(5, &[ip("10.0.0.5")], w("a", "back"), false);
+        m.remove_pod(5, &[ip("10.0.0.5")]);
+        assert_eq!(
+            m.forget_idle(211, 50),
+            0,
+            "idle since this sweep, not since 160"
+        );
+        assert_eq!(m.forget_idle(261, 50), 0);
+        assert_eq!(m.forget_idle(262, 50), 1);
+        assert_eq!(names(&m), ["declared", "stays"]);
+        assert_eq!(
+            m.lookup(ip("10.0.0.3")),
+            Identity::Workload(&w("a", "stays"))
+        );
+        assert_eq!(
+            m.forget_idle(10_000, 50),
+            0,
+            "declared and running ones stay"
+        );
+    }
+
+    #[test]
+    fn a_node_taking_a_pod_address_leaves_the_workload_without_pods() {
+        let ip: IpAddr = "10.0.0.9".parse().expect("ip");
+        let mut m = IdentityMap::default();
+        m.upsert_pod(1, &[ip], w("a", "x"), true);
+        m.upsert_node("node-1", &[ip]);
+        m.forget_idle(0, 10);
+        assert_eq!(m.forget_idle(11, 10), 1);
+        assert_eq!(m.workload_count(), 0);
+        assert_eq!(m.lookup(ip), Identity::Node("node-1"));
+    }
+
+    #[test]
+    fn replace_pods_keeps_only_workloads_with_pods_and_declared_ones() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let pod = |uid, addr: &str, name: &str| PodIdentity {
+            uid,
+            ips: vec![ip(addr)],
+            workload: w("a", name),
+            local: false,
+            pod_mesh: PodMesh::Unlabelled,
+        };
+        let mut m = IdentityMap::default();
+        m.add_workload(w("a", "declared"));
+        m.apply_pod(pod(1, "10.0.0.1", "old-job"));
+        m.apply_pod(pod(2, "10.0.0.2", "web"));
+        m.remove_pod(1, &[ip("10.0.0.1")]);
+        m.upsert_node("node-1", &[ip("10.0.0.100")]);
+        m.replace_pods([pod(3, "10.0.0.3", "web"), pod(4, "10.0.0.4", "new-job")]);
+        let names: Vec<&str> = m.workloads().iter().map(|w| w.workload.as_str()).collect();
+        assert_eq!(names, ["declared", "web", "new-job"]);
+        assert_eq!(m.lookup(ip("10.0.0.2")), Identity::Unknown);
+        assert_eq!(m.lookup(ip("10.0.0.100")), Identity::Node("node-1"));
+        match m.lookup(ip("10.0.0.4")) {
+            Identity::Workload(x) => assert_eq!(x.workload, "new-job"),
+            other => panic!("new-job: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pod_signal_and_namespace_decide_the_mesh() {
+        let rows = [
+            (PodMesh::Sidecar, false, Mesh::Sidecar),
+            (PodMesh::Sidecar, true, Mesh::Sidecar),
+            (PodMesh::Ambient, false, Mesh::Ambient),
+            (PodMesh::Ambient, true, Mesh::Ambient),
+            (PodMesh::OptedOut, true, Mesh::None),
+            (PodMesh::OptedOut, false, Mesh::None),
+            (PodMesh::Unlabelled, true, Mesh::Ambient),
+            (PodMesh::Unlabelled, false, Mesh::None),
+        ];
+        for (signal, ambient, mesh) in rows {
+            assert_eq!(
+                signal.effective(ambient),
+                mesh,
+                "{signal:?} ambient={ambient}"
+            );
+        }
+    }
+
+    #[test]
+    fn known_workloads_prefer_live_variants_and_leave_a_split_mesh_unknown() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let pod = |uid, addr: &str, name: &str, sa: &str, pod_mesh| PodIdentity {
+            uid,
+            ips: vec![ip(addr)],
+            workload: Workload {
+                service_account: Some(sa.into()),
+                ..w("a", name)
+            },
+            local: false,
+            pod_mesh,
+        };
+        let mut m = IdentityMap::default();
+        // a rollout that changed the service account and added a sidecar: the old variant
+        // has no pods left
+        m.apply_pod(pod(1, "10.0.0.1", "api", "old", PodMesh::Unlabelled));
+        m.apply_pod(pod(2, "10.0.0.2", "api", "new", PodMesh::Sidecar));
+        m.remove_pod(1, &[ip("10.0.0.1")]);
+        // a rollout in progress: one pod with a sidecar, one without
+        m.apply_pod(pod(3, "10.0.0.3", "web", "web", PodMesh::Sidecar));
+        m.apply_pod(pod(4, "10.0.0.4", "web", "web", PodMesh::Unlabelled));
+        assert_eq!(m.workloads().len(), 4);
+        let known: Vec<(&str, Option<Mesh>)> = m
+            .known_workloads()
+            .iter()
+            .map(|k| (k.workload, k.mesh))
+            .collect();
+        assert_eq!(known, [("api", Some(Mesh::Sidecar)), ("web", None)]);
     }
 
     #[test]

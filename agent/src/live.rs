@@ -21,8 +21,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::aggregate::{Edge, EdgeKey, EdgeStats, Peer};
-use crate::classify::{Mesh, Security};
+use crate::aggregate::{backend_of, Edge, EdgeKey, EdgeStats, Origin, Peer};
 use crate::flow::{Connection, FlowRecord, TableStats};
 use crate::identity::kubernetes::SyncState;
 use crate::identity::{Identity, IdentitySource, SharedIdentities};
@@ -190,8 +189,13 @@ impl LiveState {
     /// Who reports a connection between `src` and `dst`: `destination` when the destination is
     /// a pod of this node, `source` when only the source is, nobody otherwise (another agent
     /// does). Without an identity source every connection is this agent's, as `destination`.
-    fn reporter(&self, ids: &dyn IdentitySource, src: IpAddr, dst: IpAddr) -> Option<Reporter> {
-        if matches!(self.feed, IdentityFeed::None) || ids.is_local(dst) {
+    fn reporter(
+        &self,
+        ids: &dyn IdentitySource,
+        src: IpAddr,
+        dst: Option<IpAddr>,
+    ) -> Option<Reporter> {
+        if matches!(self.feed, IdentityFeed::None) || dst.is_some_and(|d| ids.is_local(d)) {
             Some(Reporter::destination)
         } else if ids.is_local(src) {
             Some(Reporter::source)
@@ -222,6 +226,15 @@ fn names(id: Identity<'_>) -> (String, String) {
     }
 }
 
+/// A destination peer's names for the labels (a Service's backend has no address of its own).
+fn peer_names(p: &Peer) -> (String, String) {
+    match (&p.namespace, &p.workload, &p.node) {
+        (Some(ns), Some(w), _) => (ns.clone(), w.clone()),
+        (_, _, Some(n)) => ("node".to_owned(), n.clone()),
+        _ => ("unknown".to_owned(), "unknown".to_owned()),
+    }
+}
+
 impl Recorder {
     pub fn new(state: Arc<LiveState>) -> Self {
         Recorder {
@@ -238,26 +251,24 @@ impl Recorder {
         self.state.status.running.store(running, Ordering::Relaxed);
     }
 
-    /// The edge key and metric labels of a connection this agent reports, if it does.
-    fn describe(
-        &mut self,
-        src: IpAddr,
-        dst: IpAddr,
-        dport: u16,
-        security: Security,
-        mesh: Mesh,
-    ) -> Option<(EdgeKey, ConnectionLabels)> {
+    /// The edge key and metric labels of a connection this agent reports, if it does: judged
+    /// at its backend (after DNAT), named by its client.
+    fn describe(&mut self, c: &Connection) -> Option<(EdgeKey, ConnectionLabels)> {
         let ids = self.state.identities.read().ok()?;
-        let reporter = self.state.reporter(&*ids, src, dst)?;
+        let backend = backend_of((c.dst, c.dport), c.alt_dst, &*ids);
+        let (src, security, mesh) = (c.src, c.security, c.mesh);
+        let reporter = self.state.reporter(&*ids, src, backend.address())?;
+        let (destination, dport) = backend.peer(&*ids);
+        let (source_namespace, source_workload) = names(ids.lookup(src));
+        let (destination_namespace, destination_workload) = peer_names(&destination);
         let key = EdgeKey {
-            destination: Peer::resolve(dst, &*ids),
+            destination,
             port: dport,
             source: Peer::resolve(src, &*ids),
             security,
             mesh,
+            origin: Origin::of(c.kube_probe, backend.through_node),
         };
-        let (source_namespace, source_workload) = names(ids.lookup(src));
-        let (destination_namespace, destination_workload) = names(ids.lookup(dst));
         drop(ids);
         let destination_port =
             self.ports
@@ -283,7 +294,10 @@ impl Recorder {
             m.local_connections.inc();
             return;
         }
-        let Some((key, labels)) = self.describe(c.src, c.dst, c.dport, c.security, c.mesh) else {
+        if c.view {
+            return; // its first view counts it
+        }
+        let Some((key, labels)) = self.describe(c) else {
             return;
         };
         let m = &self.state.metrics.connections;
@@ -304,10 +318,8 @@ impl Recorder {
 
     /// A flow finished: its bytes and packets, and the recent-flows list.
     pub fn on_finished(&mut self, r: FlowRecord) {
-        if !r.local {
-            if let Some((key, connection)) =
-                self.describe(r.src, r.dst, r.dport, r.security, r.mesh)
-            {
+        if !r.local && !r.view {
+            if let Some((key, connection)) = self.describe(&Connection::from(&r)) {
                 for (direction, n) in [
                     (Direction::to_server, r.bytes_to_server),
                     (Direction::to_client, r.bytes_to_client),

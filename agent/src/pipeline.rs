@@ -142,7 +142,10 @@ impl Pipeline {
 /// are evidence, by security class.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct FlowCounts {
+    /// Connections (each counted once, whatever its views).
     pub flows: u64,
+    /// Flows that were another view of a connection already counted.
+    pub views: u64,
     pub local: u64,
     pub attempts: u64,
     pub security: SecurityCounts,
@@ -150,6 +153,10 @@ pub struct FlowCounts {
 
 impl FlowCounts {
     pub fn add(&mut self, rec: &FlowRecord) {
+        if rec.view {
+            self.views += 1;
+            return;
+        }
         self.flows += 1;
         if rec.local {
             self.local += 1;

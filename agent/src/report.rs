@@ -57,6 +57,9 @@ pub struct Summary {
     pub local_connections: u64,
     /// Connection attempts that carried no payload (refused, unanswered, TCP probes).
     pub attempts: u64,
+    /// Flows that were another view of a connection counted once (pre/post NAT, another
+    /// capture): listed under `--flows` with `view: true`, not counted again.
+    pub views: u64,
     pub decode_errors: u64,
     pub decode_errors_by_reason: std::collections::BTreeMap<&'static str, u64>,
     pub skipped_not_ip: u64,
@@ -96,6 +99,7 @@ impl Summary {
             flows: counts.flows,
             local_connections: counts.local,
             attempts: counts.attempts,
+            views: counts.views,
             decode_errors: packets.decode_errors,
             decode_errors_by_reason: packets.decode_errors_by_reason.clone(),
             skipped_not_ip: packets.not_ip,

@@ -1,4 +1,4 @@
-//! `analyze --threads N`: flows sharded by the hash of their canonical key to N worker threads,
+//! `analyze --threads N`: flows sharded by the hash of their client port to N worker threads,
 //! each with its own [`Pipeline`]. The reader decodes each frame once to find its shard and hands
 //! frames over in batches (one channel send per ~256 KiB, not per packet); finished flows come
 //! back per flow. Every frame goes to exactly one worker, so the counts add up.
@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use crate::capture::Frame;
 use crate::decode::{self, Decoded, LinkType};
-use crate::flow::{FlowKey, FlowRecord, TableLimits, TableStats};
+use crate::flow::{FlowRecord, TableLimits, TableStats};
 use crate::pipeline::{PacketStats, Pipeline};
 use crate::Nanos;
 
@@ -98,9 +98,11 @@ impl Shards {
             return;
         }
         let shard = match decode::decode(frame.link, frame.data) {
+            // by the client's port, which every view of a connection keeps (NAT rewrites the
+            // addresses and the server port): the views meet in one worker and join there. The
+            // client's port is the higher one but for clients below the ephemeral range.
             Ok(Decoded::Tcp(seg)) => {
-                let (key, _) = FlowKey::new((seg.src, seg.sport), (seg.dst, seg.dport));
-                (self.hasher.hash_one(key) % n as u64) as usize
+                (self.hasher.hash_one(seg.sport.max(seg.dport)) % n as u64) as usize
             }
             // not TCP or undecodable: any worker counts it
             _ => 0,

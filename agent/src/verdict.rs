@@ -13,7 +13,7 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::aggregate::{Edge, Peer};
+use crate::aggregate::{Edge, Origin, Peer};
 use crate::classify::{Mesh, Security, SecurityCounts};
 use crate::Nanos;
 
@@ -126,23 +126,65 @@ pub struct Blocker {
     pub connections: u64,
     #[serde(serialize_with = "crate::timestamp::serialize")]
     pub last_seen: Nanos,
+    /// What kind of client it is, which decides the remedy.
+    pub kind: BlockerKind,
     /// What to do about it.
     pub remedy: &'static str,
 }
 
-/// The remedy for a blocker from `source`.
-pub fn remedy(source: &Peer, security: Security, client_mesh: Mesh) -> &'static str {
-    if source.is_node() && security == Security::Plaintext {
-        return "plaintext from a node: a kubelet probe with Istio's probe rewrite off (turn sidecar.istio.io/rewriteAppHTTPProbers back on or use an exec probe), a hostNetwork client, or NodePort/LoadBalancer traffic SNAT'd to the node (route it through an ingress gateway, or keep this port PERMISSIVE with portLevelMtls): STRICT rejects all three";
+/// What kind of client blocks, as its traffic shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockerKind {
+    /// Plaintext from a client without a sidecar.
+    NoSidecar,
+    /// Plaintext from a sidecar (Istio's metadata-exchange headers).
+    SidecarPlaintext,
+    /// TLS that is not Istio's.
+    AppTls,
+    /// A kubelet HTTP probe on an app port (Istio's probe rewrite is off).
+    KubeletProbe,
+    /// An outside client through a NodePort or LoadBalancer (SNAT'd to the node).
+    Nodeport,
+    /// Plaintext from a node: a hostNetwork client (or NodePort traffic seen only after SNAT).
+    Node,
+}
+
+impl BlockerKind {
+    /// The kind of a blocker from `source`.
+    pub fn of(source: &Peer, security: Security, client_mesh: Mesh, origin: Origin) -> Self {
+        match (security, origin) {
+            (Security::Tls, _) => BlockerKind::AppTls,
+            (_, Origin::KubeletProbe) => BlockerKind::KubeletProbe,
+            (_, Origin::Nodeport) => BlockerKind::Nodeport,
+            _ if source.is_node() => BlockerKind::Node,
+            _ if client_mesh != Mesh::None => BlockerKind::SidecarPlaintext,
+            _ => BlockerKind::NoSidecar,
+        }
     }
-    match (security, client_mesh) {
-        (Security::Tls, _) => {
-            "application TLS: STRICT would terminate it and demand an Istio client certificate"
+
+    /// What to do about it.
+    pub fn remedy(self) -> &'static str {
+        match self {
+            BlockerKind::NoSidecar => {
+                "the client has no sidecar: it needs a sidecar, ambient, or an explicit exception"
+            }
+            BlockerKind::SidecarPlaintext => {
+                "the client's sidecar sends plaintext here: a DestinationRule with tls.mode DISABLE, a PeerAuthentication DISABLE, or an endpoint its mesh config does not know as meshed"
+            }
+            BlockerKind::AppTls => {
+                "application TLS: STRICT would terminate it and demand an Istio client certificate"
+            }
+            BlockerKind::KubeletProbe => {
+                "probe rewrite is off for this pod: STRICT will fail the probe and restart it; turn sidecar.istio.io/rewriteAppHTTPProbers back on or use an exec probe"
+            }
+            BlockerKind::Nodeport => {
+                "NodePort/LoadBalancer traffic, SNAT'd to the node: route it through an ingress gateway, or keep this port PERMISSIVE with portLevelMtls"
+            }
+            BlockerKind::Node => {
+                "plaintext from a node (a hostNetwork client, or NodePort traffic after SNAT): STRICT rejects it; give the client a sidecar path (an ingress gateway) or keep this port PERMISSIVE with portLevelMtls"
+            }
         }
-        (_, Mesh::Sidecar | Mesh::Ambient) => {
-            "the client's sidecar sends plaintext here: a DestinationRule with tls.mode DISABLE, a PeerAuthentication DISABLE, or an endpoint its mesh config does not know as meshed"
-        }
-        _ => "the client has no sidecar: it needs a sidecar, ambient, or an explicit exception",
     }
 }
 
@@ -206,7 +248,7 @@ pub struct Verdicts {
     pub mesh: MeshVerdict,
 }
 
-type BlockerKey = (Peer, Security, Mesh, u16);
+type BlockerKey = (Peer, Security, Mesh, Origin, u16);
 
 /// The inbound evidence of one destination.
 #[derive(Default)]
@@ -232,7 +274,7 @@ impl Tally {
         self.counts.add(sec, n);
         self.by_port.entry(edge.port).or_default().add(sec, n);
         if sec.blocks_strict() {
-            let key = (edge.source.clone(), sec, edge.mesh, edge.port);
+            let key = (edge.source.clone(), sec, edge.mesh, edge.origin, edge.port);
             let b = self.blockers.entry(key).or_insert((0, 0));
             b.0 += n;
             b.1 = b.1.max(edge.stats.last_seen);
@@ -368,14 +410,18 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: Option<&KnownWorkload<'_>
         t.blockers
             .into_iter()
             .map(
-                |((source, security, client_mesh, port), (connections, last_seen))| Blocker {
-                    remedy: remedy(&source, security, client_mesh),
-                    source,
-                    security,
-                    client_mesh,
-                    port,
-                    connections,
-                    last_seen,
+                |((source, security, client_mesh, origin, port), (connections, last_seen))| {
+                    let kind = BlockerKind::of(&source, security, client_mesh, origin);
+                    Blocker {
+                        source,
+                        security,
+                        client_mesh,
+                        port,
+                        connections,
+                        last_seen,
+                        kind,
+                        remedy: kind.remedy(),
+                    }
                 },
             )
             .collect()

@@ -111,16 +111,7 @@ impl WindowedEdges {
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
-        out.into_iter()
-            .map(|(k, stats)| Edge {
-                source: k.source,
-                destination: k.destination,
-                port: k.port,
-                security: k.security,
-                mesh: k.mesh,
-                stats,
-            })
-            .collect()
+        out.into_iter().map(|(k, stats)| k.edge(stats)).collect()
     }
 
     pub fn len(&self) -> usize {
@@ -160,6 +151,7 @@ mod tests {
             source: p("sleep"),
             security: sec,
             mesh: Mesh::None,
+            origin: crate::aggregate::Origin::Direct,
         }
     }
 

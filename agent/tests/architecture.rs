@@ -81,5 +81,9 @@ fn pure_modules_import_no_io() {
             }
         }
     }
-    assert!(offences.is_empty(), "pure modules import I/O:\n{}", offences.join("\n"));
+    assert!(
+        offences.is_empty(),
+        "pure modules import I/O:\n{}",
+        offences.join("\n")
+    );
 }

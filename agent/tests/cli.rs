@@ -209,13 +209,23 @@ fn compressed_directories_and_the_same_capture_twice() {
     let flows = |v: &Value| v["summary"]["flows"].as_u64().expect("flows");
     let plain = json_of(&run(&["analyze", "--format", "json", &before()]));
     for (path, compression) in [(&gz_path, "gzip"), (&zst_path, "zstd")] {
-        let v = json_of(&run(&["analyze", "--format", "json", &path.display().to_string()]));
+        let v = json_of(&run(&[
+            "analyze",
+            "--format",
+            "json",
+            &path.display().to_string(),
+        ]));
         assert_eq!(flows(&v), flows(&plain), "{}", path.display());
         assert_eq!(v["summary"]["files"][0]["compression"], compression);
         assert_eq!(v["verdicts"], plain["verdicts"]);
     }
     // the directory holds the same capture twice (gzip and zstd): it counts once
-    let v = json_of(&run(&["analyze", "--format", "json", &dir.display().to_string()]));
+    let v = json_of(&run(&[
+        "analyze",
+        "--format",
+        "json",
+        &dir.display().to_string(),
+    ]));
     assert_eq!(v["summary"]["files"].as_array().map(Vec::len), Some(2));
     assert_eq!(flows(&v), flows(&plain));
     assert_eq!(v["summary"]["security"], plain["summary"]["security"]);

@@ -1,6 +1,7 @@
 //! The Kubernetes identity source through kube-rs's real client and watcher, against a local
 //! HTTP server that replays API responses: list, a watch stream (ADDED, MODIFIED, BOOKMARK,
-//! DELETED), then 410 Gone, which must make the watcher relist.
+//! DELETED), then 410 Gone, which must make the watcher relist; namespaces listed and watched,
+//! a label change moving a namespace into ambient.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -13,6 +14,7 @@ use axum::extract::{RawQuery, State};
 use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
+use meshwatch::classify::Mesh;
 use meshwatch::identity::kubernetes::{watch, SyncState};
 use meshwatch::identity::{Identity, IdentityMap, IdentitySource, SharedIdentities};
 
@@ -20,11 +22,14 @@ const PODS_1: &str = include_str!("fixtures/kube/pods-list-1.json");
 const PODS_2: &str = include_str!("fixtures/kube/pods-list-2.json");
 const NODES_1: &str = include_str!("fixtures/kube/nodes-list-1.json");
 const WATCH_1: &str = include_str!("fixtures/kube/pods-watch-1.jsonl");
+const NAMESPACES_1: &str = include_str!("fixtures/kube/namespaces-list-1.json");
+const NAMESPACES_WATCH_1: &str = include_str!("fixtures/kube/namespaces-watch-1.jsonl");
 
 #[derive(Default)]
 struct Calls {
     pod_lists: AtomicUsize,
     pod_watches: AtomicUsize,
+    namespace_watches: AtomicUsize,
 }
 
 fn json(body: Body) -> Response {
@@ -39,11 +44,12 @@ fn quiet_watch() -> Body {
     Body::from_stream(futures::stream::pending::<Result<String, Infallible>>())
 }
 
+fn watching(q: Option<&str>) -> bool {
+    q.is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"))
+}
+
 async fn pods(State(calls): State<Arc<Calls>>, RawQuery(q): RawQuery) -> Response {
-    let watching = q
-        .as_deref()
-        .is_some_and(|q| q.split('&').any(|kv| kv == "watch=true" || kv == "watch=1"));
-    if watching {
+    if watching(q.as_deref()) {
         return match calls.pod_watches.fetch_add(1, Ordering::SeqCst) {
             0 => json(Body::from(WATCH_1)),
             _ => json(quiet_watch()),
@@ -63,6 +69,26 @@ async fn nodes(RawQuery(q): RawQuery) -> Response {
     }
 }
 
+/// The list, then one watch with a label change, then a quiet watch.
+async fn namespaces(State(calls): State<Arc<Calls>>, RawQuery(q): RawQuery) -> Response {
+    if !watching(q.as_deref()) {
+        return json(Body::from(NAMESPACES_1));
+    }
+    match calls.namespace_watches.fetch_add(1, Ordering::SeqCst) {
+        0 => json(Body::from(NAMESPACES_WATCH_1)),
+        _ => json(quiet_watch()),
+    }
+}
+
+fn mesh(map: &SharedIdentities, addr: &str) -> Option<Mesh> {
+    let ip: IpAddr = addr.parse().ok()?;
+    let m = map.read().ok()?;
+    match m.lookup(ip) {
+        Identity::Workload(w) => w.mesh,
+        _ => None,
+    }
+}
+
 fn lookup(map: &SharedIdentities, addr: &str) -> Option<String> {
     let ip: IpAddr = addr.parse().ok()?;
     let m = map.read().ok()?;
@@ -79,6 +105,7 @@ async fn watcher_lists_watches_and_relists_after_410() {
     let app = Router::new()
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/namespaces", get(namespaces))
         .with_state(calls.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -97,12 +124,22 @@ async fn watcher_lists_watches_and_relists_after_410() {
         sync.clone(),
     ));
 
-    // the end state: first list, the watch's events, the 410, the relist
+    // the end state: first list, the watch's events, the 410, the relist; namespaces listed
+    // and their watch's label change applied
+    let end_state = || {
+        lookup(&map, "10.244.1.60").is_some()
+            && sync.synced()
+            && mesh(&map, "10.244.1.30") == Some(Mesh::Ambient)
+    };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while lookup(&map, "10.244.1.60").is_none() && tokio::time::Instant::now() < deadline {
+    while !end_state() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(sync.synced(), "pods and nodes listed");
+    assert!(sync.synced(), "pods, nodes and namespaces listed");
+    assert!(
+        sync.namespaces_synced.load(Ordering::SeqCst),
+        "namespaces listed"
+    );
     assert!(
         calls.pod_lists.load(Ordering::SeqCst) >= 2,
         "410 Gone forced a relist"
@@ -128,7 +165,50 @@ async fn watcher_lists_watches_and_relists_after_410() {
         "dual-stack StatefulSet pod"
     );
     assert_eq!(lookup(&map, "10.0.0.5").as_deref(), Some("node:node-1"));
+    // the data plane: Kubernetes always says
+    for (addr, expected, what) in [
+        (
+            "10.244.1.70",
+            Mesh::Sidecar,
+            "payments/ledger: istio-proxy container",
+        ),
+        (
+            "10.244.2.71",
+            Mesh::Sidecar,
+            "payments/fraud-check: status annotation",
+        ),
+        (
+            "10.244.1.72",
+            Mesh::Sidecar,
+            "payments/settle: native sidecar",
+        ),
+        (
+            "10.244.1.73",
+            Mesh::Ambient,
+            "bookinfo/reviews: ambient namespace",
+        ),
+        ("10.244.2.74", Mesh::None, "bookinfo/legacy-db: opted out"),
+        ("10.244.1.21", Mesh::None, "foo/httpbin: plain"),
+        (
+            "10.244.1.30",
+            Mesh::Ambient,
+            "shop/web: namespace relabelled by the watch",
+        ),
+        (
+            "10.244.1.60",
+            Mesh::Ambient,
+            "shop/cart: relisted into the relabelled namespace",
+        ),
+    ] {
+        assert_eq!(mesh(&map, addr), Some(expected), "{what}");
+    }
     let m = map.read().expect("map");
+    assert!(
+        !m.workloads()
+            .iter()
+            .any(|w| w.namespace == "default" && w.workload == "debug"),
+        "the relist dropped the workload of the pod deleted during the gap"
+    );
     assert!(m.is_local("10.244.1.21".parse().expect("ip")));
     assert!(
         !m.is_local("10.244.2.13".parse().expect("ip")),

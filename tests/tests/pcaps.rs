@@ -31,6 +31,18 @@ struct Expected {
     /// Exactly this many flows are mid-stream (the capture started after them).
     #[serde(default)]
     mid_stream_flows: Option<usize>,
+    /// Exactly this many connections carried payload (each counted once, whatever its views).
+    #[serde(default)]
+    summary_connections: Option<u64>,
+    /// Exactly this many connection attempts (no payload).
+    #[serde(default)]
+    attempts: Option<u64>,
+    /// At least this many connections were seen in more than one view.
+    #[serde(default)]
+    min_views: u64,
+    /// Several inputs (paths relative to pcaps/, files or directories): `pcaps/multi/` cases.
+    #[serde(default)]
+    inputs: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, PartialEq, Eq, PartialOrd, Ord, Clone)]
@@ -58,6 +70,9 @@ struct ExpectedBlocker {
     /// `sidecar` or `none`, when the expectation states it.
     #[serde(default)]
     client_mesh: Option<String>,
+    /// `no_sidecar`, `kubelet_probe`, `nodeport`, ..., when the expectation states it.
+    #[serde(default)]
+    kind: Option<String>,
 }
 
 /// `pcaps/`, or `$MESHWATCH_PCAPS` (a fresh run of the generator, see scripts/check-generator.sh).
@@ -67,17 +82,47 @@ fn captures() -> Vec<PathBuf> {
     captures_in(&dir)
 }
 
+fn expected(path: &Path) -> Result<Expected, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("{}: no expected file: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 fn check(pcap: &Path) -> Result<(), String> {
     let stem = pcap
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or_default();
     let dir = pcap.parent().unwrap_or(Path::new("."));
-    let text = std::fs::read_to_string(dir.join(format!("{stem}.expected.json")))
-        .map_err(|e| format!("{stem}: no expected file: {e}"))?;
-    let exp: Expected = serde_json::from_str(&text).map_err(|e| format!("{stem}: {e}"))?;
+    let exp = expected(&dir.join(format!("{stem}.expected.json")))?;
+    check_case(stem, dir, &[pcap.to_path_buf()], &exp)
+}
+
+/// A `pcaps/multi/NAME.expected.json` case: its inputs (relative to pcaps/) analyzed together.
+fn check_multi(path: &Path) -> Result<(), String> {
+    let exp = expected(path)?;
+    let stem = path
+        .file_name()
+        .and_then(|s| s.to_str())
+        .and_then(|s| s.strip_suffix(".expected.json"))
+        .unwrap_or_default();
+    let root = repo_root().join("pcaps");
+    let inputs: Vec<PathBuf> = exp.inputs.iter().map(|i| root.join(i)).collect();
+    if inputs.is_empty() {
+        return Err(format!("{stem}: no inputs"));
+    }
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let dir = if dir.join(&exp.workloads).is_file() {
+        dir
+    } else {
+        root.as_path()
+    };
+    check_case(stem, dir, &inputs, &exp)
+}
+
+fn check_case(stem: &str, dir: &Path, inputs: &[PathBuf], exp: &Expected) -> Result<(), String> {
     let identities = WorkloadsFile::load(&dir.join(&exp.workloads)).map_err(|e| e.to_string())?;
-    let report: Report = analyze_files(&[pcap.to_path_buf()], &identities, &Policy::default());
+    let report: Report = analyze_files(inputs, &identities, &Policy::default());
     let s = &report.summary;
     if s.decode_errors != 0 {
         return Err(format!(
@@ -85,15 +130,27 @@ fn check(pcap: &Path) -> Result<(), String> {
             s.decode_errors, s.decode_errors_by_reason
         ));
     }
-    let mut got: Vec<ExpectedEdge> = report
-        .edges
-        .iter()
-        .map(|e| ExpectedEdge {
-            source: e.source.display(),
-            destination: e.destination.display(),
-            port: e.port,
-            security: e.security.as_str().to_owned(),
-            connections: e.stats.connections,
+    // edges by source, destination, port and security (the report splits them further, by the
+    // client's mesh and origin); edges of attempts only carry no connection
+    let mut sums: BTreeMap<(String, String, u16, String), u64> = BTreeMap::new();
+    for e in &report.edges {
+        let key = (
+            e.source.display(),
+            e.destination.display(),
+            e.port,
+            e.security.as_str().to_owned(),
+        );
+        *sums.entry(key).or_default() += e.stats.connections;
+    }
+    let mut got: Vec<ExpectedEdge> = sums
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|((source, destination, port, security), connections)| ExpectedEdge {
+            source,
+            destination,
+            port,
+            security,
+            connections,
         })
         .collect();
     got.sort();
@@ -127,11 +184,17 @@ fn check(pcap: &Path) -> Result<(), String> {
                 port: b.port,
                 connections: b.connections,
                 client_mesh: Some(b.client_mesh.as_str().to_owned()),
+                kind: serde_json::to_value(b.kind)
+                    .ok()
+                    .and_then(|k| k.as_str().map(str::to_owned)),
             })
             .collect();
-        // the client's mesh is compared where the expectation states it
+        // the client's mesh and the kind are compared where the expectation states them
         if ev.blockers.iter().all(|b| b.client_mesh.is_none()) {
             blockers.iter_mut().for_each(|b| b.client_mesh = None);
+        }
+        if ev.blockers.iter().all(|b| b.kind.is_none()) {
+            blockers.iter_mut().for_each(|b| b.kind = None);
         }
         blockers.sort();
         let mut want = ev.blockers.clone();
@@ -183,6 +246,26 @@ fn check(pcap: &Path) -> Result<(), String> {
             .collect();
         return Err(format!("{stem}: unexpected local connections {local:?}"));
     }
+    if let Some(want) = exp.summary_connections {
+        if s.security.total() != want {
+            return Err(format!(
+                "{stem}: {} connections counted, want {want} ({:?})",
+                s.security.total(),
+                s.security
+            ));
+        }
+    }
+    if let Some(want) = exp.attempts {
+        if s.attempts != want {
+            return Err(format!("{stem}: {} attempts, want {want}", s.attempts));
+        }
+    }
+    if s.views < exp.min_views {
+        return Err(format!(
+            "{stem}: {} views joined, want >= {}",
+            s.views, exp.min_views
+        ));
+    }
     if let Some(want) = exp.mid_stream_flows {
         let got = flows.iter().filter(|f| f.mid_stream && !f.local).count();
         if got != want {
@@ -225,5 +308,24 @@ fn every_capture_matches_its_expected_result() {
         all.len()
     );
     let failures: Vec<String> = all.iter().filter_map(|p| check(p).err()).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// Several captures of the same traffic (two vantage points, the same file twice, compressed
+/// captures, a directory of rotated files) against what was made.
+#[test]
+fn several_captures_count_each_connection_once() {
+    let dir = repo_root().join("pcaps/multi");
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    cases.retain(|p| p.to_string_lossy().ends_with(".expected.json"));
+    cases.sort();
+    assert!(
+        cases.len() >= 4,
+        "the multi-capture cases in {}",
+        dir.display()
+    );
+    let failures: Vec<String> = cases.iter().filter_map(|p| check_multi(p).err()).collect();
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
 }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::{uid_hash, IdentityMap, Workload};
+use super::{uid_hash, IdentityMap, ServiceBackend, Workload};
 use crate::classify::Mesh;
 
 /// Why a workloads file was refused; names the file.
@@ -39,6 +39,30 @@ struct FileFormat {
     workloads: Vec<WorkloadEntry>,
     #[serde(default)]
     nodes: Vec<NodeEntry>,
+    #[serde(default)]
+    services: Vec<ServiceEntry>,
+}
+
+/// `{namespace, name, cluster_ips, ports: [{port, target_port}], workload}`: a ClusterIP view of
+/// a connection (a capture in the client pod) maps to the workload behind the Service.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceEntry {
+    namespace: String,
+    name: String,
+    cluster_ips: Vec<IpAddr>,
+    ports: Vec<ServicePort>,
+    /// The workload its endpoints belong to (in the same namespace).
+    workload: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServicePort {
+    port: u16,
+    /// The pods' port; defaults to `port`.
+    #[serde(default)]
+    target_port: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +152,22 @@ impl WorkloadsFile {
             }
             map.upsert_node(&n.name, &n.ips);
         }
+        for svc in parsed.services {
+            for ip in &svc.cluster_ips {
+                claim(*ip, &svc.name)?;
+            }
+            let ports: Vec<(u16, u16)> = svc
+                .ports
+                .iter()
+                .map(|p| (p.port, p.target_port.unwrap_or(p.port)))
+                .collect();
+            let backend = ServiceBackend {
+                namespace: svc.namespace,
+                workload: svc.workload,
+                target_port: 0,
+            };
+            map.set_service(&svc.cluster_ips, &ports, &backend);
+        }
         Ok(map)
     }
 }
@@ -187,5 +227,29 @@ nodes:
         assert!(bad_ip.is_err());
         let typo = WorkloadsFile::parse("workload:\n  - {namespace: a, workload: x}\n", None);
         assert!(typo.expect_err("unknown field").contains("unknown field"));
+    }
+}
+
+#[cfg(test)]
+mod service_tests {
+    use super::*;
+    use crate::identity::IdentitySource;
+
+    #[test]
+    fn services_map_cluster_ips_to_their_backend() {
+        let text = "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.21]}\nservices:\n  - {namespace: foo, name: httpbin, cluster_ips: [10.96.0.50], ports: [{port: 80, target_port: 8000}, {port: 9090}], workload: httpbin}\n";
+        let m = WorkloadsFile::parse(text, None).expect("valid");
+        let ip: IpAddr = "10.96.0.50".parse().expect("ip");
+        let b = m.service(ip, 80).expect("service port 80");
+        assert_eq!(
+            (b.namespace.as_str(), b.workload.as_str(), b.target_port),
+            ("foo", "httpbin", 8000)
+        );
+        assert_eq!(m.service(ip, 9090).map(|b| b.target_port), Some(9090));
+        assert!(m.service(ip, 443).is_none());
+        let dup = "workloads:\n  - {namespace: a, workload: x, ips: [10.96.0.50]}\nservices:\n  - {namespace: a, name: s, cluster_ips: [10.96.0.50], ports: [{port: 80}], workload: x}\n";
+        assert!(WorkloadsFile::parse(dup, None)
+            .expect_err("a ClusterIP is no pod")
+            .contains("listed twice"));
     }
 }

@@ -1,5 +1,5 @@
-//! Identities from the Kubernetes API: watch Pods and Nodes cluster-wide (the source of a
-//! connection is anywhere in the cluster) and keep only the compact IP map.
+//! Identities from the Kubernetes API: watch Pods, Nodes and Namespaces cluster-wide (the source
+//! of a connection is anywhere in the cluster) and keep only the compact IP map.
 //!
 //! Owner resolution follows Istio's `GetDeployMetaFromPod`: a ReplicaSet whose name ends with the
 //! pod's `pod-template-hash` belongs to the Deployment of that prefix, a Job named
@@ -7,29 +7,37 @@
 //! own workload; a bare pod is its own. This needs no ReplicaSet or Job watch.
 //! hostNetwork pods share the node's address and resolve to the node; finished pods
 //! (Succeeded/Failed) have released their addresses.
+//!
+//! The data plane, as Istio's injector and ztunnel decide it: an `istio-proxy` container (among
+//! `containers`, or among `initContainers` with `restartPolicy: Always`: a native sidecar) or the
+//! `sidecar.istio.io/status` annotation is a sidecar; else a pod labelled
+//! `istio.io/dataplane-mode=ambient`, or in a namespace so labelled unless the pod is labelled
+//! `istio.io/dataplane-mode=none`, is in ambient; else it is not in the mesh. The pod's part is
+//! kept per workload ([`PodMesh`]), the namespace's in the map, which combines them.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 use super::{uid_hash, SharedIdentities, Workload};
+pub use super::{PodIdentity, PodMesh};
 
-/// What the map keeps of one pod.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodIdentity {
-    pub uid: u64,
-    pub ips: Vec<IpAddr>,
-    pub workload: Workload,
-    pub local: bool,
-}
+/// The name of Istio's proxy container (a sidecar, or a native sidecar init container).
+const PROXY_CONTAINER: &str = "istio-proxy";
+/// The injector's record of what it added to a pod.
+const SIDECAR_STATUS: &str = "sidecar.istio.io/status";
+/// The ambient enrollment label, on a namespace or a pod.
+const DATAPLANE_MODE: &str = "istio.io/dataplane-mode";
 
-/// The workload a pod belongs to, or `None` when it holds no address of its own.
+/// The workload a pod belongs to, or `None` when it holds no address of its own. Its
+/// `workload.mesh` is left to the map (it depends on the namespace too); `pod_mesh` is the
+/// pod's part.
 pub fn pod_identity(pod: &Pod, this_node: Option<&str>) -> Option<PodIdentity> {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref()?;
@@ -39,20 +47,7 @@ pub fn pod_identity(pod: &Pod, this_node: Option<&str>) -> Option<PodIdentity> {
     {
         return None;
     }
-    let mut ips: Vec<IpAddr> = status
-        .pod_ips
-        .iter()
-        .flatten()
-        .filter_map(|p| p.ip.parse().ok())
-        .collect();
-    if ips.is_empty() {
-        ips.extend(
-            status
-                .pod_ip
-                .as_deref()
-                .and_then(|ip| ip.parse::<IpAddr>().ok()),
-        );
-    }
+    let ips = pod_ips(pod);
     if ips.is_empty() {
         return None;
     }
@@ -100,7 +95,68 @@ pub fn pod_identity(pod: &Pod, this_node: Option<&str>) -> Option<PodIdentity> {
             (Some(_), None) => false,
             (None, _) => true,
         },
+        pod_mesh: pod_mesh(pod),
     })
+}
+
+/// A pod's addresses: `status.podIPs` (dual-stack), and `status.podIP` when not among them.
+/// The one place addresses are read, for adding a pod and for releasing it.
+pub fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
+    let Some(status) = pod.status.as_ref() else {
+        return Vec::new();
+    };
+    let mut ips: Vec<IpAddr> = status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|p| p.ip.parse().ok())
+        .collect();
+    if let Some(ip) = status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()) {
+        if !ips.contains(&ip) {
+            ips.push(ip);
+        }
+    }
+    ips
+}
+
+/// What the pod itself says about its data plane (its namespace decides the rest).
+pub fn pod_mesh(pod: &Pod) -> PodMesh {
+    let annotated = pod
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(SIDECAR_STATUS));
+    let proxy =
+        pod.spec.as_ref().is_some_and(|spec| {
+            spec.containers.iter().any(|c| c.name == PROXY_CONTAINER)
+                || spec.init_containers.iter().flatten().any(|c| {
+                    c.name == PROXY_CONTAINER && c.restart_policy.as_deref() == Some("Always")
+                })
+        });
+    if annotated || proxy {
+        return PodMesh::Sidecar;
+    }
+    let mode = pod
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(DATAPLANE_MODE));
+    match mode.map(String::as_str) {
+        Some("ambient") => PodMesh::Ambient,
+        Some("none") => PodMesh::OptedOut,
+        _ => PodMesh::Unlabelled,
+    }
+}
+
+/// A namespace's name, and whether it is labelled `istio.io/dataplane-mode=ambient`.
+pub fn namespace_ambient(namespace: &Namespace) -> (String, bool) {
+    let ambient = namespace
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(DATAPLANE_MODE))
+        .is_some_and(|mode| mode == "ambient");
+    (namespace.metadata.name.clone().unwrap_or_default(), ambient)
 }
 
 /// `nightly-backup-29012345` -> `nightly-backup` (a CronJob's Job: minutes since the epoch).
@@ -124,16 +180,19 @@ pub fn node_addresses(node: &Node) -> (String, Vec<IpAddr>) {
     (node.metadata.name.clone().unwrap_or_default(), ips)
 }
 
-/// Progress of the two watches, for `/readyz` and the identity gauge.
+/// Progress of the three watches, for `/readyz` and the identity gauge.
 #[derive(Debug, Default)]
 pub struct SyncState {
     pub pods_synced: AtomicBool,
     pub nodes_synced: AtomicBool,
+    pub namespaces_synced: AtomicBool,
 }
 
 impl SyncState {
     pub fn synced(&self) -> bool {
-        self.pods_synced.load(Ordering::Relaxed) && self.nodes_synced.load(Ordering::Relaxed)
+        self.pods_synced.load(Ordering::Relaxed)
+            && self.nodes_synced.load(Ordering::Relaxed)
+            && self.namespaces_synced.load(Ordering::Relaxed)
     }
 }
 
@@ -145,6 +204,8 @@ pub struct Applier {
     this_node: Option<String>,
     relist_pods: Option<Vec<PodIdentity>>,
     relist_nodes: Option<Vec<(String, Vec<IpAddr>)>>,
+    /// The ambient namespaces of a namespace relist.
+    relist_namespaces: Option<Vec<String>>,
 }
 
 impl Applier {
@@ -154,6 +215,7 @@ impl Applier {
             this_node,
             relist_pods: None,
             relist_nodes: None,
+            relist_namespaces: None,
         }
     }
 
@@ -171,10 +233,7 @@ impl Applier {
             Event::InitDone => {
                 let list = self.relist_pods.take().unwrap_or_default();
                 if let Ok(mut map) = self.map.write() {
-                    map.clear_pods();
-                    for p in list {
-                        map.upsert_pod(p.uid, &p.ips, p.workload, p.local);
-                    }
+                    map.replace_pods(list);
                 }
                 return true;
             }
@@ -182,7 +241,7 @@ impl Applier {
                 let uid = uid_hash(pod.metadata.uid.as_deref().unwrap_or_default());
                 if let Ok(mut map) = self.map.write() {
                     match pod_identity(&pod, me) {
-                        Some(p) => map.upsert_pod(p.uid, &p.ips, p.workload, p.local),
+                        Some(p) => map.apply_pod(p),
                         // finished or moved to hostNetwork: release whatever it held
                         None => map.remove_pod(uid, &pod_ips(&pod)),
                     }
@@ -233,26 +292,44 @@ impl Applier {
         }
         false
     }
+
+    /// Apply one namespace event (its ambient label); true when a (re)list completed.
+    pub fn namespace_event(&mut self, event: Event<Namespace>) -> bool {
+        match event {
+            Event::Init => self.relist_namespaces = Some(Vec::new()),
+            Event::InitApply(ns) => {
+                if let (Some(list), (name, true)) =
+                    (self.relist_namespaces.as_mut(), namespace_ambient(&ns))
+                {
+                    list.push(name);
+                }
+            }
+            Event::InitDone => {
+                let list = self.relist_namespaces.take().unwrap_or_default();
+                if let Ok(mut map) = self.map.write() {
+                    map.replace_ambient_namespaces(list);
+                }
+                return true;
+            }
+            Event::Apply(ns) => {
+                let (name, ambient) = namespace_ambient(&ns);
+                if let Ok(mut map) = self.map.write() {
+                    map.set_namespace_ambient(&name, ambient);
+                }
+            }
+            Event::Delete(ns) => {
+                let (name, _) = namespace_ambient(&ns);
+                if let Ok(mut map) = self.map.write() {
+                    map.set_namespace_ambient(&name, false);
+                }
+            }
+        }
+        false
+    }
 }
 
-fn pod_ips(pod: &Pod) -> Vec<IpAddr> {
-    let status = pod.status.as_ref();
-    let mut ips: Vec<IpAddr> = status
-        .and_then(|s| s.pod_ips.as_ref())
-        .into_iter()
-        .flatten()
-        .filter_map(|p| p.ip.parse().ok())
-        .collect();
-    ips.extend(
-        status
-            .and_then(|s| s.pod_ip.as_deref())
-            .and_then(|ip| ip.parse::<IpAddr>().ok()),
-    );
-    ips
-}
-
-/// Watch Pods and Nodes until the streams end (they do not, in a healthy cluster): list, then
-/// watch with bookmarks; kube-rs relists on 410 Gone and backs off on errors.
+/// Watch Pods, Nodes and Namespaces until the streams end (they do not, in a healthy cluster):
+/// list, then watch with bookmarks; kube-rs relists on 410 Gone and backs off on errors.
 pub async fn watch(
     client: Client,
     map: SharedIdentities,
@@ -261,9 +338,12 @@ pub async fn watch(
 ) {
     let config = watcher::Config::default().any_semantic();
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config.clone()).default_backoff();
-    let nodes = watcher::watcher(Api::<Node>::all(client), config).default_backoff();
+    let nodes =
+        watcher::watcher(Api::<Node>::all(client.clone()), config.clone()).default_backoff();
+    let namespaces = watcher::watcher(Api::<Namespace>::all(client), config).default_backoff();
     let mut pods = std::pin::pin!(pods);
     let mut nodes = std::pin::pin!(nodes);
+    let mut namespaces = std::pin::pin!(namespaces);
     let mut applier = Applier::new(map, this_node);
     loop {
         tokio::select! {
@@ -274,6 +354,10 @@ pub async fn watch(
             Some(event) = nodes.next() => match event {
                 Ok(e) => if applier.node_event(e) { sync.nodes_synced.store(true, Ordering::Relaxed) },
                 Err(e) => tracing::warn!(error = %e, "node watch"),
+            },
+            Some(event) = namespaces.next() => match event {
+                Ok(e) => if applier.namespace_event(e) { sync.namespaces_synced.store(true, Ordering::Relaxed) },
+                Err(e) => tracing::warn!(error = %e, "namespace watch"),
             },
             else => break,
         }

@@ -1,6 +1,7 @@
 use std::sync::RwLock;
 
 use super::*;
+use crate::classify::{Mesh, Security};
 use crate::identity::file::WorkloadsFile;
 use crate::identity::IdentityMap;
 

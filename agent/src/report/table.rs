@@ -198,7 +198,10 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
                 vec![
                     format!("  {}", b.source.display()),
                     style.security(b.security),
-                    format!("client mesh {}", b.client_mesh.as_str()),
+                    serde_json::to_value(b.kind)
+                        .ok()
+                        .and_then(|k| k.as_str().map(str::to_owned))
+                        .unwrap_or_default(),
                     format!("port {}", b.port),
                     format!("{} conns", b.connections),
                     format!("last {}", format_time(b.last_seen)),

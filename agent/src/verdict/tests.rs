@@ -38,6 +38,7 @@ fn edge(source: Peer, destination: Peer, port: u16, security: Security, n: u64) 
         } else {
             Mesh::None
         },
+        origin: Origin::Direct,
         stats: EdgeStats {
             connections: n,
             attempts: 0,
@@ -474,4 +475,39 @@ fn nodes_and_folded_destinations_get_no_verdict() {
     ];
     let v = evaluate(&edges, &Policy::default(), &[]);
     assert!(v.workloads.is_empty(), "{:?}", v.workloads);
+}
+
+/// A node's blockers say which kind they are: a kubelet probe on an app port, NodePort traffic
+/// (the outside client named), a hostNetwork client.
+#[test]
+fn node_blockers_name_their_kind() {
+    let d = wl("a", "web");
+    let mut probe = edge(node(), d.clone(), 8080, Security::Plaintext, 2);
+    probe.origin = Origin::KubeletProbe;
+    let mut nodeport = edge(ip("192.0.2.10"), d.clone(), 8080, Security::Plaintext, 2);
+    nodeport.origin = Origin::Nodeport;
+    let host = edge(node(), d.clone(), 8080, Security::Plaintext, 1);
+    let v = evaluate(&[probe, nodeport, host], &Policy::default(), &[]);
+    let kinds: Vec<(String, BlockerKind)> = find(&v, &d)
+        .blockers
+        .iter()
+        .map(|b| (b.source.display(), b.kind))
+        .collect();
+    assert!(
+        kinds.contains(&("node:node-1".into(), BlockerKind::KubeletProbe)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("192.0.2.10".into(), BlockerKind::Nodeport)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.contains(&("node:node-1".into(), BlockerKind::Node)),
+        "{kinds:?}"
+    );
+    let probe = find(&v, &d)
+        .blockers
+        .iter()
+        .find(|b| b.kind == BlockerKind::KubeletProbe);
+    assert!(probe.is_some_and(|b| b.remedy.contains("rewriteAppHTTPProbers")));
 }
