@@ -8,7 +8,8 @@ CARGO ?= cargo
 DEMO_PCAP ?= pcaps/istio-migration-before.pcap
 DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
 
-.PHONY: demo test deps build lint unit generator e2e fuzz fuzz-long bench pcaps
+.PHONY: demo test deps build lint deny unit generator e2e fuzz fuzz-long bench pcaps
+.PHONY: monitoring monitoring-e2e deploy-check image image-test
 
 deps:
 	@./scripts/install-deps.sh
@@ -23,6 +24,12 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
+# Licences, bans and sources of the dependency tree (deny.toml). Advisories need the RustSec
+# database, which the build machines cannot fetch.
+deny: deps
+	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install cargo-deny --locked
+	$(CARGO) deny --log-level error check licenses bans sources
+
 unit: deps
 	$(CARGO) test --workspace --locked
 
@@ -32,6 +39,26 @@ generator: deps
 e2e: deps
 	./scripts/e2e-agent.sh
 
+# The monitoring mixin (grafana/): gen-check, lint, promtool check + unit tests of the rules.
+monitoring: deps
+	./scripts/check-monitoring.sh
+
+# Live: real traffic, two agents, Prometheus with the rules, every dashboard query (root).
+monitoring-e2e: deps
+	./scripts/e2e-monitoring.sh
+
+# deploy/ rendered with kubectl kustomize and validated against the Kubernetes schemas.
+deploy-check: deps
+	./scripts/check-deploy.sh
+
+# The OCI image (buildah, vfs, FROM scratch: no daemon, no base image) in target/image/oci.
+image: deps
+	./scripts/image.sh build
+
+# The image's binary from its unpacked layers: --version, analyze, a live capture as nobody (root).
+image-test: image
+	./scripts/image.sh test
+
 # Smoke run of every fuzz target (15 s each); `make fuzz-long` for the documented longer run.
 fuzz: deps
 	./scripts/fuzz.sh 15
@@ -39,7 +66,7 @@ fuzz: deps
 fuzz-long: deps
 	./scripts/fuzz.sh 600
 
-test: lint unit generator e2e fuzz
+test: lint deny unit generator e2e fuzz monitoring deploy-check image-test monitoring-e2e
 
 # Benchmarks (see BENCHMARKS.md): offline side by side with tcpdump, nDPI, tshark; criterion
 # micro-benchmarks; the live replay (root).

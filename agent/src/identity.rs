@@ -511,6 +511,24 @@ impl IdentityMap {
     }
 
     /// Workloads interned (with pods, declared, or idle and not yet forgotten).
+    /// The workloads with a pod on this node (for `meshwatch_workload_info`).
+    pub fn local_workloads(&self) -> Vec<&Workload> {
+        let mut seen = HashSet::new();
+        self.by_ip
+            .values()
+            .filter_map(|e| match e {
+                Entry::Pod {
+                    workload,
+                    local: true,
+                    ..
+                } => Some(*workload),
+                _ => None,
+            })
+            .filter(|w| seen.insert(*w))
+            .filter_map(|w| self.slots.get(w as usize).map(|s| &s.workload))
+            .collect()
+    }
+
     pub fn workload_count(&self) -> usize {
         self.slots.len()
     }

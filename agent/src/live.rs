@@ -22,12 +22,13 @@ use prometheus_client::registry::Registry;
 use serde::Serialize;
 
 use crate::aggregate::{backend_of, Edge, EdgeKey, EdgeStats, Origin, Peer};
+use crate::classify::Mesh;
 use crate::flow::{Connection, FlowRecord, TableStats};
 use crate::identity::kubernetes::SyncState;
 use crate::identity::{Identity, IdentitySource, SharedIdentities};
 use crate::metrics::{
     AttemptLabels, BytesLabels, ConnectionLabels, Direction, DropLabels, DropPoint, Metrics,
-    PortLabels, ReasonLabels, Reporter,
+    PortLabels, ReasonLabels, Reporter, WorkloadLabels,
 };
 use crate::pipeline::PacketStats;
 use crate::verdict::{self, Policy, Verdicts};
@@ -436,8 +437,24 @@ impl Recorder {
     fn publish_identities(&mut self) {
         let m = &self.state.metrics.identity;
         m.synced.set(i64::from(self.state.identities_synced()));
-        if let Ok(ids) = self.state.identities.read() {
-            m.entries.set(ids.len() as i64);
+        let Ok(ids) = self.state.identities.read() else {
+            return;
+        };
+        m.entries.set(ids.len() as i64);
+        let local: Vec<WorkloadLabels> = ids
+            .local_workloads()
+            .into_iter()
+            .map(|w| WorkloadLabels {
+                namespace: w.namespace.clone(),
+                workload: w.workload.clone(),
+                mesh: w.mesh.map_or("unknown", Mesh::as_str),
+            })
+            .collect();
+        drop(ids);
+        // a workload that left this node leaves the series
+        m.workloads.clear();
+        for labels in &local {
+            m.workloads.get_or_create(labels).set(1);
         }
     }
 

@@ -253,7 +253,7 @@ impl Metrics {
             i.synced.clone(),
         );
         r.register(
-            "workload",
+            "workload_info",
             "Workloads with a pod on this node, and their data plane (sidecar, ambient, none, unknown)",
             i.workloads.clone(),
         );

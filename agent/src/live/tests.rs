@@ -166,3 +166,27 @@ fn a_reader_never_blocks_the_recorder() {
     let ports: Vec<u16> = state.recent_flows(10).iter().map(|r| r.sport).collect();
     assert_eq!(ports, [3, 2, 1]);
 }
+
+/// `meshwatch_workload_info` names the workloads with a pod on this node, and their mesh.
+#[test]
+fn workload_info_lists_this_nodes_workloads() {
+    let text = "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11], node: node-1, mesh: sidecar}\n  - {namespace: foo, workload: remote, ips: [10.244.2.11], node: node-2}\n  - {namespace: legacy, workload: db, ips: [10.244.1.40], node: node-1}\n";
+    let state = state(text, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    rec.publish(
+        &PacketStats::default(),
+        crate::flow::TableStats::default(),
+        0,
+        None,
+    );
+    let text = state.metrics_text();
+    let info = series(&text, "meshwatch_workload_info");
+    assert_eq!(info.len(), 2, "{text}");
+    assert!(info
+        .iter()
+        .any(|l| l.contains("workload=\"httpbin\"") && l.contains("mesh=\"sidecar\"")));
+    assert!(info
+        .iter()
+        .any(|l| l.contains("workload=\"db\"") && l.contains("mesh=\"unknown\"")));
+    assert!(series(&text, "meshwatch_identity_synced").contains(&"meshwatch_identity_synced 1"));
+}
