@@ -507,4 +507,56 @@ mod tests {
         );
         assert!(edges.iter().any(|x| x.port == OTHER_PORTS));
     }
+
+    /// A connection is judged at its backend: the view that is a workload (after DNAT), the
+    /// workload behind a ClusterIP when only that view exists, never a node.
+    #[test]
+    fn connections_are_judged_at_their_backend() {
+        let ids = crate::identity::file::WorkloadsFile::parse(
+            "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.21]}\nnodes:\n  - {name: node-1, ips: [10.0.0.5]}\nservices:\n  - {namespace: foo, name: httpbin, cluster_ips: [10.96.0.50], ports: [{port: 80, target_port: 8000}], workload: httpbin}\n",
+            None,
+        )
+        .expect("workloads");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let pod = (ip("10.244.1.21"), 8000);
+        // DNAT: the ClusterIP view first, the pod view second
+        let b = backend_of((ip("10.96.0.50"), 80), Some(pod), &ids);
+        assert_eq!(
+            (b.to.clone(), b.through_node),
+            (BackendKind::Address(pod), false)
+        );
+        // only the ClusterIP view (a capture in the client pod)
+        let b = backend_of((ip("10.96.0.50"), 80), None, &ids);
+        let (peer, port) = b.peer(&ids);
+        assert_eq!((peer.display(), port), ("foo/httpbin".to_owned(), 8000));
+        // NodePort: outside -> node:30080, then node -> pod
+        let b = backend_of((ip("10.0.0.5"), 30080), Some(pod), &ids);
+        assert_eq!(
+            (b.to.clone(), b.through_node),
+            (BackendKind::Address(pod), true)
+        );
+        // only the node view: it stays the node (and gets no verdict)
+        let b = backend_of((ip("10.0.0.5"), 30080), None, &ids);
+        assert!(!b.through_node);
+        assert!(b.peer(&ids).0.is_node());
+        // an edge built from the DNAT record names the client and the backend
+        let mut e = Edges::default();
+        let mut rec = record(ip("10.244.1.31"), ip("10.96.0.50"), 80);
+        rec.views.push(crate::flow::FlowView {
+            src: ip("10.244.1.31"),
+            sport: 40000,
+            dst: pod.0,
+            dport: pod.1,
+        });
+        e.add(&rec, &ids);
+        let edges = e.to_vec();
+        assert_eq!(
+            (
+                edges[0].destination.display(),
+                edges[0].port,
+                edges[0].origin
+            ),
+            ("foo/httpbin".to_owned(), 8000, Origin::Direct)
+        );
+    }
 }

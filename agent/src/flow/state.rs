@@ -214,6 +214,11 @@ impl Flow {
         self.views = Some(views.into_boxed_slice());
     }
 
+    /// The client's port.
+    pub fn client_port(&self, key: &FlowKey) -> u16 {
+        key.sender(self.client_dir).1
+    }
+
     /// The client's ISN and port, when the SYN was seen (what NAT keeps of a connection).
     pub fn client_id(&self, key: &FlowKey) -> Option<(u32, u16)> {
         let isn = self.client_isn?;

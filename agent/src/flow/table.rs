@@ -114,11 +114,18 @@ impl FlowTable {
     /// port within [`VIEW_WINDOW`] on another key whose flow is still open (DNAT keeps both;
     /// SNAT keeps the ISN and, as Linux does unless the port is taken, the port). The new flow
     /// becomes a view; the first one learns where this view went.
+    ///
+    /// A connection seen mid-stream (its SYN before the capture) joins by sequence space: the
+    /// first segment a view sees is the same segment in the other view, with the same sequence
+    /// number and the same client port.
     fn join_views(&mut self, key: FlowKey, seg: &TcpSegment<'_>, now: Nanos, flow: &mut Flow) {
-        if !seg.flags.syn() || seg.flags.ack() {
+        let id = if seg.flags.syn() && !seg.flags.ack() {
+            (seg.seq, seg.sport)
+        } else if !seg.flags.syn() && !seg.payload.is_empty() {
+            (seg.seq, flow.client_port(&key))
+        } else {
             return;
-        }
-        let id = (seg.seq, seg.sport);
+        };
         if let Some(&(first, at)) = self.syn_index.get(&id) {
             if first != key && now.saturating_sub(at) <= VIEW_WINDOW {
                 if let Some(first_flow) = self.flows.get_mut(&first) {

@@ -596,3 +596,74 @@ fn loopback_traffic_is_local() {
     assert!(!real_rec.local);
     assert!(done.connections.iter().filter(|c| c.local).count() == 4);
 }
+
+/// Two views of one connection: before DNAT (to the ClusterIP) and after (to the pod), with the
+/// same client ISN and port — and the same for a connection seen mid-stream, by the sequence
+/// number of its first segment. One connection each, with the other view listed.
+#[test]
+fn views_of_one_connection_are_joined() {
+    let (mut t, mut done) = (table(), Outputs::default());
+    let client = (addr("10.244.1.31"), 45928);
+    let (cluster_ip, pod) = ((addr("10.96.0.50"), 80), (addr("10.244.1.21"), 8000));
+    t.on_segment(&seg(client, cluster_ip, 777, 0, SYN, &[]), 0, &mut done);
+    t.on_segment(&seg(client, pod, 777, 0, SYN, &[]), 10, &mut done);
+    t.on_segment(
+        &seg(cluster_ip, client, 5000, 778, SYN | ACK, &[]),
+        20,
+        &mut done,
+    );
+    t.on_segment(&seg(pod, client, 5000, 778, SYN | ACK, &[]), 30, &mut done);
+    t.on_segment(
+        &seg(
+            client,
+            cluster_ip,
+            778,
+            5001,
+            PSH,
+            b"GET / HTTP/1.1\r\n\r\n",
+        ),
+        40,
+        &mut done,
+    );
+    t.on_segment(
+        &seg(client, pod, 778, 5001, PSH, b"GET / HTTP/1.1\r\n\r\n"),
+        50,
+        &mut done,
+    );
+    // mid-stream: a keep-alive connection whose SYN came before the capture
+    let other = (addr("10.244.1.32"), 50000);
+    t.on_segment(
+        &seg(other, cluster_ip, 9_000, 1, PSH, b"GET /b HTTP/1.1\r\n\r\n"),
+        60,
+        &mut done,
+    );
+    t.on_segment(
+        &seg(other, pod, 9_000, 1, PSH, b"GET /b HTTP/1.1\r\n\r\n"),
+        70,
+        &mut done,
+    );
+    // the same ISN and port much later is another connection, not a view
+    let late = (addr("10.244.1.33"), 45928);
+    t.on_segment(&seg(late, pod, 777, 0, SYN, &[]), 10 * SEC, &mut done);
+    t.drain(&mut done);
+    let counted: Vec<&FlowRecord> = done.finished.iter().filter(|r| !r.view).collect();
+    let views: Vec<&FlowRecord> = done.finished.iter().filter(|r| r.view).collect();
+    assert_eq!((counted.len(), views.len()), (3, 2), "{:#?}", done.finished);
+    assert_eq!(t.stats().views_joined, 2);
+    let first = counted
+        .iter()
+        .find(|r| r.src == client.0)
+        .expect("first view");
+    assert_eq!((first.dst, first.dport), cluster_ip);
+    assert_eq!(first.views.len(), 1);
+    assert_eq!((first.views[0].dst, first.views[0].dport), pod);
+    // the agent's events: one connection per joined connection
+    let events = done.connections.iter().filter(|c| !c.view).count();
+    assert_eq!(events, 3);
+    let with_backend = done
+        .connections
+        .iter()
+        .find(|c| !c.view && c.src == client.0)
+        .expect("event");
+    assert_eq!(with_backend.alt_dst, Some(pod));
+}
