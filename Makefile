@@ -3,13 +3,15 @@
 #   make test   installs what is missing, then lint + every test (unit, property, corpus, pcaps,
 #               CLI, Kubernetes replay) + a fresh run of the capture generator + the live agent
 #               end-to-end test with Prometheus (the last two as root) + a fuzz smoke run
+#               + the monitoring mixin (gen-check, lint, promtool tests), deploy/ rendered and
+#               validated, the OCI image built and run, the dashboards' live test (root)
 
 CARGO ?= cargo
 DEMO_PCAP ?= pcaps/istio-migration-before.pcap
 DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
 
 .PHONY: demo test deps build lint deny unit generator e2e fuzz fuzz-long bench pcaps
-.PHONY: monitoring monitoring-e2e deploy-check image image-test
+.PHONY: monitoring monitoring-e2e deploy-check image image-test nat-e2e
 
 deps:
 	@./scripts/install-deps.sh
@@ -39,6 +41,10 @@ generator: deps
 e2e: deps
 	./scripts/e2e-agent.sh
 
+# Live: the nat scenario's routed node (kube-proxy DNAT, NodePort SNAT): one count per connection (root).
+nat-e2e: deps
+	./scripts/e2e-nat.sh
+
 # The monitoring mixin (grafana/): gen-check, lint, promtool check + unit tests of the rules.
 monitoring: deps
 	./scripts/check-monitoring.sh
@@ -66,7 +72,7 @@ fuzz: deps
 fuzz-long: deps
 	./scripts/fuzz.sh 600
 
-test: lint deny unit generator e2e fuzz monitoring deploy-check image-test monitoring-e2e
+test: lint deny unit generator e2e nat-e2e fuzz monitoring deploy-check image-test monitoring-e2e
 
 # Benchmarks (see BENCHMARKS.md): offline side by side with tcpdump, nDPI, tshark; criterion
 # micro-benchmarks; the live replay (root).

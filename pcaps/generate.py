@@ -826,6 +826,25 @@ def scenario_nat(lab, out):
     to pod); legacy/sleep (no sidecar) dials the ClusterIP in plaintext. Captured at once on the
     node (-i any: every forwarded packet on two veths, pre- and post-NAT) and inside
     legacy/sleep (-i any: only the ClusterIP view exists there)."""
+    traffic = setup_nat(lab)
+    d = os.path.dirname(out)
+    node_cap = os.path.join(d, "nat-node-any.pcap")
+    pod_cap = os.path.join(d, "nat-client-pod.pcap")
+    caps = [(node_cap, lab.capture(node_cap, iface="any", linktype="LINUX_SLL2", buffer_kib=CAPTURE_BUFFER_KIB)),
+            (pod_cap, lab.capture(pod_cap, iface="any", linktype="LINUX_SLL", netns=lab.pods["legacy/sleep"][0],
+                                  buffer_kib=CAPTURE_BUFFER_KIB))]
+    made = traffic()
+    for path, cap in caps:
+        if lab.stop(cap):
+            raise RuntimeError(f"{path}: the capture dropped packets")
+    return [(node_cap, expect_nat_view(made, lambda m: True, "node_views")),
+            (pod_cap, expect_nat_view(made, lambda m: m["client_pod"], "pod_views"))]
+
+
+def setup_nat(lab):
+    """The nat scenario's node, pods, outside host, kube-proxy rules, servers and sidecars (see
+    scenario_nat). Returns its traffic: a function that makes the connections (one run) and
+    returns every connection made so far as expect_nat_view's `made`."""
     lab.node_ips = [NODE_IP]
     lab.services = [{"namespace": "foo", "name": "httpbin", "cluster_ips": [CLUSTER_IP],
                      "ports": [(SERVICE_PORT, APP_PORT)], "workload": "httpbin"}]
@@ -901,28 +920,21 @@ def scenario_nat(lab, out):
         ns(node, sys.executable, "-c", TCP_PROBE, NAT_BACKEND, str(APP_PORT), timeout=20)
         record("node:node-1", APP_PORT, "unknown", None, 1, payload=False)
 
-    d = os.path.dirname(out)
-    node_cap = os.path.join(d, "nat-node-any.pcap")
-    pod_cap = os.path.join(d, "nat-client-pod.pcap")
-    caps = [(node_cap, lab.capture(node_cap, iface="any", linktype="LINUX_SLL2", buffer_kib=CAPTURE_BUFFER_KIB)),
-            (pod_cap, lab.capture(pod_cap, iface="any", linktype="LINUX_SLL", netns=legacy,
-                                  buffer_kib=CAPTURE_BUFFER_KIB))]
-    for i in range(6):
-        mtls()
-        if i % 2 == 0:
-            legacy_plaintext()
-        if i < 2:
-            nodeport()
-            host_network()
-            kube_probe()
-            rewritten_probe()
-        if i < 3:
-            tcp_probe()
-    for path, cap in caps:
-        if lab.stop(cap):
-            raise RuntimeError(f"{path}: the capture dropped packets")
-    return [(node_cap, expect_nat_view(made, lambda m: True, "node_views")),
-            (pod_cap, expect_nat_view(made, lambda m: m["client_pod"], "pod_views"))]
+    def traffic():
+        for i in range(6):
+            mtls()
+            if i % 2 == 0:
+                legacy_plaintext()
+            if i < 2:
+                nodeport()
+                host_network()
+                kube_probe()
+                rewritten_probe()
+            if i < 3:
+                tcp_probe()
+        return made
+
+    return traffic
 
 
 # ---- multi-capture cases (pcaps/multi/): several inputs analyzed together
