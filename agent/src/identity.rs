@@ -12,6 +12,10 @@
 //! A Kubernetes workload's data plane ([`Workload::mesh`]) is derived from its pods' own signal
 //! ([`PodMesh`]) and its namespace's `istio.io/dataplane-mode` label, kept here as the set of
 //! ambient namespaces, so a namespace relabel updates its workloads at once.
+//!
+//! Services are kept as their ClusterIPs and ports -> [`ServiceBackend`] (namespace, workload,
+//! target port), set by the source (the workloads file's `services:`, or Kubernetes Services
+//! and EndpointSlices resolved to the workloads of their pods' addresses).
 
 pub mod file;
 #[cfg(feature = "agent")]
@@ -195,8 +199,10 @@ pub struct IdentityMap {
     nodes: Vec<String>,
     /// Namespaces labelled `istio.io/dataplane-mode=ambient`.
     ambient_namespaces: HashSet<String>,
-    /// Service ClusterIP and port -> backend (a ClusterIP is never a destination of its own).
-    services: HashMap<(IpAddr, u16), ServiceBackend>,
+    /// Service ClusterIP -> its ports' backends (a ClusterIP is never a destination of its own).
+    /// Keyed by address alone, so a Service's addresses go in one step whatever its ports; a
+    /// Service has a handful of ports, searched in order.
+    services: HashMap<IpAddr, Vec<(u16, ServiceBackend)>>,
 }
 
 /// The map shared between its feeder and its readers (read per flow event, never per packet).
@@ -478,27 +484,51 @@ impl IdentityMap {
     }
 
     /// A Service: each of its ClusterIPs and ports (`(port, target_port)`) leads to `backend`'s
-    /// workload (its `target_port` is taken from each pair).
+    /// workload (its `target_port` is taken from each pair). A port set again is replaced.
     pub fn set_service(
         &mut self,
         cluster_ips: &[IpAddr],
         ports: &[(u16, u16)],
         backend: &ServiceBackend,
     ) {
+        if ports.is_empty() {
+            return;
+        }
         for ip in cluster_ips {
+            let at = self.services.entry(*ip).or_default();
+            let new = ports
+                .iter()
+                .filter(|(port, _)| !at.iter().any(|(p, _)| p == port))
+                .count();
+            at.reserve_exact(new);
             for &(port, target_port) in ports {
                 let to = ServiceBackend {
                     target_port,
                     ..backend.clone()
                 };
-                self.services.insert((*ip, port), to);
+                match at.iter_mut().find(|(p, _)| *p == port) {
+                    Some(slot) => slot.1 = to,
+                    None => at.push((port, to)),
+                }
             }
         }
     }
 
     /// Forget a Service's ClusterIPs (before it is set again, or when it is deleted).
     pub fn remove_service_ips(&mut self, cluster_ips: &[IpAddr]) {
-        self.services.retain(|(ip, _), _| !cluster_ips.contains(ip));
+        for ip in cluster_ips {
+            self.services.remove(ip);
+        }
+    }
+
+    /// Forget every Service (before a relist sets them again).
+    pub fn clear_services(&mut self) {
+        self.services.clear();
+    }
+
+    /// Service ports known (ClusterIP and port pairs).
+    pub fn service_port_count(&self) -> usize {
+        self.services.values().map(Vec::len).sum()
     }
 
     /// Addresses known.
@@ -551,6 +581,25 @@ impl IdentityMap {
                 .ambient_namespaces
                 .iter()
                 .map(String::capacity)
+                .sum::<usize>()
+            + self.services_heap_bytes()
+    }
+
+    /// The part of [`IdentityMap::heap_bytes`] the Service table holds.
+    pub fn services_heap_bytes(&self) -> usize {
+        use std::mem::size_of;
+        type Ports = Vec<(u16, ServiceBackend)>;
+        hash_table_bytes(self.services.capacity(), size_of::<(IpAddr, Ports)>())
+            + self
+                .services
+                .values()
+                .map(|ports| {
+                    ports.capacity() * size_of::<(u16, ServiceBackend)>()
+                        + ports
+                            .iter()
+                            .map(|(_, b)| b.namespace.capacity() + b.workload.capacity())
+                            .sum::<usize>()
+                })
                 .sum::<usize>()
     }
 }
@@ -627,7 +676,10 @@ impl IdentitySource for IdentityMap {
     }
 
     fn service(&self, ip: IpAddr, port: u16) -> Option<&ServiceBackend> {
-        self.services.get(&(ip, port))
+        self.services
+            .get(&ip)?
+            .iter()
+            .find_map(|(p, b)| (*p == port).then_some(b))
     }
 }
 
@@ -941,6 +993,40 @@ mod tests {
             .map(|k| (k.workload, k.mesh))
             .collect();
         assert_eq!(known, [("api", Some(Mesh::Sidecar)), ("web", None)]);
+    }
+
+    #[test]
+    fn service_ports_are_set_replaced_and_removed_per_address() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let backend = |workload: &str| ServiceBackend {
+            namespace: "a".into(),
+            workload: workload.into(),
+            target_port: 0,
+        };
+        let at = |m: &IdentityMap, addr: IpAddr, port| {
+            m.service(addr, port)
+                .map(|b| (b.workload.clone(), b.target_port))
+        };
+        let (v4, v6) = (ip("10.96.0.5"), ip("fd00:10:96::5"));
+        let mut m = IdentityMap::default();
+        m.set_service(&[v4, v6], &[(80, 8080), (443, 8443)], &backend("web"));
+        assert_eq!(at(&m, v6, 443), Some(("web".into(), 8443)));
+        // a port set again is replaced, the others stay
+        m.set_service(&[v4], &[(80, 9090)], &backend("api"));
+        assert_eq!(at(&m, v4, 80), Some(("api".into(), 9090)));
+        assert_eq!(at(&m, v4, 443), Some(("web".into(), 8443)));
+        assert_eq!(m.service_port_count(), 4);
+        assert!(
+            m.services_heap_bytes() > 0 && m.is_empty(),
+            "no address is a pod"
+        );
+        m.remove_service_ips(&[v4]);
+        assert_eq!(
+            (at(&m, v4, 443), at(&m, v6, 80)),
+            (None, Some(("web".into(), 8080)))
+        );
+        m.clear_services();
+        assert_eq!((m.service_port_count(), at(&m, v6, 80)), (0, None));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Kubernetes identity source through kube-rs's real client and watcher, against a local
 //! HTTP server that replays API responses: list, a watch stream (ADDED, MODIFIED, BOOKMARK,
 //! DELETED), then 410 Gone, which must make the watcher relist; namespaces listed and watched,
-//! a label change moving a namespace into ambient.
+//! a label change moving a namespace into ambient; Services and EndpointSlices listed and
+//! watched into ClusterIP:port -> workload and target port.
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -24,12 +25,20 @@ const NODES_1: &str = include_str!("fixtures/kube/nodes-list-1.json");
 const WATCH_1: &str = include_str!("fixtures/kube/pods-watch-1.jsonl");
 const NAMESPACES_1: &str = include_str!("fixtures/kube/namespaces-list-1.json");
 const NAMESPACES_WATCH_1: &str = include_str!("fixtures/kube/namespaces-watch-1.jsonl");
+const SERVICES_1: &str = include_str!("fixtures/kube/services-list-1.json");
+const SERVICES_WATCH_1: &str = include_str!("fixtures/kube/services-watch-1.jsonl");
+const SLICES_1: &str = include_str!("fixtures/kube/endpointslices-list-1.json");
+const SLICES_WATCH_1: &str = include_str!("fixtures/kube/endpointslices-watch-1.jsonl");
 
 #[derive(Default)]
 struct Calls {
     pod_lists: AtomicUsize,
     pod_watches: AtomicUsize,
     namespace_watches: AtomicUsize,
+    service_watches: AtomicUsize,
+    slice_watches: AtomicUsize,
+    /// EndpointSlice requests that asked only for slices labelled with their Service.
+    slice_selected: AtomicUsize,
 }
 
 fn json(body: Body) -> Response {
@@ -80,6 +89,44 @@ async fn namespaces(State(calls): State<Arc<Calls>>, RawQuery(q): RawQuery) -> R
     }
 }
 
+/// The list, then one watch (legacy-db becomes ExternalName), then a quiet watch.
+async fn services(State(calls): State<Arc<Calls>>, RawQuery(q): RawQuery) -> Response {
+    if !watching(q.as_deref()) {
+        return json(Body::from(SERVICES_1));
+    }
+    match calls.service_watches.fetch_add(1, Ordering::SeqCst) {
+        0 => json(Body::from(SERVICES_WATCH_1)),
+        _ => json(quiet_watch()),
+    }
+}
+
+/// The list, then one watch (reviews' slice added, httpbin's updated, web-headless's deleted),
+/// then a quiet watch.
+async fn endpointslices(State(calls): State<Arc<Calls>>, RawQuery(q): RawQuery) -> Response {
+    let selected = q.as_deref().is_some_and(|q| {
+        q.split('&')
+            .any(|kv| kv == "labelSelector=kubernetes.io%2Fservice-name")
+    });
+    if selected {
+        calls.slice_selected.fetch_add(1, Ordering::SeqCst);
+    }
+    if !watching(q.as_deref()) {
+        return json(Body::from(SLICES_1));
+    }
+    match calls.slice_watches.fetch_add(1, Ordering::SeqCst) {
+        0 => json(Body::from(SLICES_WATCH_1)),
+        _ => json(quiet_watch()),
+    }
+}
+
+/// Where a ClusterIP and port lead: `namespace/workload:target_port`.
+fn service(map: &SharedIdentities, addr: &str, port: u16) -> Option<String> {
+    let ip: IpAddr = addr.parse().ok()?;
+    let m = map.read().ok()?;
+    m.service(ip, port)
+        .map(|b| format!("{}/{}:{}", b.namespace, b.workload, b.target_port))
+}
+
 fn mesh(map: &SharedIdentities, addr: &str) -> Option<Mesh> {
     let ip: IpAddr = addr.parse().ok()?;
     let m = map.read().ok()?;
@@ -106,6 +153,11 @@ async fn watcher_lists_watches_and_relists_after_410() {
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/namespaces", get(namespaces))
+        .route("/api/v1/services", get(services))
+        .route(
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            get(endpointslices),
+        )
         .with_state(calls.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -125,21 +177,73 @@ async fn watcher_lists_watches_and_relists_after_410() {
     ));
 
     // the end state: first list, the watch's events, the 410, the relist; namespaces listed
-    // and their watch's label change applied
+    // and their watch's label change applied; Services and EndpointSlices listed and their
+    // watches' events applied (reviews' slice came, legacy-db lost its ClusterIP)
     let end_state = || {
         lookup(&map, "10.244.1.60").is_some()
             && sync.synced()
             && mesh(&map, "10.244.1.30") == Some(Mesh::Ambient)
+            && service(&map, "10.96.30.73", 9080).is_some()
+            && service(&map, "10.96.30.74", 3306).is_none()
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !end_state() && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(sync.synced(), "pods, nodes and namespaces listed");
+    assert!(
+        sync.synced(),
+        "pods, nodes, namespaces, services and endpointslices listed"
+    );
     assert!(
         sync.namespaces_synced.load(Ordering::SeqCst),
         "namespaces listed"
     );
+    assert!(
+        sync.services_synced.load(Ordering::SeqCst)
+            && sync.endpointslices_synced.load(Ordering::SeqCst),
+        "services and endpointslices listed"
+    );
+    assert!(
+        calls.slice_selected.load(Ordering::SeqCst) >= 2,
+        "EndpointSlices listed and watched with the kubernetes.io/service-name selector"
+    );
+    // Services: ClusterIP:port -> the workload of their endpoints' pods, after the pod relist
+    for (addr, port, expected, what) in [
+        (
+            "10.96.10.21",
+            80,
+            Some("foo/httpbin:8000"),
+            "httpbin, its new pod",
+        ),
+        (
+            "10.96.10.13",
+            80,
+            Some("foo/sleep:8000"),
+            "NodePort's ClusterIP",
+        ),
+        ("fd00:10:96::1e", 80, Some("shop/web:8000"), "dual-stack"),
+        (
+            "10.96.40.70",
+            9090,
+            Some("payments/ledger:15090"),
+            "named targetPort",
+        ),
+        (
+            "10.96.30.73",
+            9080,
+            Some("bookinfo/reviews:9080"),
+            "slice from the watch",
+        ),
+        ("10.96.30.74", 3306, None, "legacy-db turned ExternalName"),
+        (
+            "10.96.0.1",
+            443,
+            None,
+            "the API server's endpoint is a node",
+        ),
+    ] {
+        assert_eq!(service(&map, addr, port).as_deref(), expected, "{what}");
+    }
     assert!(
         calls.pod_lists.load(Ordering::SeqCst) >= 2,
         "410 Gone forced a relist"

@@ -1,5 +1,7 @@
-//! Identities from the Kubernetes API: watch Pods, Nodes and Namespaces cluster-wide (the source
-//! of a connection is anywhere in the cluster) and keep only the compact IP map.
+//! Identities from the Kubernetes API: watch Pods, Nodes, Namespaces, Services and
+//! EndpointSlices cluster-wide (the source of a connection is anywhere in the cluster) and keep
+//! only the compact IP map, and per Service its ClusterIP:port -> (namespace, workload, target
+//! port) ([`services`]).
 //!
 //! Owner resolution follows Istio's `GetDeployMetaFromPod`: a ReplicaSet whose name ends with the
 //! pod's `pod-template-hash` belongs to the Deployment of that prefix, a Job named
@@ -20,13 +22,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 use super::{uid_hash, SharedIdentities, Workload};
 pub use super::{PodIdentity, PodMesh};
+use services::{
+    service_entry, service_key, slice_entry, ServiceEntry, ServiceKey, ServiceTable, SliceEntry,
+    SERVICE_NAME_LABEL,
+};
+
+pub mod services;
 
 /// The name of Istio's proxy container (a sidecar, or a native sidecar init container).
 const PROXY_CONTAINER: &str = "istio-proxy";
@@ -180,12 +189,14 @@ pub fn node_addresses(node: &Node) -> (String, Vec<IpAddr>) {
     (node.metadata.name.clone().unwrap_or_default(), ips)
 }
 
-/// Progress of the three watches, for `/readyz` and the identity gauge.
+/// Progress of the five watches, for `/readyz` and the identity gauge.
 #[derive(Debug, Default)]
 pub struct SyncState {
     pub pods_synced: AtomicBool,
     pub nodes_synced: AtomicBool,
     pub namespaces_synced: AtomicBool,
+    pub services_synced: AtomicBool,
+    pub endpointslices_synced: AtomicBool,
 }
 
 impl SyncState {
@@ -193,6 +204,8 @@ impl SyncState {
         self.pods_synced.load(Ordering::Relaxed)
             && self.nodes_synced.load(Ordering::Relaxed)
             && self.namespaces_synced.load(Ordering::Relaxed)
+            && self.services_synced.load(Ordering::Relaxed)
+            && self.endpointslices_synced.load(Ordering::Relaxed)
     }
 }
 
@@ -206,6 +219,10 @@ pub struct Applier {
     relist_nodes: Option<Vec<(String, Vec<IpAddr>)>>,
     /// The ambient namespaces of a namespace relist.
     relist_namespaces: Option<Vec<String>>,
+    /// Services and EndpointSlices as the ClusterIP mapping needs them.
+    services: ServiceTable,
+    relist_services: Option<Vec<(ServiceKey, ServiceEntry)>>,
+    relist_slices: Option<Vec<(ServiceKey, SliceEntry)>>,
 }
 
 impl Applier {
@@ -216,7 +233,16 @@ impl Applier {
             relist_pods: None,
             relist_nodes: None,
             relist_namespaces: None,
+            services: ServiceTable::default(),
+            relist_services: None,
+            relist_slices: None,
         }
+    }
+
+    /// Heap bytes the Service and EndpointSlice table holds (the map's part is in
+    /// [`super::IdentityMap::heap_bytes`]).
+    pub fn service_table_bytes(&self) -> usize {
+        self.services.heap_bytes()
     }
 
     /// Apply one pod event; true when a (re)list completed.
@@ -234,6 +260,8 @@ impl Applier {
                 let list = self.relist_pods.take().unwrap_or_default();
                 if let Ok(mut map) = self.map.write() {
                     map.replace_pods(list);
+                    // the workloads behind Services are the pods'
+                    self.services.resolve_all(&mut map);
                 }
                 return true;
             }
@@ -241,6 +269,11 @@ impl Applier {
                 let uid = uid_hash(pod.metadata.uid.as_deref().unwrap_or_default());
                 if let Ok(mut map) = self.map.write() {
                     match pod_identity(&pod, me) {
+                        Some(p) if self.services.has_unknown() => {
+                            let ips = p.ips.clone();
+                            map.apply_pod(p);
+                            self.services.pod_added(&ips, &mut map);
+                        }
                         Some(p) => map.apply_pod(p),
                         // finished or moved to hostNetwork: release whatever it held
                         None => map.remove_pod(uid, &pod_ips(&pod)),
@@ -293,6 +326,70 @@ impl Applier {
         false
     }
 
+    /// Apply one Service event; true when a (re)list completed.
+    pub fn service_event(&mut self, event: Event<Service>) -> bool {
+        match event {
+            Event::Init => self.relist_services = Some(Vec::new()),
+            Event::InitApply(service) => {
+                if let (Some(list), Some(entry)) =
+                    (self.relist_services.as_mut(), service_entry(&service))
+                {
+                    list.push((service_key(&service), entry));
+                }
+            }
+            Event::InitDone => {
+                let list = self.relist_services.take().unwrap_or_default();
+                if let Ok(mut map) = self.map.write() {
+                    self.services.replace_services(list, &mut map);
+                }
+                return true;
+            }
+            Event::Apply(service) => {
+                if let Ok(mut map) = self.map.write() {
+                    self.services.apply_service(&service, &mut map);
+                }
+            }
+            Event::Delete(service) => {
+                if let Ok(mut map) = self.map.write() {
+                    self.services.delete_service(&service, &mut map);
+                }
+            }
+        }
+        false
+    }
+
+    /// Apply one EndpointSlice event; true when a (re)list completed.
+    pub fn endpointslice_event(&mut self, event: Event<EndpointSlice>) -> bool {
+        match event {
+            Event::Init => self.relist_slices = Some(Vec::new()),
+            Event::InitApply(slice) => {
+                if let (Some(list), Some(entry)) =
+                    (self.relist_slices.as_mut(), slice_entry(&slice))
+                {
+                    list.push(entry);
+                }
+            }
+            Event::InitDone => {
+                let list = self.relist_slices.take().unwrap_or_default();
+                if let Ok(mut map) = self.map.write() {
+                    self.services.replace_slices(list, &mut map);
+                }
+                return true;
+            }
+            Event::Apply(slice) => {
+                if let Ok(mut map) = self.map.write() {
+                    self.services.apply_slice(&slice, &mut map);
+                }
+            }
+            Event::Delete(slice) => {
+                if let Ok(mut map) = self.map.write() {
+                    self.services.delete_slice(&slice, &mut map);
+                }
+            }
+        }
+        false
+    }
+
     /// Apply one namespace event (its ambient label); true when a (re)list completed.
     pub fn namespace_event(&mut self, event: Event<Namespace>) -> bool {
         match event {
@@ -328,8 +425,12 @@ impl Applier {
     }
 }
 
-/// Watch Pods, Nodes and Namespaces until the streams end (they do not, in a healthy cluster):
-/// list, then watch with bookmarks; kube-rs relists on 410 Gone and backs off on errors.
+/// Watch Pods, Nodes, Namespaces, Services and EndpointSlices until the streams end (they do
+/// not, in a healthy cluster): list, then watch with bookmarks; kube-rs relists on 410 Gone and
+/// backs off on errors. Only EndpointSlices labelled with their Service are listed.
+///
+/// Read-only RBAC: `list` and `watch` on `pods`, `nodes`, `namespaces` and `services` (core
+/// group) and on `endpointslices` (`discovery.k8s.io`).
 pub async fn watch(
     client: Client,
     map: SharedIdentities,
@@ -340,10 +441,20 @@ pub async fn watch(
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config.clone()).default_backoff();
     let nodes =
         watcher::watcher(Api::<Node>::all(client.clone()), config.clone()).default_backoff();
-    let namespaces = watcher::watcher(Api::<Namespace>::all(client), config).default_backoff();
+    let namespaces =
+        watcher::watcher(Api::<Namespace>::all(client.clone()), config.clone()).default_backoff();
+    let services =
+        watcher::watcher(Api::<Service>::all(client.clone()), config.clone()).default_backoff();
+    let slices = watcher::watcher(
+        Api::<EndpointSlice>::all(client),
+        config.labels(SERVICE_NAME_LABEL),
+    )
+    .default_backoff();
     let mut pods = std::pin::pin!(pods);
     let mut nodes = std::pin::pin!(nodes);
     let mut namespaces = std::pin::pin!(namespaces);
+    let mut services = std::pin::pin!(services);
+    let mut slices = std::pin::pin!(slices);
     let mut applier = Applier::new(map, this_node);
     loop {
         tokio::select! {
@@ -358,6 +469,14 @@ pub async fn watch(
             Some(event) = namespaces.next() => match event {
                 Ok(e) => if applier.namespace_event(e) { sync.namespaces_synced.store(true, Ordering::Relaxed) },
                 Err(e) => tracing::warn!(error = %e, "namespace watch"),
+            },
+            Some(event) = services.next() => match event {
+                Ok(e) => if applier.service_event(e) { sync.services_synced.store(true, Ordering::Relaxed) },
+                Err(e) => tracing::warn!(error = %e, "service watch"),
+            },
+            Some(event) = slices.next() => match event {
+                Ok(e) => if applier.endpointslice_event(e) { sync.endpointslices_synced.store(true, Ordering::Relaxed) },
+                Err(e) => tracing::warn!(error = %e, "endpointslice watch"),
             },
             else => break,
         }
