@@ -1,5 +1,6 @@
 //! Packet sources: where frames come from. I/O lives here, nothing else does.
 
+pub mod epb;
 pub mod file;
 pub mod inputs;
 #[cfg(feature = "agent")]

@@ -1,9 +1,11 @@
 #![allow(unsafe_code)] // a counting allocator: GlobalAlloc is an unsafe trait
 //! The per-packet path allocates nothing once a flow is classified: decode plus the flow
-//! table, for thousands of packets of a classified connection, counted by the allocator.
+//! table, for thousands of packets of a classified connection, counted by the allocator; and
+//! reading a capture, pcap or pcapng, allocates nothing per packet either.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use meshwatch::capture::Frame;
 use meshwatch::pipeline::Pipeline;
@@ -26,6 +28,9 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// The tests of this binary run one at a time: the counter sees every thread.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 const ISTIO_HELLO: &[u8] = include_bytes!("../assets/clienthello-istio-openssl.bin");
 
@@ -75,6 +80,7 @@ fn at(ts: u64, data: &[u8]) -> Frame<'_> {
 
 #[test]
 fn classified_flows_cost_no_allocation_per_packet() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut p = Pipeline::new(TableLimits::default());
     let syn = frame(true, 999, 0x02, &[]);
     let hello = frame(true, 1000, 0x18, ISTIO_HELLO);
@@ -101,4 +107,82 @@ fn classified_flows_cost_no_allocation_per_packet() {
         "{allocations} allocations for 5000 packets of a classified flow"
     );
     assert_eq!(p.packet_stats().tcp_packets, 5002);
+}
+
+/// A pcapng capture of `packets` Enhanced Packet Blocks (with an option each, as dumpcap
+/// writes them) or a legacy pcap of as many records.
+fn capture(pcapng: bool, packets: usize) -> Vec<u8> {
+    let data = frame(false, 5000, 0x18, &[0u8; 1200]);
+    let mut out = Vec::new();
+    if pcapng {
+        let shb: [u32; 7] = [
+            0x0a0d_0d0a,
+            28,
+            0x1a2b_3c4d,
+            0x0000_0001,
+            0xffff_ffff,
+            0xffff_ffff,
+            28,
+        ];
+        shb.iter()
+            .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
+        let idb: [u32; 5] = [1, 20, 1, 0x0004_0000, 20];
+        idb.iter()
+            .for_each(|w| out.extend_from_slice(&w.to_le_bytes()));
+        let padded = data.len().div_ceil(4) * 4;
+        let len = (28 + padded + 8 + 4) as u32;
+        for i in 0..packets as u32 {
+            for w in [6, len, 0, 0, i, data.len() as u32, data.len() as u32] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&data);
+            out.resize(out.len() + padded - data.len(), 0);
+            // an opt_comment of 1 byte, then opt_endofopt
+            out.extend_from_slice(&[1, 0, 1, 0, b'x', 0, 0, 0]);
+            out.extend_from_slice(&len.to_le_bytes());
+        }
+    } else {
+        for w in [0xa1b2_c3d4u32, 0x0004_0002, 0, 0, 262_144, 1] {
+            if w == 0x0004_0002 {
+                out.extend_from_slice(&2u16.to_le_bytes());
+                out.extend_from_slice(&4u16.to_le_bytes());
+            } else {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+        }
+        for i in 0..packets as u32 {
+            for w in [i, 0, data.len() as u32, data.len() as u32] {
+                out.extend_from_slice(&w.to_le_bytes());
+            }
+            out.extend_from_slice(&data);
+        }
+    }
+    out
+}
+
+/// Allocations made while reading a whole capture (the reader is built before counting).
+fn allocations_reading(bytes: Vec<u8>) -> (usize, u64) {
+    use meshwatch::capture::file::CaptureFile;
+    let mut file =
+        CaptureFile::from_reader("test".into(), std::io::Cursor::new(bytes)).expect("a capture");
+    let mut frames = 0u64;
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let summary = file.for_each_frame(|_| frames += 1, |_| {}).expect("read");
+    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    assert_eq!(summary.frames, frames);
+    (allocations, frames)
+}
+
+#[test]
+fn reading_pcap_and_pcapng_costs_no_allocation_per_packet() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    for pcapng in [false, true] {
+        let (few, n_few) = allocations_reading(capture(pcapng, 1_000));
+        let (many, n_many) = allocations_reading(capture(pcapng, 10_000));
+        assert_eq!((n_few, n_many), (1_000, 10_000));
+        assert_eq!(
+            few, many,
+            "pcapng={pcapng}: {few} allocations for 1,000 packets, {many} for 10,000"
+        );
+    }
 }

@@ -15,7 +15,7 @@ use pcap_parser::pcapng::{build_ts_resolution, Block, OptionCode};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
-use super::{interface_is_loopback, Frame};
+use super::{epb, interface_is_loopback, Frame};
 use crate::decode::LinkType;
 use crate::Nanos;
 
@@ -145,6 +145,8 @@ struct Layout {
     legacy: Option<(LinkType, bool)>,
     /// pcapng: the current section's interfaces, by id.
     interfaces: Vec<Interface>,
+    /// pcapng: the current section's byte order (big endian?), once its header was read.
+    section_big_endian: Option<bool>,
     last_ts: Nanos,
 }
 
@@ -270,6 +272,24 @@ impl CaptureFile {
             return Ok(Step::End);
         }
         let mut step = Step::Other;
+        // the common pcapng block, without pcap-parser's per-block options Vec
+        if let Some(big) = self.layout.section_big_endian {
+            if let Some(epb) = epb::parse(self.reader.data(), big) {
+                let size = epb.block_len;
+                let (frame, unknown_interface) =
+                    self.layout
+                        .enhanced(epb.if_id, epb.ts_high, epb.ts_low, epb.data, epb.origlen);
+                if let Some(frame) = frame {
+                    self.summary.saw(&frame);
+                    on_frame(frame);
+                    step = Step::Frame;
+                }
+                self.summary.unknown_interface_frames += u64::from(unknown_interface);
+                self.reader.consume(size);
+                self.summary.bytes_read += size as u64;
+                return Ok(step);
+            }
+        }
         let offset = self.summary.bytes_read;
         // next() never reads, so this holds for its result too
         let exhausted = self.reader.reader_exhausted();
@@ -344,6 +364,7 @@ impl Layout {
     fn frame_of<'b>(&mut self, block: PcapBlockOwned<'b>) -> (Option<Frame<'b>>, bool) {
         match block {
             PcapBlockOwned::LegacyHeader(header) => {
+                self.section_big_endian = None;
                 let link = LinkType(header.network.0 as u32);
                 self.legacy = Some((link, header.is_nanosecond_precision()));
                 (None, false)
@@ -358,8 +379,9 @@ impl Layout {
                 let ts = u64::from(record.ts_sec) * 1_000_000_000 + frac;
                 self.emit(link, false, ts, record.data, record.origlen)
             }
-            PcapBlockOwned::NG(Block::SectionHeader(_)) => {
+            PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
                 self.interfaces.clear();
+                self.section_big_endian = Some(shb.big_endian());
                 (None, false)
             }
             PcapBlockOwned::NG(Block::InterfaceDescription(idb)) => {
@@ -377,14 +399,7 @@ impl Layout {
                 (None, false)
             }
             PcapBlockOwned::NG(Block::EnhancedPacket(epb)) => {
-                let Some(iface) = self.interfaces.get(epb.if_id as usize).copied() else {
-                    return (None, true);
-                };
-                let units = u128::from(epb.ts_high) << 32 | u128::from(epb.ts_low);
-                let nanos = units * NANOS_PER_SEC / u128::from(iface.units_per_sec.max(1));
-                let offset = i128::from(iface.offset_secs) * NANOS_PER_SEC as i128;
-                let ts = (nanos as i128 + offset).clamp(0, i128::from(u64::MAX)) as u64;
-                self.emit(iface.link, iface.loopback, ts, epb.data, epb.origlen)
+                self.enhanced(epb.if_id, epb.ts_high, epb.ts_low, epb.data, epb.origlen)
             }
             PcapBlockOwned::NG(Block::SimplePacket(spb)) => {
                 let Some(iface) = self.interfaces.first().copied() else {
@@ -395,6 +410,25 @@ impl Layout {
             }
             PcapBlockOwned::NG(_) => (None, false),
         }
+    }
+
+    /// The frame of an Enhanced Packet Block (read by pcap-parser or by [`epb::parse`]).
+    fn enhanced<'b>(
+        &mut self,
+        if_id: u32,
+        ts_high: u32,
+        ts_low: u32,
+        data: &'b [u8],
+        origlen: u32,
+    ) -> (Option<Frame<'b>>, bool) {
+        let Some(iface) = self.interfaces.get(if_id as usize).copied() else {
+            return (None, true);
+        };
+        let units = u128::from(ts_high) << 32 | u128::from(ts_low);
+        let nanos = units * NANOS_PER_SEC / u128::from(iface.units_per_sec.max(1));
+        let offset = i128::from(iface.offset_secs) * NANOS_PER_SEC as i128;
+        let ts = (nanos as i128 + offset).clamp(0, i128::from(u64::MAX)) as u64;
+        self.emit(iface.link, iface.loopback, ts, data, origlen)
     }
 
     fn emit<'b>(
