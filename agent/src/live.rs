@@ -188,8 +188,11 @@ impl LiveState {
     }
 
     /// Who reports a connection between `src` and `dst`: `destination` when the destination is
-    /// a pod of this node, `source` when only the source is, nobody otherwise (another agent
-    /// does). Without an identity source every connection is this agent's, as `destination`.
+    /// a pod of this node; `source` when the source is and the destination is no pod at all (an
+    /// address outside the cluster's pods: no agent reports it as its destination); nobody
+    /// otherwise — the agent of the destination's node does. Summed over agents, each connection
+    /// counts once. Without an identity source every connection is this agent's, as
+    /// `destination`.
     fn reporter(
         &self,
         ids: &dyn IdentitySource,
@@ -198,7 +201,9 @@ impl LiveState {
     ) -> Option<Reporter> {
         if matches!(self.feed, IdentityFeed::None) || dst.is_some_and(|d| ids.is_local(d)) {
             Some(Reporter::destination)
-        } else if ids.is_local(src) {
+        } else if ids.is_local(src)
+            && !dst.is_some_and(|d| matches!(ids.lookup(d), Identity::Workload(_)))
+        {
             Some(Reporter::source)
         } else {
             None

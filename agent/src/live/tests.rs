@@ -190,3 +190,19 @@ fn workload_info_lists_this_nodes_workloads() {
         .any(|l| l.contains("workload=\"db\"") && l.contains("mesh=\"unknown\"")));
     assert!(series(&text, "meshwatch_identity_synced").contains(&"meshwatch_identity_synced 1"));
 }
+
+/// A connection from a pod here to a pod on another node is that node's agent's to report (as
+/// `destination`); one to an address that is no pod is reported here, as `source`. Summed over
+/// agents, each counts once.
+#[test]
+fn the_source_reports_only_what_no_destination_agent_will() {
+    let state = state(HTTPBIN_HERE, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    // 10.244.1.11 is here, 10.244.2.11 is a pod on node-2, 93.184.216.34 is no pod
+    rec.on_connection(&conn("10.244.1.11", "10.244.2.11", Security::Plaintext));
+    rec.on_connection(&conn("10.244.1.11", "93.184.216.34", Security::Plaintext));
+    let text = state.metrics_text();
+    let conns = series(&text, "meshwatch_connections_total");
+    assert_eq!(conns.len(), 1, "{text}");
+    assert!(conns[0].contains("reporter=\"source\"") && conns[0].contains("destination_workload=\"unknown\""));
+}
