@@ -145,13 +145,15 @@ fn check_case(stem: &str, dir: &Path, inputs: &[PathBuf], exp: &Expected) -> Res
     let mut got: Vec<ExpectedEdge> = sums
         .into_iter()
         .filter(|(_, n)| *n > 0)
-        .map(|((source, destination, port, security), connections)| ExpectedEdge {
-            source,
-            destination,
-            port,
-            security,
-            connections,
-        })
+        .map(
+            |((source, destination, port, security), connections)| ExpectedEdge {
+                source,
+                destination,
+                port,
+                security,
+                connections,
+            },
+        )
         .collect();
     got.sort();
     let mut want = exp.edges.clone();
