@@ -348,6 +348,8 @@ pub struct Edges {
     /// Ports seen per destination, up to [`MAX_PORTS_PER_DESTINATION`] each.
     ports: HashMap<u32, HashSet<u16, FastHash>, FastHash>,
     folded: u64,
+    /// The stand-ins' peer numbers, once interned.
+    stand_ins: Option<(u32, u32)>,
 }
 
 /// foldhash: these maps are hit once or twice per flow.
@@ -380,6 +382,19 @@ impl Edges {
         id
     }
 
+    /// The interned `(other sources)` and `(other destinations)` peers.
+    fn stand_ins(&mut self) -> (u32, u32) {
+        if let Some(ids) = self.stand_ins {
+            return ids;
+        }
+        let ids = (
+            self.intern(Peer::other_sources()),
+            self.intern(Peer::other_destinations()),
+        );
+        self.stand_ins = Some(ids);
+        ids
+    }
+
     /// The port as counted: past the destination's port bound, [`OTHER_PORTS`].
     fn port_of(&mut self, destination: u32, port: u16) -> u16 {
         let seen = self.ports.entry(destination).or_default();
@@ -410,8 +425,7 @@ impl Edges {
             mesh: rec.mesh,
             origin: Origin::of(rec.kube_probe, backend.through_node),
         };
-        let other_sources = self.intern(Peer::other_sources());
-        let other_destinations = self.intern(Peer::other_destinations());
+        let (other_sources, other_destinations) = self.stand_ins();
         let edges = &self.edges;
         let folded = fold_when_full(
             &mut key,

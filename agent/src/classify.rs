@@ -33,7 +33,6 @@ const TLS_RECORD_TYPES_MIDSTREAM: &[u8] = &[0x14, 0x15, 0x16, 0x17];
 /// Headers Istio's metadata exchange adds to plaintext HTTP requests: their presence says the
 /// client is a sidecar that chose plaintext (lowercase; matched case-insensitively).
 pub const ISTIO_METADATA_HEADERS: [&str; 2] = ["x-envoy-peer-metadata-id", "x-envoy-peer-metadata"];
-const HTTP_HEADERS_END: &[u8] = b"\r\n\r\n";
 /// What kubelet's HTTP probes send as their User-Agent (`kube-probe/1.30`).
 const KUBE_PROBE_USER_AGENT: &[u8] = b"kube-probe/";
 
@@ -253,11 +252,10 @@ pub fn classify_preface(
     match app_hint(preface) {
         Some(App::Http1) => {
             // wait for the end of the request's headers: they tell a sidecar's plaintext
-            let head = match find(preface, HTTP_HEADERS_END) {
-                Some(end) => preface.get(..end).unwrap_or(preface),
-                None if complete => preface,
-                None => return Err(Incomplete),
-            };
+            let (head, ended) = scan_head(preface);
+            if !ended && !complete {
+                return Err(Incomplete);
+            }
             Ok(http1(head))
         }
         Some(app) => Ok(Classification::simple(Security::Plaintext, app)),
@@ -266,22 +264,55 @@ pub fn classify_preface(
     }
 }
 
+/// What an HTTP/1 request's header block says about its client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Http1Head {
+    /// One of [`ISTIO_METADATA_HEADERS`]: a sidecar chose plaintext.
+    pub istio_metadata: bool,
+    /// `User-Agent: kube-probe/…`: a kubelet probe.
+    pub kube_probe: bool,
+}
+
+/// Read an HTTP/1 request's header lines in one pass (the request line is not a header), up to
+/// the empty line that ends them; also whether that line was reached.
+pub fn scan_head(bytes: &[u8]) -> (Http1Head, bool) {
+    let mut head = Http1Head::default();
+    let mut lines = bytes.split(|b| *b == b'\n').peekable();
+    let _request_line = lines.next();
+    while let Some(line) = lines.next() {
+        // the last piece has no newline after it: not a line yet
+        if lines.peek().is_none() {
+            break;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return (head, true);
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = line.get(..colon).unwrap_or_default().trim_ascii();
+        let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
+        let is = |h: &str| name.len() == h.len() && name.eq_ignore_ascii_case(h.as_bytes());
+        if ISTIO_METADATA_HEADERS.iter().any(|h| is(h)) {
+            head.istio_metadata = true;
+        } else if is("user-agent") {
+            head.kube_probe = value.starts_with(KUBE_PROBE_USER_AGENT);
+        }
+    }
+    (head, false)
+}
+
 /// A plaintext HTTP/1 request; from a sidecar when it carries Istio's metadata headers; a
 /// kubelet probe when its User-Agent says so.
-fn http1(head: &[u8]) -> Classification {
-    let mesh = if ISTIO_METADATA_HEADERS
-        .iter()
-        .any(|h| header(head, h).is_some())
-    {
-        Mesh::Sidecar
-    } else {
-        Mesh::None
-    };
-    let kube_probe =
-        header(head, "user-agent").is_some_and(|ua| ua.starts_with(KUBE_PROBE_USER_AGENT));
+fn http1(head: Http1Head) -> Classification {
     Classification {
-        mesh,
-        kube_probe,
+        mesh: if head.istio_metadata {
+            Mesh::Sidecar
+        } else {
+            Mesh::None
+        },
+        kube_probe: head.kube_probe,
         ..Classification::simple(Security::Plaintext, App::Http1)
     }
 }
@@ -289,27 +320,7 @@ fn http1(head: &[u8]) -> Classification {
 /// Whether an HTTP/1 header block (or the part of it at hand) has one of
 /// [`ISTIO_METADATA_HEADERS`].
 pub fn has_istio_metadata(head: &[u8]) -> bool {
-    ISTIO_METADATA_HEADERS
-        .iter()
-        .any(|h| header(head, h).is_some())
-}
-
-/// The value of header `name` (lowercase) in an HTTP/1 header block, trimmed; the request line
-/// is not a header.
-fn header<'a>(head: &'a [u8], name: &str) -> Option<&'a [u8]> {
-    head.split(|b| *b == b'\n').skip(1).find_map(|line| {
-        let colon = line.iter().position(|b| *b == b':')?;
-        let (field, value) = line.split_at(colon);
-        field
-            .trim_ascii()
-            .eq_ignore_ascii_case(name.as_bytes())
-            .then(|| value.get(1..).unwrap_or_default().trim_ascii())
-    })
-}
-
-/// The position of `needle` in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    scan_head(head).0.istio_metadata
 }
 
 /// Classify bytes from the middle of a stream (its start was not captured). A ClientHello
@@ -325,7 +336,7 @@ pub fn classify_midstream(bytes: &[u8], server_port: u16, scratch: &mut Vec<u8>)
         return Classification::simple(Security::Unknown, App::Tls);
     }
     match app_hint(bytes) {
-        Some(App::Http1) => http1(bytes),
+        Some(App::Http1) => http1(scan_head(bytes).0),
         Some(App::H2c) => Classification::simple(Security::Plaintext, App::H2c),
         _ if is_http_response(bytes) => Classification::simple(Security::Plaintext, App::Http1),
         _ => Classification::simple(Security::Unknown, App::Other),

@@ -3,6 +3,7 @@
 //! flow is marked `mid_stream`.
 
 mod key;
+mod recent;
 mod state;
 mod table;
 

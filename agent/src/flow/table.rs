@@ -1,12 +1,12 @@
 //! The bounded flow table: lookup, creation, port reuse, idle and close timeouts, eviction
 //! under pressure. Every flow leaves as exactly one [`FlowRecord`]; every eviction is counted.
 
-use std::collections::{HashMap, HashSet};
-use std::hash::BuildHasher;
+use std::collections::HashMap;
 
-use foldhash::fast::{FixedState, RandomState};
+use foldhash::fast::RandomState;
 
 use super::key::{Endpoint, FlowKey};
+use super::recent::Recent;
 use super::state::{Connection, EndReason, Flow, FlowRecord, FlowView, PacketOutcome};
 use crate::decode::TcpSegment;
 use crate::Nanos;
@@ -15,14 +15,14 @@ const SECOND: Nanos = 1_000_000_000;
 /// How long an attempt reset by its client is kept for the SYN it retransmits (Linux retries
 /// after 1, 3 and 7 s): see [`Flow::awaits_retry`].
 pub const RETRY_LINGER: Nanos = 10 * SECOND;
-/// Endpoints remembered as servers (they answered a SYN), to tell mid-stream clients apart.
-/// Past the bound the set starts over: it only guides a guess.
-const MAX_KNOWN_SERVERS: usize = 65_536;
+/// Endpoints remembered as servers (they answered a SYN), to tell mid-stream clients apart: it
+/// only guides a guess.
+const KNOWN_SERVERS: usize = 16_384;
 /// Views of one connection (pre/post NAT, another capture) carry the client's ISN and port and
 /// meet within this much capture time.
 pub const VIEW_WINDOW: Nanos = 2 * SECOND;
-/// Client SYNs remembered to join views by; past the bound the index starts over.
-const MAX_SYN_INDEX: usize = 65_536;
+/// Client SYNs (or first segments) remembered to join views by.
+const VIEW_INDEX: usize = 16_384;
 /// Slots of the recently-closed cache (a hash per slot): a data segment of a connection that
 /// closed moments ago (a retransmitted FIN with data) opens no new flow.
 const CLOSED_SLOTS: usize = 4096;
@@ -87,12 +87,11 @@ pub struct FlowTable {
     stats: TableStats,
     scratch: Vec<u8>,
     /// Endpoints that answered a SYN (touched by SYN-ACKs only, never on the classified path).
-    servers: HashSet<Endpoint, RandomState>,
-    /// Hashes of recently closed keys, direct-mapped (a collision only forgets).
-    closed: Box<[u64]>,
-    closed_hasher: FixedState,
+    servers: Recent<Endpoint, ()>,
+    /// Recently closed keys.
+    closed: Recent<FlowKey, ()>,
     /// Client SYNs by (ISN, client port): the first view's key and time (touched by SYNs only).
-    syn_index: HashMap<(u32, u16), (FlowKey, Nanos), RandomState>,
+    views: Recent<(u32, u16), (FlowKey, Nanos)>,
 }
 
 impl FlowTable {
@@ -103,10 +102,9 @@ impl FlowTable {
             next_sweep: 0,
             stats: TableStats::default(),
             scratch: Vec::new(),
-            servers: HashSet::default(),
-            closed: vec![0; CLOSED_SLOTS].into_boxed_slice(),
-            closed_hasher: FixedState::with_seed(0x636c_6f73),
-            syn_index: HashMap::default(),
+            servers: Recent::new(KNOWN_SERVERS, 0x7365_7276),
+            closed: Recent::new(CLOSED_SLOTS, 0x636c_6f73),
+            views: Recent::new(VIEW_INDEX, 0x7669_6577),
         }
     }
 
@@ -126,7 +124,7 @@ impl FlowTable {
         } else {
             return;
         };
-        if let Some(&(first, at)) = self.syn_index.get(&id) {
+        if let Some((first, at)) = self.views.get(&id) {
             if first != key && now.saturating_sub(at) <= VIEW_WINDOW {
                 if let Some(first_flow) = self.flows.get_mut(&first) {
                     first_flow.add_view(FlowView {
@@ -141,24 +139,12 @@ impl FlowTable {
                 }
             }
         }
-        if self.syn_index.len() >= MAX_SYN_INDEX {
-            self.syn_index.clear();
-        }
-        self.syn_index.insert(id, (key, now));
-    }
-
-    /// The slot and the tag of `key` in the recently-closed cache (the tag is never 0).
-    fn closed_slot(&self, key: &FlowKey) -> (usize, u64) {
-        let h = self.closed_hasher.hash_one(key) | 1;
-        ((h >> 32) as usize % CLOSED_SLOTS, h)
+        self.views.insert(id, (key, now));
     }
 
     fn remember_server(&mut self, seg: &TcpSegment<'_>) {
         if seg.flags.syn() && seg.flags.ack() {
-            if self.servers.len() >= MAX_KNOWN_SERVERS {
-                self.servers.clear();
-            }
-            self.servers.insert((seg.src, seg.sport));
+            self.servers.insert((seg.src, seg.sport), ());
         }
     }
 
@@ -215,8 +201,7 @@ impl FlowTable {
             // An ACK, FIN or RST of a connection we never saw (or already finished) says
             // nothing about security and would only make an empty, unknown flow; data right
             // after its connection closed (a retransmitted FIN with data) is no new connection.
-            let (slot, tag) = self.closed_slot(&key);
-            if seg.payload.is_empty() || self.closed.get(slot) == Some(&tag) {
+            if seg.payload.is_empty() || self.closed.get(&key).is_some() {
                 self.stats.orphan_packets += 1;
                 return PacketOutcome::default();
             }
@@ -226,7 +211,7 @@ impl FlowTable {
         }
         self.remember_server(seg);
         let servers = &self.servers;
-        let mut flow = Flow::start(key, dir, seg, now, |e| servers.contains(&e));
+        let mut flow = Flow::start(key, dir, seg, now, |e| servers.get(&e).is_some());
         self.join_views(key, seg, now, &mut flow);
         let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
         self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
@@ -298,10 +283,7 @@ impl FlowTable {
     fn retire(&mut self, key: &FlowKey, flow: Flow, reason: EndReason, done: &mut Outputs) {
         self.count_end(reason);
         if matches!(reason, EndReason::Fin | EndReason::Rst) {
-            let (slot, tag) = self.closed_slot(key);
-            if let Some(s) = self.closed.get_mut(slot) {
-                *s = tag;
-            }
+            self.closed.insert(*key, ());
         }
         let counted = flow.is_classified();
         let record = flow.finish(key, reason, &mut self.scratch);
