@@ -11,7 +11,7 @@ DEMO_PCAP ?= pcaps/istio-migration-before.pcap
 DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
 
 .PHONY: demo test deps build lint deny unit generator e2e fuzz fuzz-long bench pcaps
-.PHONY: monitoring monitoring-e2e deploy-check image image-test nat-e2e
+.PHONY: monitoring monitoring-e2e deploy-check image image-test nat-e2e e2e-cluster auth-e2e dashboard-demo dashboard-browser
 
 deps:
 	@./scripts/install-deps.sh
@@ -45,6 +45,25 @@ e2e: deps
 nat-e2e: deps
 	./scripts/e2e-nat.sh
 
+# Live: two nodes over VXLAN, an agent each, Prometheus; verdicts/check --prometheus vs analyze (root).
+e2e-cluster: deps
+	./scripts/e2e-cluster.sh
+
+# Who may read the agent: HTTPS, tokens reviewed by a local API server, Prometheus with a token (root, loopback).
+auth-e2e: deps
+	./scripts/e2e-auth.sh
+
+# The dashboard on a report of a bundled capture: open http://127.0.0.1:9480/ (Ctrl-C stops it).
+dashboard-demo: deps
+	$(CARGO) build --release --locked -p meshwatch-agent -p meshwatch-dashboard
+	./target/release/meshwatch analyze --format json --workloads $(DEMO_WORKLOADS) $(DEMO_PCAP) > target/demo-report.json
+	@echo "dashboard: http://127.0.0.1:9480/"
+	./target/release/meshwatch-dashboard --report target/demo-report.json --listen 127.0.0.1:9480
+
+# The dashboard in headless Chromium: every page, clicks, copy buttons, live refresh, hostile names.
+dashboard-browser: deps
+	./scripts/browser-dashboard.sh
+
 # The monitoring mixin (grafana/): gen-check, lint, promtool check + unit tests of the rules.
 monitoring: deps
 	./scripts/check-monitoring.sh
@@ -72,7 +91,7 @@ fuzz: deps
 fuzz-long: deps
 	./scripts/fuzz.sh 600
 
-test: lint deny unit generator e2e nat-e2e fuzz monitoring deploy-check image-test monitoring-e2e
+test: lint deny unit generator e2e nat-e2e e2e-cluster auth-e2e fuzz monitoring deploy-check image-test monitoring-e2e dashboard-browser
 
 # Benchmarks (see BENCHMARKS.md): offline side by side with tcpdump, nDPI, tshark; criterion
 # micro-benchmarks; the live replay (root).

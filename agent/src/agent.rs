@@ -8,8 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use tokio::sync::watch;
 
+use crate::auth::Authorizer;
 use crate::capture::live::{self, LiveConfig};
 use crate::capture::Frame;
 use crate::cli::AgentArgs;
@@ -19,6 +21,10 @@ use crate::identity::kubernetes::{self, SyncState};
 use crate::identity::{IdentityMap, SharedIdentities};
 use crate::live::{now, IdentityFeed, LiveState, PcapStats, Recorder};
 use crate::pipeline::Pipeline;
+use crate::server::{
+    AuthMode, CertStore, Info as ServerInfo, Limits as ServerLimits, Plan, Stats as ServerStats,
+    TlsSource,
+};
 
 /// How often the capture thread publishes counters and sweeps idle flows.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
@@ -28,10 +34,25 @@ const POLL_TIMEOUT_MS: u16 = 100;
 const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// How often a workloads file is checked for changes.
 const RELOAD_EVERY: Duration = Duration::from_secs(2);
+/// How often the TLS certificate files are checked for changes.
+const CERT_RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 /// Run the agent until a signal. The capture is opened first, on the only thread, then every
 /// capability but CAP_NET_RAW is dropped, then the other threads start (and inherit that).
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    // what to serve is decided, and a certificate loaded, before the capture opens: a flag
+    // that cannot be served fails at once, naming itself
+    let plan = Plan::decide(
+        args.listen,
+        args.auth,
+        args.kubernetes,
+        args.tls_cert.clone(),
+        args.tls_key.clone(),
+    )?;
+    if args.header_timeout.is_zero() {
+        anyhow::bail!("--header-timeout must be longer than 0");
+    }
+    let certs = certificates(&plan, args.node_name.as_deref())?;
     let cfg = LiveConfig {
         interface: args.interface.clone(),
         filter: args.filter.clone(),
@@ -53,11 +74,29 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         .enable_all()
         .thread_name("meshwatch-api")
         .build()?;
-    runtime.block_on(serve(args, cfg, capture, link))
+    runtime.block_on(serve(args, &plan, certs, cfg, capture, link))
+}
+
+/// The certificate to serve: from the files, self-signed, or none (plain HTTP).
+fn certificates(plan: &Plan, node: Option<&str>) -> anyhow::Result<Option<Arc<CertStore>>> {
+    Ok(match &plan.tls {
+        TlsSource::Off => None,
+        TlsSource::Files { cert, key } => Some(Arc::new(CertStore::from_files(cert, key)?)),
+        TlsSource::SelfSigned => {
+            let mut names = vec!["localhost".to_owned(), "127.0.0.1".into(), "::1".into()];
+            if !plan.listen.ip().is_unspecified() {
+                names.push(plan.listen.ip().to_string());
+            }
+            names.extend(node.map(str::to_owned));
+            Some(Arc::new(CertStore::self_signed(names)?))
+        }
+    })
 }
 
 async fn serve(
     args: &AgentArgs,
+    plan: &Plan,
+    certs: Option<Arc<CertStore>>,
     cfg: LiveConfig,
     capture: pcap::Capture<pcap::Active>,
     link: crate::decode::LinkType,
@@ -85,9 +124,20 @@ async fn serve(
     ));
     let (stop_tx, stop_rx) = watch::channel(false);
 
-    match state.feed() {
-        IdentityFeed::Kubernetes(sync) => {
-            let client = kube::Client::try_default().await?;
+    // one API client for the identities and the token reviews
+    let needs_api =
+        matches!(state.feed(), IdentityFeed::Kubernetes(_)) || plan.auth == AuthMode::Kubernetes;
+    let api_client = match needs_api {
+        true => Some(
+            kube::Client::try_default()
+                .await
+                .context("Kubernetes API client (in-cluster config or KUBECONFIG)")?,
+        ),
+        false => None,
+    };
+
+    match (state.feed(), api_client.clone()) {
+        (IdentityFeed::Kubernetes(sync), Some(client)) => {
             tokio::spawn(kubernetes::watch(
                 client,
                 identities.clone(),
@@ -100,7 +150,7 @@ async fn serve(
                 stop_rx.clone(),
             ));
         }
-        IdentityFeed::File(path) => {
+        (IdentityFeed::File(path), _) => {
             tokio::spawn(reload_workloads(
                 path.clone(),
                 node.clone(),
@@ -108,7 +158,7 @@ async fn serve(
                 stop_rx.clone(),
             ));
         }
-        IdentityFeed::None => {}
+        _ => {}
     }
 
     let recorder = Recorder::new(state.clone());
@@ -124,16 +174,50 @@ async fn serve(
             capture_loop(capture, link, loopback, limits, recorder, &capture_stop)
         })?;
 
-    let listener = tokio::net::TcpListener::bind(args.listen).await?;
+    let listener = tokio::net::TcpListener::bind(plan.listen)
+        .await
+        .with_context(|| format!("--listen {}", plan.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /api/v1");
+    // never open by accident: authentication without a client is an error, not `none`
+    let auth = match (plan.auth, api_client) {
+        (AuthMode::Kubernetes, Some(client)) => Some(Arc::new(Authorizer::new(
+            client,
+            crate::auth::Limits::default(),
+        ))),
+        (AuthMode::Kubernetes, None) => anyhow::bail!("--auth kubernetes needs the API client"),
+        (AuthMode::None, _) => None,
+    };
+    let tls = match &certs {
+        Some(c) => Some(c.server_config()?),
+        None => None,
+    };
+    if let Some(c) = &certs {
+        tokio::spawn(c.clone().watch(CERT_RELOAD_EVERY, stop_rx.clone()));
+    }
+    let limits = ServerLimits {
+        max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        header_timeout: args.header_timeout,
+    };
+    let stats = Arc::new(ServerStats::default());
+    let info = Arc::new(ServerInfo {
+        tls: tls.is_some(),
+        limits,
+        stats: stats.clone(),
+        auth: auth.clone(),
+    });
+    let app = crate::api::app(state.clone(), auth, Some(info));
+    announce(plan, addr, certs.as_deref(), limits);
     let mut server_stop = stop_rx.clone();
-    let server = axum::serve(listener, crate::api::router(state.clone())).with_graceful_shutdown(
+    let server = tokio::spawn(crate::server::serve(
+        listener,
+        app,
+        tls,
+        limits,
+        stats,
         async move {
             let _ = server_stop.wait_for(|stop| *stop).await;
         },
-    );
-    let server = tokio::spawn(async move { server.await });
+    ));
 
     // run until a signal, or until the capture ends on its own (an error or a panic)
     let signalled = tokio::select! {
@@ -154,6 +238,27 @@ async fn serve(
         "final statistics"
     );
     capture_outcome(joined, signalled)
+}
+
+/// What the server serves, and the warnings an operator must see at start.
+fn announce(plan: &Plan, addr: SocketAddr, certs: Option<&CertStore>, limits: ServerLimits) {
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    let auth = match plan.auth {
+        AuthMode::Kubernetes => "kubernetes",
+        AuthMode::None => "none",
+    };
+    tracing::info!(%addr, scheme, auth, max_connections = limits.max_connections,
+        header_timeout = ?limits.header_timeout,
+        "serving /metrics, /api/v1 (and /healthz, /readyz open)");
+    if plan.open_to_the_network {
+        tracing::warn!(%addr, "--auth none on an address other hosts reach: anyone who can connect \
+            reads the metrics and the JSON API (connections, addresses, SNI)");
+    }
+    if let Some(c) = certs.filter(|c| !c.from_files_source()) {
+        tracing::warn!(fingerprint = %c.fingerprint(), "no --tls-cert/--tls-key: serving a \
+            self-signed certificate made at start, which clients cannot verify; mount a \
+            certificate (a Secret or cert-manager) and pass --tls-cert and --tls-key");
+    }
 }
 
 /// Why the agent ends: a capture that failed or panicked is an error (a DaemonSet must show

@@ -1,14 +1,17 @@
 //! The agent's HTTP endpoints, all read-only: `/metrics`, `/healthz`, `/readyz`, and the JSON
 //! API `/api/v1/{flows,edges,verdicts,status}` with the field names of `analyze --format json`.
+//! [`app`] puts them behind the request rules: GET and HEAD only, no bodies, and with
+//! authentication a token the API server knows ([`crate::auth`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
-use axum::http::{header, StatusCode};
+use axum::extract::{Query, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::live::{now, LiveState, RECENT_FLOWS};
@@ -24,6 +27,53 @@ pub fn router(state: Arc<LiveState>) -> Router {
         .route("/api/v1/verdicts", get(verdicts))
         .route("/api/v1/status", get(status))
         .with_state(state)
+}
+
+/// The routes as the agent serves them: read-only requests only, then (with `auth`) a token
+/// the API server authenticates and authorizes for the path; `info` adds the server's and
+/// the authorizer's counters to `/api/v1/status`.
+pub fn app(
+    state: Arc<LiveState>,
+    auth: Option<Arc<crate::auth::Authorizer>>,
+    info: Option<Arc<crate::server::Info>>,
+) -> Router {
+    let mut app = router(state);
+    if let Some(info) = info {
+        app = app.layer(Extension(info));
+    }
+    if let Some(auth) = auth {
+        app = app.layer(middleware::from_fn_with_state(auth, crate::auth::require));
+    }
+    app.layer(middleware::from_fn(read_only))
+}
+
+/// GET and HEAD without a body: anything else is refused before authentication and routing
+/// (405 for other methods, 413 for a request that announces a body).
+pub async fn read_only(req: Request, next: Next) -> Response {
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        return (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, HeaderValue::from_static("GET, HEAD"))],
+            "read-only: GET and HEAD only\n",
+        )
+            .into_response();
+    }
+    if announces_body(req.headers()) {
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request bodies are not accepted\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
+}
+
+/// A `Transfer-Encoding`, or a `Content-Length` other than 0.
+fn announces_body(h: &HeaderMap) -> bool {
+    h.contains_key(header::TRANSFER_ENCODING)
+        || h.get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| v.as_bytes() != b"0")
 }
 
 async fn metrics(State(s): State<Arc<LiveState>>) -> Response {
@@ -121,9 +171,17 @@ struct StatusBody<'a> {
     identities_synced: bool,
     identity_entries: usize,
     window_seconds: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    server: Option<crate::server::StatsSnapshot>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<crate::auth::Snapshot>,
 }
 
-async fn status(State(s): State<Arc<LiveState>>) -> Response {
+async fn status(
+    State(s): State<Arc<LiveState>>,
+    info: Option<Extension<Arc<crate::server::Info>>>,
+) -> Response {
+    let info = info.map(|Extension(i)| i);
     Json(StatusBody {
         version: env!("CARGO_PKG_VERSION"),
         uptime_seconds: s.uptime_seconds(),
@@ -132,6 +190,11 @@ async fn status(State(s): State<Arc<LiveState>>) -> Response {
         identities_synced: s.identities_synced(),
         identity_entries: s.identity_entries(),
         window_seconds: s.window() / 1_000_000_000,
+        server: info.as_ref().map(|i| i.snapshot()),
+        auth: info
+            .as_ref()
+            .and_then(|i| i.auth.as_ref())
+            .map(|a| a.snapshot()),
     })
     .into_response()
 }

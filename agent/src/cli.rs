@@ -27,14 +27,30 @@ pub enum Command {
     #[cfg(feature = "agent")]
     #[command(after_help = AGENT_EXAMPLES)]
     Agent(AgentArgs),
+    /// Cluster-wide verdicts from the agents' counters in Prometheus (all nodes, each
+    /// connection once).
+    #[cfg(feature = "agent")]
+    #[command(after_help = VERDICTS_EXAMPLES)]
+    Verdicts(VerdictsArgs),
+    /// A gate for pipelines, from Prometheus: exit 0 ready for STRICT, 1 blocked, 3
+    /// insufficient evidence, 2 error.
+    #[cfg(feature = "agent")]
+    #[command(after_help = CHECK_EXAMPLES)]
+    Check(CheckArgs),
 }
 
 #[cfg(feature = "agent")]
 const AGENT_EXAMPLES: &str = "\
 Examples:
-  meshwatch agent --interface any --listen 0.0.0.0:9477 --kubernetes   # in the DaemonSet
-  meshwatch agent --interface br0 --workloads w.yaml                     # on a lab host
+  meshwatch agent --interface any --kubernetes --tls-cert tls.crt --tls-key tls.key  # DaemonSet
+  meshwatch agent --interface br0 --workloads w.yaml        # on a lab host: 127.0.0.1:9477
   curl localhost:9477/metrics; curl localhost:9477/api/v1/verdicts
+  curl --cacert ca.crt -H \"Authorization: Bearer $TOKEN\" https://NODE:9477/metrics
+
+With --kubernetes the server is HTTPS on 0.0.0.0:9477 and wants a bearer token the API server
+authenticates (TokenReview) and authorizes for the path, verb get (SubjectAccessReview);
+/healthz and /readyz stay open. Outside Kubernetes it listens on 127.0.0.1:9477; another address
+without authentication needs --auth none.
 
 Privileges: only CAP_NET_RAW (and CAP_NET_ADMIN for --promiscuous), e.g.
   setcap cap_net_raw+ep /usr/local/bin/meshwatch   # then run as any user";
@@ -65,9 +81,46 @@ pub struct AgentArgs {
     #[arg(long, env = "MESHWATCH_PROMISCUOUS")]
     pub promiscuous: bool,
 
-    /// Address of the HTTP server.
-    #[arg(long, default_value = "0.0.0.0:9477", env = "MESHWATCH_LISTEN")]
-    pub listen: std::net::SocketAddr,
+    /// Address of the HTTP(S) server [default: 0.0.0.0:9477 with --kubernetes, else
+    /// 127.0.0.1:9477].
+    #[arg(long, value_name = "ADDR", env = "MESHWATCH_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Who may read /metrics and /api/v1: `kubernetes` checks bearer tokens with the API
+    /// server [default with --kubernetes]; `none` lets anyone who reaches the port read
+    /// [default otherwise; needed explicitly for a non-loopback --listen].
+    #[arg(long, value_enum, env = "MESHWATCH_AUTH")]
+    pub auth: Option<crate::server::AuthMode>,
+
+    /// TLS certificate chain (PEM), reloaded when it changes. Without it and --tls-key, an
+    /// authenticated server uses a self-signed certificate made at start.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "MESHWATCH_TLS_CERT",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+
+    /// TLS private key (PEM) of --tls-cert, reloaded when it changes.
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "MESHWATCH_TLS_KEY",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+
+    /// Connections open at once; at the bound the oldest idle or slow one is closed.
+    #[arg(long, default_value_t = 512, value_name = "N", env = "MESHWATCH_MAX_CONNECTIONS",
+          value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub max_connections: u64,
+
+    /// Deadline of a connection's TLS handshake and of each request's header (also how long
+    /// an idle keep-alive connection stays open).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration,
+          env = "MESHWATCH_HEADER_TIMEOUT")]
+    pub header_timeout: std::time::Duration,
 
     /// Workloads file (YAML), reloaded when it changes.
     #[arg(
@@ -225,6 +278,110 @@ pub struct TableArgs {
     pub idle_timeout: u64,
 }
 
+#[cfg(feature = "agent")]
+const VERDICTS_EXAMPLES: &str = "\
+Examples:
+  meshwatch verdicts --prometheus http://prometheus:9090
+  meshwatch verdicts --prometheus http://prometheus:9090 --window 7d --namespace foo
+  meshwatch verdicts --prometheus https://thanos-query.monitoring:9090 --format json > cluster.json
+
+Counts each connection of the window once across the agents (also with older agents, which
+reported a connection between two nodes from both), from its first sample on, through agent
+restarts and scrape gaps. The JSON has the names
+of `analyze --format json` (edges, verdicts, namespaces, mesh) plus source, window_seconds,
+evidence_incomplete and agents_down. RUST_LOG=debug prints the PromQL.
+
+Exit status: 0 printed; 2 Prometheus unreachable, a bad URL, a query refused, no agent scraped,
+or no connection in the window; 1 output could not be written.";
+
+#[cfg(feature = "agent")]
+const CHECK_EXAMPLES: &str = "\
+Examples:
+  meshwatch check --prometheus http://prometheus:9090 --namespace foo
+  meshwatch check --prometheus http://prometheus:9090 --namespace foo --workload httpbin
+  meshwatch check --prometheus http://prometheus:9090 --namespace foo > strict.yaml \\
+    && kubectl apply -f strict.yaml        # GitOps: apply only what is ready
+
+Scope: --namespace NS judges the namespace, --workload W (with --namespace) one workload,
+neither the whole mesh. When ready, the PeerAuthentication to apply is printed on stdout;
+the verdict, the blockers with their remedy, and warnings (agents down, dropped packets) go to
+stderr.
+
+Exit status:
+  0  ready (a workload outside the mesh, or a namespace of only such workloads, also exits 0:
+     STRICT has no effect on it, so applying it breaks nothing)
+  1  blocked: a source sends plaintext or non-mesh TLS
+  3  insufficient: too few mTLS connections, too many unclassified, an agent dropped packets,
+     or no connection to the scope in the window
+  2  the check could not run: Prometheus unreachable, a bad URL, a query refused, no agent
+     scraped, an unknown workload";
+
+/// Where the counters are and which part of them to judge (`verdicts` and `check`).
+#[cfg(feature = "agent")]
+#[derive(Debug, Args)]
+pub struct PrometheusArgs {
+    /// Prometheus' base URL (or Thanos Query's, Mimir's Prometheus API): its /api/v1/query is
+    /// read. `user:password@` in it is sent as basic authentication; HTTP(S)_PROXY and
+    /// NO_PROXY apply.
+    #[arg(long, value_name = "URL", env = "MESHWATCH_PROMETHEUS")]
+    pub prometheus: String,
+
+    /// How far back the verdicts look (e.g. 24h, 7d, 30m), to a step of 1/240 of it.
+    #[arg(long, default_value = "24h", value_parser = parse_window, env = "MESHWATCH_WINDOW")]
+    pub window: std::time::Duration,
+
+    /// Judge only the destinations of this namespace.
+    #[arg(long, value_name = "NAMESPACE", env = "MESHWATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+
+    #[command(flatten)]
+    pub verdict: VerdictArgs,
+}
+
+/// Options of `meshwatch verdicts`.
+#[cfg(feature = "agent")]
+#[derive(Debug, Args)]
+pub struct VerdictsArgs {
+    #[command(flatten)]
+    pub source: PrometheusArgs,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, env = "MESHWATCH_FORMAT")]
+    pub format: Format,
+
+    /// Colour in the table output.
+    #[arg(long, value_enum, default_value_t = When::Auto, env = "MESHWATCH_COLOR")]
+    pub color: When,
+}
+
+/// Options of `meshwatch check`.
+#[cfg(feature = "agent")]
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub source: PrometheusArgs,
+
+    /// Judge only this workload of --namespace.
+    #[arg(
+        long,
+        value_name = "WORKLOAD",
+        env = "MESHWATCH_WORKLOAD",
+        requires = "namespace"
+    )]
+    pub workload: Option<String>,
+}
+
+/// A window of at least one second.
+#[cfg(feature = "agent")]
+fn parse_window(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d.as_secs() >= 1 {
+        Ok(d)
+    } else {
+        Err(format!("`{s}` is shorter than a second"))
+    }
+}
+
 fn parse_ratio(s: &str) -> Result<f64, String> {
     let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number"))?;
     if (0.0..=1.0).contains(&v) {
@@ -301,6 +458,40 @@ mod tests {
         );
     }
 
+    /// `verdicts` and `check`: every flag has its `MESHWATCH_*` variable; `--workload` needs
+    /// `--namespace`; a window is at least a second.
+    #[cfg(feature = "agent")]
+    #[test]
+    fn cluster_commands_take_every_flag_from_the_environment() {
+        for name in ["verdicts", "check"] {
+            let cmd = Cli::command();
+            let sub = cmd.find_subcommand(name).expect("subcommand");
+            for arg in sub.get_arguments() {
+                let id = arg.get_id().as_str();
+                if matches!(id, "help" | "version") {
+                    continue;
+                }
+                let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("");
+                assert!(
+                    env.starts_with("MESHWATCH_"),
+                    "{name} --{id} has no MESHWATCH_* variable"
+                );
+            }
+        }
+        let p = ["meshwatch", "check", "--prometheus", "http://p:9090"];
+        assert!(Cli::try_parse_from([&p[..], &["--workload", "w"]].concat()).is_err());
+        assert!(Cli::try_parse_from([&p[..], &["--window", "500ms"]].concat()).is_err());
+        let cli = Cli::parse_from([&p[..], &["--namespace", "foo", "--workload", "w"]].concat());
+        let Command::Check(c) = cli.command else {
+            panic!("check")
+        };
+        assert_eq!(c.source.window, std::time::Duration::from_secs(86_400));
+        assert_eq!(
+            (c.source.namespace.as_deref(), c.workload.as_deref()),
+            (Some("foo"), Some("w"))
+        );
+    }
+
     #[cfg(feature = "agent")]
     #[test]
     fn agent_defaults() {
@@ -313,6 +504,7 @@ mod tests {
             ("any", 64, false)
         );
         assert_eq!(a.window, std::time::Duration::from_secs(86_400));
-        assert_eq!(a.listen.port(), 9477);
+        assert_eq!(a.listen, None);
+        assert_eq!((a.auth, a.max_connections), (None, 512));
     }
 }

@@ -11,9 +11,13 @@ pub mod aggregate;
 pub mod analyze;
 #[cfg(feature = "agent")]
 pub mod api;
+#[cfg(feature = "agent")]
+pub mod auth;
 pub mod capture;
 pub mod classify;
 pub mod cli;
+#[cfg(feature = "agent")]
+pub mod cluster;
 pub mod decode;
 pub mod flow;
 pub mod identity;
@@ -26,6 +30,8 @@ pub mod pipeline;
 pub mod privileges;
 pub mod reassembly;
 pub mod report;
+#[cfg(feature = "agent")]
+pub mod server;
 pub mod sharded;
 pub mod timestamp;
 pub mod tls;

@@ -5,11 +5,12 @@ use std::process::ExitCode;
 use clap::Parser;
 use meshwatch::analyze::{self, AnalyzeError};
 use meshwatch::cli::{Cli, Command, LogFormat};
+use meshwatch::cluster::command::{self as cluster, CommandError};
 
-/// Structured logs on stderr; `RUST_LOG` filters (default `info`). Never packet payloads.
-fn init_tracing(format: LogFormat) {
+/// Structured logs on stderr; `RUST_LOG` filters (default `default`). Never packet payloads.
+fn init_tracing(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -24,7 +25,7 @@ fn main() -> ExitCode {
     let result = match &cli.command {
         Command::Analyze(args) => analyze::run(args),
         Command::Agent(args) => {
-            init_tracing(args.log_format);
+            init_tracing(args.log_format, "info");
             return match meshwatch::agent::run(args) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -33,6 +34,31 @@ fn main() -> ExitCode {
                     ExitCode::from(2)
                 }
             };
+        }
+        Command::Verdicts(args) => {
+            init_tracing(LogFormat::Text, "warn"); // RUST_LOG=debug prints the PromQL
+            return match cluster::run_verdicts(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(CommandError::Output(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                    ExitCode::SUCCESS
+                }
+                Err(e @ CommandError::Output(_)) => {
+                    eprintln!("meshwatch: {e}");
+                    ExitCode::from(1)
+                }
+                Err(e) => {
+                    eprintln!("meshwatch: {e}");
+                    ExitCode::from(2)
+                }
+            };
+        }
+        Command::Check(args) => {
+            init_tracing(LogFormat::Text, "warn");
+            let outcome = cluster::run_check(args);
+            if let Err(e) = &outcome {
+                eprintln!("meshwatch check: {e}");
+            }
+            return ExitCode::from(cluster::check_exit_code(&outcome));
         }
     };
     match result {

@@ -150,42 +150,52 @@ fn daemonset_runs_with_least_privilege_probes_and_resources() {
 }
 
 #[test]
-fn rbac_is_read_only_on_what_identities_need() {
+fn rbac_reads_what_identities_need_and_creates_only_reviews() {
     let docs = render("deploy");
-    let role = of_kind(&docs, "ClusterRole");
-    let mut resources = Vec::new();
+    let named = |name: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == "ClusterRole" && d["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no ClusterRole {name}"))
+    };
+    let role = named("meshwatch");
+    let mut grants = Vec::new();
     for rule in role["rules"].as_array().expect("rules") {
-        for verb in rule["verbs"].as_array().expect("verbs") {
-            assert!(
-                matches!(verb.as_str(), Some("list" | "watch")),
-                "verb {verb}"
-            );
-        }
-        let group = rule["apiGroups"][0].as_str().unwrap_or("?").to_owned();
         assert_eq!(rule["apiGroups"].as_array().map(Vec::len), Some(1));
-        resources.extend(
-            rule["resources"]
-                .as_array()
-                .expect("resources")
-                .iter()
-                .filter_map(Value::as_str)
-                .map(|r| format!("{group}/{r}")),
-        );
+        let group = rule["apiGroups"][0].as_str().unwrap_or("?").to_owned();
+        let verbs: Vec<&str> = rule["verbs"]
+            .as_array()
+            .expect("verbs")
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        for r in rule["resources"].as_array().expect("resources") {
+            grants.push(format!("{group}/{} {}", r.as_str().unwrap_or("?"), verbs.join(",")));
+        }
     }
-    resources.sort_unstable();
+    grants.sort_unstable();
     assert_eq!(
-        resources,
+        grants,
         [
-            "/namespaces",
-            "/nodes",
-            "/pods",
-            "/services",
-            "discovery.k8s.io/endpointslices"
+            "/namespaces list,watch",
+            "/nodes list,watch",
+            "/pods list,watch",
+            "/services list,watch",
+            "authentication.k8s.io/tokenreviews create",
+            "authorization.k8s.io/subjectaccessreviews create",
+            "discovery.k8s.io/endpointslices list,watch",
         ]
     );
-    let binding = of_kind(&docs, "ClusterRoleBinding");
+    // what a scraper needs to read the agents: GET on their URLs, nothing else
+    let reader = named("meshwatch-metrics-reader");
+    assert_eq!(
+        reader["rules"],
+        json!([{"nonResourceURLs": ["/metrics", "/api/v1/*"], "verbs": ["get"]}])
+    );
+    let binding = docs
+        .iter()
+        .find(|d| d["kind"] == "ClusterRoleBinding" && d["roleRef"]["name"] == "meshwatch")
+        .expect("binding");
     let ds = of_kind(&docs, "DaemonSet");
-    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
     assert_eq!(
         binding["subjects"][0]["name"],
         ds["spec"]["template"]["spec"]["serviceAccountName"]
@@ -194,6 +204,11 @@ fn rbac_is_read_only_on_what_identities_need() {
         binding["subjects"][0]["namespace"],
         ds["metadata"]["namespace"]
     );
+    // the probes speak HTTPS, as the agent serves with --kubernetes
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["httpGet"]["scheme"], "HTTPS", "{probe}");
+    }
 }
 
 fn selects(selector: &Value, labels: &Value) -> bool {

@@ -204,5 +204,8 @@ fn the_source_reports_only_what_no_destination_agent_will() {
     let text = state.metrics_text();
     let conns = series(&text, "meshwatch_connections_total");
     assert_eq!(conns.len(), 1, "{text}");
-    assert!(conns[0].contains("reporter=\"source\"") && conns[0].contains("destination_workload=\"unknown\""));
+    assert!(
+        conns[0].contains("reporter=\"source\"")
+            && conns[0].contains("destination_workload=\"unknown\"")
+    );
 }
