@@ -169,7 +169,11 @@ fn rbac_reads_what_identities_need_and_creates_only_reviews() {
             .filter_map(Value::as_str)
             .collect();
         for r in rule["resources"].as_array().expect("resources") {
-            grants.push(format!("{group}/{} {}", r.as_str().unwrap_or("?"), verbs.join(",")));
+            grants.push(format!(
+                "{group}/{} {}",
+                r.as_str().unwrap_or("?"),
+                verbs.join(",")
+            ));
         }
     }
     grants.sort_unstable();
