@@ -30,6 +30,9 @@ use crate::server::{
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait for packets before the capture thread looks at the stop flag and the clock.
 const POLL_TIMEOUT_MS: u16 = 100;
+/// Packets read between two looks at the stop flag (it is also looked at whenever the capture
+/// has nothing to read).
+const STOP_CHECK_EVERY: u32 = 1024;
 /// How often workloads without pods are looked for (they go `--window` after their last pod).
 const FORGET_EVERY: Duration = Duration::from_secs(60);
 /// How often a workloads file is checked for changes.
@@ -326,9 +329,15 @@ fn capture_loop(
     let mut pipeline = Pipeline::live(limits);
     let mut last_publish = Instant::now();
     recorder.set_running(true);
+    let mut since_stop_check = 0u32;
     let result = loop {
-        if *stop.borrow() {
+        // the stop flag is a lock inside tokio's watch: looked at between bursts, not per packet
+        since_stop_check += 1;
+        if since_stop_check >= STOP_CHECK_EVERY && *stop.borrow() {
             break Ok(());
+        }
+        if since_stop_check >= STOP_CHECK_EVERY {
+            since_stop_check = 0;
         }
         match capture.next_packet() {
             Ok(packet) => {
@@ -343,7 +352,10 @@ fn capture_loop(
                     loopback,
                 });
             }
-            Err(pcap::Error::TimeoutExpired) => wait_readable(&capture),
+            Err(pcap::Error::TimeoutExpired) => {
+                since_stop_check = STOP_CHECK_EVERY;
+                wait_readable(&capture)
+            }
             Err(e) => break Err(e),
         }
         hand_over(&mut pipeline, &mut recorder);

@@ -232,10 +232,10 @@ impl Backend {
 /// it went to (only that view was captured); else one that is not a node; else its own.
 pub fn backend_of(
     dst: Endpoint,
-    alt: Option<Endpoint>,
+    views: impl Iterator<Item = Endpoint> + Clone,
     identities: &dyn IdentitySource,
 ) -> Backend {
-    let candidates = std::iter::once(dst).chain(alt);
+    let candidates = std::iter::once(dst).chain(views);
     let kind = |(ip, _): &Endpoint| identities.lookup(*ip);
     let is_node = |e: &Endpoint| matches!(kind(e), Identity::Node(_));
     let through_node = candidates.clone().any(|e| is_node(&e));
@@ -409,8 +409,8 @@ impl Edges {
     /// Add a finished flow (not a local one, not another view of a connection: neither is
     /// evidence), judged at its backend.
     pub fn add(&mut self, rec: &FlowRecord, identities: &dyn IdentitySource) {
-        let alt = rec.views.last().map(|v| (v.dst, v.dport));
-        let backend = backend_of((rec.dst, rec.dport), alt, identities);
+        let views = rec.views.iter().map(|v| (v.dst, v.dport));
+        let backend = backend_of((rec.dst, rec.dport), views, identities);
         let (destination, dport) = match &backend.to {
             BackendKind::Address((ip, port)) => {
                 (self.peer_of(*ip, Role::Destination, identities), *port)
@@ -534,23 +534,23 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
         let pod = (ip("10.244.1.21"), 8000);
         // DNAT: the ClusterIP view first, the pod view second
-        let b = backend_of((ip("10.96.0.50"), 80), Some(pod), &ids);
+        let b = backend_of((ip("10.96.0.50"), 80), Some(pod).into_iter(), &ids);
         assert_eq!(
             (b.to.clone(), b.through_node),
             (BackendKind::Address(pod), false)
         );
         // only the ClusterIP view (a capture in the client pod)
-        let b = backend_of((ip("10.96.0.50"), 80), None, &ids);
+        let b = backend_of((ip("10.96.0.50"), 80), None.into_iter(), &ids);
         let (peer, port) = b.peer(&ids);
         assert_eq!((peer.display(), port), ("foo/httpbin".to_owned(), 8000));
         // NodePort: outside -> node:30080, then node -> pod
-        let b = backend_of((ip("10.0.0.5"), 30080), Some(pod), &ids);
+        let b = backend_of((ip("10.0.0.5"), 30080), Some(pod).into_iter(), &ids);
         assert_eq!(
             (b.to.clone(), b.through_node),
             (BackendKind::Address(pod), true)
         );
         // only the node view: it stays the node (and gets no verdict)
-        let b = backend_of((ip("10.0.0.5"), 30080), None, &ids);
+        let b = backend_of((ip("10.0.0.5"), 30080), None.into_iter(), &ids);
         assert!(!b.through_node);
         assert!(b.peer(&ids).0.is_node());
         // an edge built from the DNAT record names the client and the backend

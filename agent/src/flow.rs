@@ -12,7 +12,9 @@ pub use state::{
     infer_client, Connection, EndReason, Flow, FlowRecord, FlowView, PacketOutcome,
     EPHEMERAL_PORTS_START,
 };
-pub use table::{FlowTable, Outputs, TableLimits, TableStats, DEFAULT_MAX_FLOWS, RETRY_LINGER};
+pub use table::{
+    FlowTable, Outputs, TableLimits, TableStats, DEFAULT_MAX_FLOWS, RETRY_LINGER, VIEW_WINDOW,
+};
 
 #[cfg(test)]
 mod tests;

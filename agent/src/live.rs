@@ -21,17 +21,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-use crate::aggregate::{backend_of, Edge, EdgeKey, EdgeStats, Origin, Peer};
+use crate::aggregate::{backend_of, BackendKind, Edge, EdgeKey, EdgeStats, Origin, Peer};
 use crate::classify::Mesh;
 use crate::flow::{Connection, FlowRecord, TableStats};
 use crate::identity::kubernetes::SyncState;
-use crate::identity::{Identity, IdentitySource, SharedIdentities};
+use crate::identity::{Identity, IdentitySource, SharedIdentities, Workload};
 use crate::metrics::{
     AttemptLabels, BytesLabels, ConnectionLabels, Direction, DropLabels, DropPoint, Metrics,
     PortLabels, ReasonLabels, Reporter, WorkloadLabels,
 };
 use crate::pipeline::PacketStats;
-use crate::verdict::{self, Policy, Verdicts};
+use crate::verdict::{self, KnownWorkload, Policy, Verdicts};
 use crate::window::WindowedEdges;
 use crate::Nanos;
 
@@ -169,13 +169,25 @@ impl LiveState {
             evidence_incomplete: self.evidence_incomplete(now),
             ..self.policy.clone()
         };
-        // a snapshot of what the verdict needs, so the identity lock is held for a copy only
-        let known: Vec<crate::identity::Workload> = self
+        // a snapshot of what the verdict needs (one entry per workload, as `analyze` sees them),
+        // so the identity lock is held for a copy only
+        let known: Vec<Workload> = self
             .identities
             .read()
-            .map(|m| m.workloads().into_iter().cloned().collect())
+            .map(|m| {
+                m.known_workloads()
+                    .into_iter()
+                    .map(|k| Workload {
+                        namespace: k.namespace.to_owned(),
+                        workload: k.workload.to_owned(),
+                        service_account: None,
+                        labels: k.labels.clone(),
+                        mesh: k.mesh,
+                    })
+                    .collect()
+            })
             .unwrap_or_default();
-        let known: Vec<_> = known.iter().map(|w| w.as_known()).collect();
+        let known: Vec<KnownWorkload<'_>> = known.iter().map(Workload::as_known).collect();
         verdict::evaluate(&edges, &policy, &known)
     }
 
@@ -261,9 +273,16 @@ impl Recorder {
     /// at its backend (after DNAT), named by its client.
     fn describe(&mut self, c: &Connection) -> Option<(EdgeKey, ConnectionLabels)> {
         let ids = self.state.identities.read().ok()?;
-        let backend = backend_of((c.dst, c.dport), c.alt_dst, &*ids);
+        let backend = backend_of((c.dst, c.dport), c.alt_dst.into_iter(), &*ids);
         let (src, security, mesh) = (c.src, c.security, c.mesh);
-        let reporter = self.state.reporter(&*ids, src, backend.address())?;
+        let reporter = match &backend.to {
+            BackendKind::Address((ip, _)) => self.state.reporter(&*ids, src, Some(*ip))?,
+            // a Service's backend is a pod: the agent that sees it after DNAT reports it
+            BackendKind::Service(..) if matches!(self.state.feed, IdentityFeed::None) => {
+                Reporter::destination
+            }
+            BackendKind::Service(..) => return None,
+        };
         let (destination, dport) = backend.peer(&*ids);
         let (source_namespace, source_workload) = names(ids.lookup(src));
         let (destination_namespace, destination_workload) = peer_names(&destination);

@@ -1,6 +1,7 @@
 //! Edges over a sliding time window, for the agent: counts are kept in time buckets per edge so
 //! `--window 24h` verdicts and last-seen work, and a source that stopped sending plaintext longer
-//! than the window ago no longer blocks. PURE: time is a parameter.
+//! than the window ago no longer blocks. No I/O and no clock (time is a parameter); it is the
+//! shared, sharded state of the agent, not a pure function.
 //!
 //! The store is shared by the capture thread (one write per flow event) and the API (snapshots):
 //! a `DashMap` shards it, so a write locks one shard for a few adds and a snapshot locks each

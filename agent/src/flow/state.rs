@@ -79,6 +79,8 @@ pub struct Flow {
     /// Another view of a connection whose first view is another flow (pre/post NAT, another
     /// capture): its record is listed, never counted.
     view: bool,
+    /// Its connection event was handed out.
+    announced: bool,
     /// The other views of this connection (their client and server endpoints), once seen.
     views: Option<Box<[FlowView]>>,
     client: Side,
@@ -154,6 +156,7 @@ impl Flow {
             server_hello: false,
             loopback: false,
             view: false,
+            announced: false,
             views: None,
             client: Side::default(),
             server: Side::default(),
@@ -416,6 +419,32 @@ impl Flow {
         self.loopback
             || loopback(key.sender(Direction::FromLo))
             || loopback(key.sender(Direction::FromHi))
+    }
+
+    /// The connection event once a flow is classified — at once when its start was seen (its
+    /// other views joined at their SYNs); for a flow first seen mid-stream only after
+    /// [`VIEW_WINDOW`](super::table::VIEW_WINDOW), so that a view seen a moment later on another
+    /// interface has joined and the event names the backend (see [`Flow::announce_due`]).
+    pub fn announce(&mut self, key: &FlowKey, now: Nanos) -> Option<Connection> {
+        self.client_isn?; // seen from its start: announced now
+        self.announce_now(key, now)
+    }
+
+    /// Whether a classified flow's deferred event is due.
+    pub fn announce_due(&self, now: Nanos, after: Nanos) -> bool {
+        !self.announced && self.is_classified() && now.saturating_sub(self.first_seen) >= after
+    }
+
+    /// Hand out the connection event now (once).
+    pub fn announce_now(&mut self, key: &FlowKey, now: Nanos) -> Option<Connection> {
+        let c = self.connection(key, now)?;
+        self.announced = true;
+        Some(c)
+    }
+
+    /// Whether the connection event was handed out.
+    pub fn announced(&self) -> bool {
+        self.announced
     }
 
     /// The connection event of a classified flow.

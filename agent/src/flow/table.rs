@@ -90,7 +90,8 @@ pub struct FlowTable {
     servers: Recent<Endpoint, ()>,
     /// Recently closed keys.
     closed: Recent<FlowKey, ()>,
-    /// Client SYNs by (ISN, client port): the first view's key and time (touched by SYNs only).
+    /// Client SYNs (or mid-stream first segments) by (sequence number, client port): the first
+    /// view's key and time (touched by new flows only).
     views: Recent<(u32, u16), (FlowKey, Nanos)>,
 }
 
@@ -183,7 +184,7 @@ impl FlowTable {
                 self.stats.duplicates += u64::from(outcome.duplicate);
                 self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
                 if outcome.classified {
-                    done.connections.extend(flow.connection(&key, now));
+                    done.connections.extend(flow.announce(&key, now));
                 }
                 let close = flow.close_reason().filter(|_| !flow.awaits_retry());
                 if seg.flags.syn() {
@@ -216,7 +217,7 @@ impl FlowTable {
         let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
         self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
         if outcome.classified {
-            done.connections.extend(flow.connection(&key, now));
+            done.connections.extend(flow.announce(&key, now));
         }
         self.stats.flows_started += 1;
         if let Some(reason) = flow.close_reason().filter(|_| !flow.awaits_retry()) {
@@ -231,6 +232,13 @@ impl FlowTable {
 
     /// Finish idle flows, and attempts whose retry did not come.
     pub fn sweep(&mut self, now: Nanos, done: &mut Outputs) {
+        // connections first seen mid-stream are announced once their other views had time to
+        // join (see `Flow::announce`)
+        for (key, flow) in self.flows.iter_mut() {
+            if flow.announce_due(now, VIEW_WINDOW) {
+                done.connections.extend(flow.announce_now(key, now));
+            }
+        }
         let idle = self.limits.idle_timeout;
         let expired: Vec<(FlowKey, EndReason)> = self
             .flows
@@ -285,9 +293,9 @@ impl FlowTable {
         if matches!(reason, EndReason::Fin | EndReason::Rst) {
             self.closed.insert(*key, ());
         }
-        let counted = flow.is_classified();
+        let announced = flow.announced();
         let record = flow.finish(key, reason, &mut self.scratch);
-        if !counted {
+        if !announced {
             done.connections.push(Connection::from(&record));
         }
         done.finished.push(record);

@@ -666,4 +666,36 @@ fn views_of_one_connection_are_joined() {
         .find(|c| !c.view && c.src == client.0)
         .expect("event");
     assert_eq!(with_backend.alt_dst, Some(pod));
+    // the connection first seen mid-stream was announced only after its other view joined
+    let midstream = done
+        .connections
+        .iter()
+        .find(|c| !c.view && c.src == other.0)
+        .expect("mid-stream event");
+    assert_eq!(midstream.alt_dst, Some(pod));
+}
+
+/// A mid-stream flow's event waits for its views (the sweep hands it out after the window).
+#[test]
+fn a_midstream_connection_is_announced_after_its_views_had_time() {
+    let (mut t, mut done) = (table(), Outputs::default());
+    let client = (addr("10.244.1.32"), 50000);
+    let (cluster_ip, pod) = ((addr("10.96.0.50"), 80), (addr("10.244.1.21"), 8000));
+    let get = b"GET /b HTTP/1.1\r\n\r\n";
+    t.on_segment(&seg(client, cluster_ip, 9_000, 1, PSH, get), 0, &mut done);
+    assert!(
+        done.connections.is_empty(),
+        "not before its views could join"
+    );
+    t.on_segment(&seg(client, pod, 9_000, 1, PSH, get), 10, &mut done);
+    t.sweep(VIEW_WINDOW + 1, &mut done);
+    let events: Vec<&Connection> = done.connections.iter().filter(|c| !c.view).collect();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].alt_dst, Some(pod));
+    t.drain(&mut done);
+    assert_eq!(
+        done.connections.iter().filter(|c| !c.view).count(),
+        1,
+        "once"
+    );
 }
