@@ -8,7 +8,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::classify::{Mesh, Security};
 use crate::flow::{Endpoint, FlowRecord};
@@ -168,7 +168,9 @@ impl EdgeKey {
 }
 
 /// How the client reached the destination, when its traffic says more than its address.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Origin {
     /// Straight from the source.
@@ -210,14 +212,6 @@ pub enum BackendKind {
 }
 
 impl Backend {
-    /// The destination's address, when it is one (not a Service seen only by its ClusterIP).
-    pub fn address(&self) -> Option<IpAddr> {
-        match &self.to {
-            BackendKind::Address((ip, _)) => Some(*ip),
-            BackendKind::Service(..) => None,
-        }
-    }
-
     /// The destination as a peer, and its port.
     pub fn peer(&self, identities: &dyn IdentitySource) -> (Peer, u16) {
         match &self.to {

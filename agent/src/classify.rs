@@ -156,7 +156,8 @@ impl App {
 }
 
 /// Connections per security class.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SecurityCounts {
     pub istio_mtls: u64,
     pub tls: u64,

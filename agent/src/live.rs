@@ -205,17 +205,10 @@ impl LiveState {
     /// otherwise — the agent of the destination's node does. Summed over agents, each connection
     /// counts once. Without an identity source every connection is this agent's, as
     /// `destination`.
-    fn reporter(
-        &self,
-        ids: &dyn IdentitySource,
-        src: IpAddr,
-        dst: Option<IpAddr>,
-    ) -> Option<Reporter> {
-        if matches!(self.feed, IdentityFeed::None) || dst.is_some_and(|d| ids.is_local(d)) {
+    fn reporter(&self, ids: &dyn IdentitySource, src: IpAddr, dst: IpAddr) -> Option<Reporter> {
+        if matches!(self.feed, IdentityFeed::None) || ids.is_local(dst) {
             Some(Reporter::destination)
-        } else if ids.is_local(src)
-            && !dst.is_some_and(|d| matches!(ids.lookup(d), Identity::Workload(_)))
-        {
+        } else if ids.is_local(src) && !matches!(ids.lookup(dst), Identity::Workload(_)) {
             Some(Reporter::source)
         } else {
             None
@@ -276,7 +269,7 @@ impl Recorder {
         let backend = backend_of((c.dst, c.dport), c.alt_dst.into_iter(), &*ids);
         let (src, security, mesh) = (c.src, c.security, c.mesh);
         let reporter = match &backend.to {
-            BackendKind::Address((ip, _)) => self.state.reporter(&*ids, src, Some(*ip))?,
+            BackendKind::Address((ip, _)) => self.state.reporter(&*ids, src, *ip)?,
             // a Service's backend is a pod: the agent that sees it after DNAT reports it
             BackendKind::Service(..) if matches!(self.state.feed, IdentityFeed::None) => {
                 Reporter::destination

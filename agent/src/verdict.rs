@@ -11,7 +11,7 @@ mod policy_yaml;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Edge, Origin, Peer};
 use crate::classify::{Mesh, Security, SecurityCounts};
@@ -92,7 +92,7 @@ impl KnownWorkload<'_> {
 }
 
 /// The outcomes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Readiness {
     Blocked,
@@ -109,6 +109,14 @@ impl Readiness {
             Readiness::Insufficient => "insufficient",
             Readiness::Ready => "ready",
             Readiness::NotInMesh => "not_in_mesh",
+        }
+    }
+
+    /// For people.
+    pub fn label(self) -> &'static str {
+        match self {
+            Readiness::NotInMesh => "not in mesh",
+            other => other.as_str(),
         }
     }
 }

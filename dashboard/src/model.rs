@@ -1,5 +1,5 @@
 //! What the dashboard shows, as the JSON contract names it (README "JSON contract"): views of
-//! the report's edges and verdicts that can be read back (the agent's types serialize only),
+//! the report's edges and verdicts that can be read back (where the agent's types serialize only),
 //! and the [`Snapshot`] every source produces.
 //!
 //! The live sources judge with `meshwatch::verdict::evaluate` and pass its result through
@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, UNIX_EPOCH};
 
-use meshwatch::aggregate::{Edge, EdgeStats, Origin, Peer};
+use meshwatch::aggregate::{Edge, EdgeStats, Peer};
 use meshwatch::classify::{Mesh, Security};
 use meshwatch::verdict::Verdicts;
 use serde::{Deserialize, Serialize};
@@ -65,82 +65,10 @@ impl PeerView {
     }
 }
 
-/// The readiness outcomes (`verdict::Readiness`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Readiness {
-    Blocked,
-    Insufficient,
-    Ready,
-    NotInMesh,
-}
-
-impl Readiness {
-    /// The contract's name (also the badge's CSS class).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Readiness::Blocked => "blocked",
-            Readiness::Insufficient => "insufficient",
-            Readiness::Ready => "ready",
-            Readiness::NotInMesh => "not_in_mesh",
-        }
-    }
-
-    /// For people.
-    pub fn label(self) -> &'static str {
-        match self {
-            Readiness::NotInMesh => "not in mesh",
-            other => other.as_str(),
-        }
-    }
-}
-
-/// How the client reached the destination (`aggregate::Origin`).
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum OriginView {
-    #[default]
-    Direct,
-    KubeletProbe,
-    Nodeport,
-}
-
-impl From<OriginView> for Origin {
-    fn from(o: OriginView) -> Origin {
-        match o {
-            OriginView::Direct => Origin::Direct,
-            OriginView::KubeletProbe => Origin::KubeletProbe,
-            OriginView::Nodeport => Origin::Nodeport,
-        }
-    }
-}
-
-/// Connections by security class (`classify::SecurityCounts`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Counts {
-    pub istio_mtls: u64,
-    pub tls: u64,
-    pub plaintext: u64,
-    pub unknown: u64,
-}
-
-impl Counts {
-    pub fn total(&self) -> u64 {
-        self.istio_mtls + self.tls + self.plaintext + self.unknown
-    }
-
-    pub fn add(&mut self, security: Security, n: u64) {
-        match security {
-            Security::IstioMtls => self.istio_mtls += n,
-            Security::Tls => self.tls += n,
-            Security::Plaintext => self.plaintext += n,
-            Security::Unknown => self.unknown += n,
-        }
-    }
-}
+/// The verdict's outcomes, origins and counts are the agent's own types (they read back too).
+pub use meshwatch::aggregate::Origin as OriginView;
+pub use meshwatch::classify::SecurityCounts as Counts;
+pub use meshwatch::verdict::Readiness;
 
 /// An edge as reported (`aggregate::Edge`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -194,7 +122,7 @@ impl EdgeView {
             port: self.port,
             security: self.security,
             mesh: self.mesh,
-            origin: self.origin.into(),
+            origin: self.origin,
             stats: EdgeStats {
                 connections: self.connections,
                 attempts: self.attempts,
