@@ -25,6 +25,7 @@ pub mod identity;
 pub mod live;
 #[cfg(feature = "agent")]
 pub mod metrics;
+pub mod peer_auth;
 pub mod pipeline;
 #[cfg(feature = "agent")]
 pub mod privileges;

@@ -1,0 +1,307 @@
+use super::*;
+
+fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+fn pa(ns: &str, name: &str, created: &str, mode: Mode) -> PeerAuthentication {
+    PeerAuthentication {
+        namespace: ns.into(),
+        name: name.into(),
+        created: created.into(),
+        selector: None,
+        mode,
+        port_level: BTreeMap::new(),
+    }
+}
+
+fn selecting(mut p: PeerAuthentication, sel: &[(&str, &str)]) -> PeerAuthentication {
+    p.selector = Some(labels(sel));
+    p
+}
+
+const T1: &str = "2024-01-01T00:00:00Z";
+const T2: &str = "2024-06-01T00:00:00Z";
+
+fn httpbin() -> BTreeMap<String, String> {
+    labels(&[("app", "httpbin"), ("version", "v1")])
+}
+
+fn of(policies: &[PeerAuthentication]) -> EffectiveMode {
+    resolve(policies, DEFAULT_ROOT_NAMESPACE, "foo", &httpbin())
+}
+
+#[test]
+fn nothing_is_permissive_by_default() {
+    assert_eq!(of(&[]), EffectiveMode::default());
+    assert_eq!(of(&[]).mode, Mode::Permissive);
+    assert_eq!(of(&[]).source, ModeSource::Default);
+}
+
+#[test]
+fn root_namespace_without_selector_is_mesh_wide() {
+    let m = of(&[pa("istio-system", "default", T1, Mode::Strict)]);
+    assert_eq!((m.mode, m.source), (Mode::Strict, ModeSource::Mesh));
+    assert_eq!(m.policy.as_deref(), Some("istio-system/default"));
+    // another root namespace: istio-system is then an ordinary namespace
+    let m = resolve(
+        &[pa("istio-system", "default", T1, Mode::Strict)],
+        "mesh-root",
+        "foo",
+        &httpbin(),
+    );
+    assert_eq!(m.source, ModeSource::Default);
+}
+
+#[test]
+fn namespace_overrides_mesh_and_other_namespaces_do_not_apply() {
+    let policies = [
+        pa("istio-system", "default", T1, Mode::Strict),
+        pa("foo", "default", T2, Mode::Permissive),
+        pa("bar", "default", T1, Mode::Disable),
+    ];
+    let m = of(&policies);
+    assert_eq!(
+        (m.mode, m.source),
+        (Mode::Permissive, ModeSource::Namespace)
+    );
+    assert_eq!(m.policy.as_deref(), Some("foo/default"));
+}
+
+#[test]
+fn a_matching_selector_is_workload_level_and_wins() {
+    let policies = [
+        pa("foo", "default", T1, Mode::Permissive),
+        selecting(
+            pa("foo", "httpbin", T2, Mode::Strict),
+            &[("app", "httpbin")],
+        ),
+        // not all labels match: ignored
+        selecting(
+            pa("foo", "v2-only", T1, Mode::Disable),
+            &[("app", "httpbin"), ("version", "v2")],
+        ),
+    ];
+    let m = of(&policies);
+    assert_eq!((m.mode, m.source), (Mode::Strict, ModeSource::Workload));
+    assert_eq!(m.policy.as_deref(), Some("foo/httpbin"));
+}
+
+#[test]
+fn a_selector_in_another_namespace_does_not_apply() {
+    let m = of(&[selecting(
+        pa("bar", "httpbin", T1, Mode::Strict),
+        &[("app", "httpbin")],
+    )]);
+    assert_eq!(m.source, ModeSource::Default);
+}
+
+/// Istio ignores a root-namespace policy with a selector (`ComposePeerAuthentication`: workload
+/// level only outside the root namespace), for workloads elsewhere and in the root namespace.
+#[test]
+fn a_selector_in_the_root_namespace_is_ignored() {
+    let p = [selecting(
+        pa("istio-system", "httpbin", T1, Mode::Strict),
+        &[("app", "httpbin")],
+    )];
+    assert_eq!(of(&p).source, ModeSource::Default);
+    let in_root = resolve(&p, "istio-system", "istio-system", &httpbin());
+    assert_eq!(in_root.source, ModeSource::Default);
+}
+
+#[test]
+fn the_oldest_wins_then_the_name() {
+    let m = of(&[
+        pa("foo", "newer", T2, Mode::Strict),
+        pa("foo", "older", T1, Mode::Disable),
+    ]);
+    assert_eq!(m.policy.as_deref(), Some("foo/older"));
+    assert_eq!(m.mode, Mode::Disable);
+    let m = of(&[
+        pa("foo", "b", T1, Mode::Strict),
+        pa("foo", "a", T1, Mode::Disable),
+    ]);
+    assert_eq!(m.policy.as_deref(), Some("foo/a"));
+    let m = of(&[
+        selecting(pa("foo", "late", T2, Mode::Disable), &[("app", "httpbin")]),
+        selecting(pa("foo", "early", T1, Mode::Strict), &[("version", "v1")]),
+    ]);
+    assert_eq!(m.policy.as_deref(), Some("foo/early"));
+    // the oldest mesh policy
+    let m = of(&[
+        pa("istio-system", "z", T1, Mode::Strict),
+        pa("istio-system", "a", T2, Mode::Disable),
+    ]);
+    assert_eq!(m.policy.as_deref(), Some("istio-system/z"));
+}
+
+#[test]
+fn unset_inherits_from_the_parent_level() {
+    let m = of(&[
+        pa("istio-system", "default", T1, Mode::Strict),
+        pa("foo", "default", T1, Mode::Unset),
+        selecting(pa("foo", "httpbin", T1, Mode::Unset), &[("app", "httpbin")]),
+    ]);
+    assert_eq!((m.mode, m.source), (Mode::Strict, ModeSource::Mesh));
+    // an UNSET oldest policy still takes its level: the newer one's mode does not apply
+    let m = of(&[
+        pa("foo", "old-unset", T1, Mode::Unset),
+        pa("foo", "new-disable", T2, Mode::Disable),
+    ]);
+    assert_eq!(m.source, ModeSource::Default);
+}
+
+#[test]
+fn port_level_counts_only_from_the_workload_policy() {
+    let mut ns = pa("foo", "default", T1, Mode::Strict);
+    ns.port_level.insert(8080, Mode::Disable);
+    let m = of(&[ns.clone()]);
+    assert!(
+        m.ports.is_empty(),
+        "namespace-wide portLevelMtls is ignored"
+    );
+    assert_eq!(m.on_port(8080).0, Mode::Strict);
+
+    let mut w = selecting(pa("foo", "httpbin", T1, Mode::Unset), &[("app", "httpbin")]);
+    w.port_level.insert(8080, Mode::Disable);
+    w.port_level.insert(9090, Mode::Unset);
+    let m = of(&[ns, w]);
+    assert_eq!((m.mode, m.source), (Mode::Strict, ModeSource::Namespace));
+    assert_eq!(
+        m.on_port(8080),
+        (Mode::Disable, ModeSource::Port, Some("foo/httpbin"))
+    );
+    // UNSET on a port inherits the workload's effective mode
+    assert_eq!(m.on_port(9090).0, Mode::Strict);
+    assert_eq!(
+        m.on_port(80),
+        (Mode::Strict, ModeSource::Namespace, Some("foo/default"))
+    );
+}
+
+#[test]
+fn describes_mode_and_source() {
+    let m = of(&[pa("foo", "default", T1, Mode::Strict)]);
+    assert_eq!(m.describe(), "STRICT (namespace foo/default)");
+    assert_eq!(EffectiveMode::default().describe(), "PERMISSIVE (default)");
+}
+
+#[test]
+fn serializes_as_the_api_spells_modes() {
+    let mut w = selecting(
+        pa("foo", "httpbin", T1, Mode::Strict),
+        &[("app", "httpbin")],
+    );
+    w.port_level.insert(8080, Mode::Disable);
+    let v = serde_json::to_value(of(&[w])).unwrap_or_default();
+    assert_eq!(
+        v,
+        serde_json::json!({"mode": "STRICT", "source": "workload", "policy": "foo/httpbin",
+            "ports": {"8080": {"mode": "DISABLE", "policy": "foo/httpbin"}}})
+    );
+}
+
+#[test]
+fn reads_an_api_object() {
+    let obj = serde_json::json!({
+        "apiVersion": "security.istio.io/v1",
+        "kind": "PeerAuthentication",
+        "metadata": {"name": "httpbin", "namespace": "foo",
+                     "creationTimestamp": T1, "resourceVersion": "1"},
+        "spec": {"selector": {"matchLabels": {"app": "httpbin"}},
+                 "mtls": {"mode": "STRICT"},
+                 "portLevelMtls": {"8080": {"mode": "DISABLE"}, "9090": {}}}
+    });
+    let p = from_value(&obj);
+    let mut expected = selecting(
+        pa("foo", "httpbin", T1, Mode::Strict),
+        &[("app", "httpbin")],
+    );
+    expected.port_level.insert(8080, Mode::Disable);
+    expected.port_level.insert(9090, Mode::Unset);
+    assert_eq!(p, Ok(expected));
+}
+
+#[test]
+fn empty_spec_and_empty_selector_mean_unset_and_namespace_wide() {
+    let obj = serde_json::json!({
+        "metadata": {"name": "default", "namespace": "foo"},
+        "spec": {"selector": {"matchLabels": {}}, "mtls": {}}
+    });
+    assert_eq!(from_value(&obj), Ok(pa("foo", "default", "", Mode::Unset)));
+    let bare = serde_json::json!({"metadata": {"name": "default", "namespace": "foo"}});
+    assert_eq!(from_value(&bare), Ok(pa("foo", "default", "", Mode::Unset)));
+}
+
+#[test]
+fn bad_objects_are_errors_that_name_them() {
+    let bad = [
+        serde_json::json!({"metadata": {"name": "x", "namespace": "foo"},
+                           "spec": {"mtls": {"mode": "STRICTEST"}}}),
+        serde_json::json!({"metadata": {"name": "x", "namespace": "foo"},
+                           "spec": {"mtls": {"mode": 3}}}),
+        serde_json::json!({"metadata": {"name": "x", "namespace": "foo"},
+                           "spec": {"portLevelMtls": {"http": {"mode": "STRICT"}}}}),
+        serde_json::json!({"metadata": {"name": "x", "namespace": "foo"},
+                           "spec": {"portLevelMtls": {"70000": {"mode": "STRICT"}}}}),
+        serde_json::json!({"metadata": {"name": "x", "namespace": "foo"},
+                           "spec": {"portLevelMtls": {"8080": {"mode": "strict"}}}}),
+        serde_json::json!({"metadata": {"name": "x", "namespace": "foo"},
+                           "spec": {"selector": {"matchLabels": {"app": 1}}}}),
+        serde_json::json!({"metadata": {"name": "x", "namespace": "foo"},
+                           "spec": {"selector": {"matchLabels": ["app"]}}}),
+    ];
+    for obj in &bad {
+        let err = from_value(obj)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(err.contains("foo/x"), "{obj}: `{err}`");
+    }
+    let nameless = serde_json::json!({"spec": {}});
+    assert!(from_value(&nameless).is_err());
+}
+
+#[test]
+fn reads_a_kubectl_list_in_yaml() {
+    let yaml = r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: security.istio.io/v1
+  kind: PeerAuthentication
+  metadata:
+    name: default
+    namespace: istio-system
+    creationTimestamp: "2024-01-01T00:00:00Z"
+  spec:
+    mtls:
+      mode: STRICT
+- apiVersion: security.istio.io/v1
+  kind: PeerAuthentication
+  metadata:
+    name: httpbin
+    namespace: foo
+    creationTimestamp: "2024-06-01T00:00:00Z"
+  spec:
+    selector:
+      matchLabels:
+        app: httpbin
+    portLevelMtls:
+      "8080":
+        mode: PERMISSIVE
+metadata:
+  resourceVersion: ""
+"#;
+    let list = parse_list(yaml).unwrap_or_default();
+    assert_eq!(list.len(), 2);
+    let m = of(&list);
+    assert_eq!((m.mode, m.source), (Mode::Strict, ModeSource::Mesh));
+    assert_eq!(m.on_port(8080).0, Mode::Permissive);
+    assert!(parse_list("items: 3").is_err());
+    assert!(parse_list("[1, 2]").is_err());
+    assert!(parse_list(":\n - ]").is_err());
+}
