@@ -5,6 +5,11 @@
 //! the agent API and the dashboard use. It sees edges and the small [`KnownWorkload`] view of
 //! what the identity source knows, never the identity source itself. Semantics in DESIGN.md
 //! "Verdict semantics"; the same rules judge a workload and each of its ports.
+//!
+//! When the PeerAuthentications are known ([`evaluate_with_modes`]), each verdict carries the
+//! workload's effective mode today ([`EffectiveMode`]); a workload already STRICT on a port
+//! that still receives plaintext or non-mesh TLS there has `broken_clients`: those clients are
+//! being refused now, which is an outage to fix, not a migration step.
 
 mod policy_yaml;
 
@@ -15,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Edge, Origin, Peer};
 use crate::classify::{Mesh, Security, SecurityCounts};
+use crate::peer_auth::{EffectiveMode, Mode};
 use crate::Nanos;
 
 pub use policy_yaml::{peer_authentication, PolicyScope};
@@ -39,6 +45,8 @@ pub struct Policy {
     pub max_unknown_ratio: f64,
     /// The capture lost packets: no destination without a blocker can be called ready.
     pub evidence_incomplete: bool,
+    /// Istio's root namespace: its PeerAuthentication without a selector is mesh-wide.
+    pub istio_root_namespace: String,
 }
 
 impl Default for Policy {
@@ -49,6 +57,7 @@ impl Default for Policy {
             exempt_sources: [AMBIENT_PROBE_SOURCE].into_iter().collect(),
             max_unknown_ratio: 0.1,
             evidence_incomplete: false,
+            istio_root_namespace: crate::peer_auth::DEFAULT_ROOT_NAMESPACE.to_owned(),
         }
     }
 }
@@ -95,6 +104,8 @@ impl KnownWorkload<'_> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Readiness {
+    /// Already STRICT, yet plaintext or non-mesh TLS arrives: those clients are refused now.
+    BrokenClients,
     Blocked,
     Insufficient,
     Ready,
@@ -105,6 +116,7 @@ pub enum Readiness {
 impl Readiness {
     pub fn as_str(self) -> &'static str {
         match self {
+            Readiness::BrokenClients => "broken_clients",
             Readiness::Blocked => "blocked",
             Readiness::Insufficient => "insufficient",
             Readiness::Ready => "ready",
@@ -116,6 +128,7 @@ impl Readiness {
     pub fn label(self) -> &'static str {
         match self {
             Readiness::NotInMesh => "not in mesh",
+            Readiness::BrokenClients => "broken clients",
             other => other.as_str(),
         }
     }
@@ -138,6 +151,9 @@ pub struct Blocker {
     pub kind: BlockerKind,
     /// What to do about it.
     pub remedy: &'static str,
+    /// STRICT already applies on this port: the client is being refused now.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub broken: bool,
 }
 
 /// What kind of client blocks, as its traffic shows.
@@ -224,6 +240,12 @@ pub struct Verdict {
     /// The PeerAuthentication to apply: STRICT when ready; when only some ports are ready,
     /// PERMISSIVE with `portLevelMtls` STRICT for exactly those ports.
     pub suggested_policy: Option<String>,
+    /// The effective PeerAuthentication mode today, when the policies are known.
+    #[serde(
+        rename = "peer_authentication",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mode: Option<EffectiveMode>,
 }
 
 /// A namespace's roll-up.
@@ -234,6 +256,8 @@ pub struct NamespaceVerdict {
     pub ready: usize,
     pub blocked: usize,
     pub insufficient: usize,
+    /// Workloads already STRICT that still receive plaintext or non-mesh TLS.
+    pub broken_clients: usize,
     /// Known workloads that received no inbound connection (they do not hold the namespace back).
     pub idle: usize,
     /// Workloads outside the mesh (STRICT has no effect on them).
@@ -290,9 +314,23 @@ impl Tally {
     }
 }
 
+/// The effective PeerAuthentication modes by (namespace, workload).
+pub type Modes = BTreeMap<(String, String), EffectiveMode>;
+
 /// Evaluate every destination seen in `edges`, plus every `known` workload (idle ones are
-/// `insufficient`: no evidence).
+/// `insufficient`: no evidence). The PeerAuthentications are not known.
 pub fn evaluate(edges: &[Edge], policy: &Policy, known: &[KnownWorkload<'_>]) -> Verdicts {
+    evaluate_with_modes(edges, policy, known, None)
+}
+
+/// [`evaluate`], with each workload's effective mode when the PeerAuthentications are known
+/// (`modes`; a workload missing from it has no mode shown).
+pub fn evaluate_with_modes(
+    edges: &[Edge],
+    policy: &Policy,
+    known: &[KnownWorkload<'_>],
+    modes: Option<&Modes>,
+) -> Verdicts {
     let known: BTreeMap<Peer, &KnownWorkload<'_>> = known.iter().map(|k| (k.peer(), k)).collect();
     let mut tallies: BTreeMap<Peer, Tally> = known
         .keys()
@@ -313,7 +351,8 @@ pub fn evaluate(edges: &[Edge], policy: &Policy, known: &[KnownWorkload<'_>]) ->
         .into_iter()
         .map(|(peer, t)| {
             let k = known.get(&peer).copied();
-            judge(peer, t, policy, k)
+            let mode = modes.and_then(|m| mode_of(m, &peer));
+            judge(peer, t, policy, k, mode)
         })
         .collect();
     let namespaces = roll_up_namespaces(&workloads);
@@ -383,29 +422,112 @@ fn port_readiness(c: &SecurityCounts, policy: &Policy) -> (Readiness, String) {
 const NOT_IN_MESH: &str =
     "no sidecar and not in ambient: STRICT has no effect until it gets a sidecar or joins ambient";
 
-fn judge(peer: Peer, t: Tally, policy: &Policy, known: Option<&KnownWorkload<'_>>) -> Verdict {
-    let c = t.counts;
-    let in_mesh = known.and_then(|k| k.mesh) != Some(Mesh::None);
-    let (verdict, reason) = if !in_mesh {
-        (Readiness::NotInMesh, NOT_IN_MESH.to_owned())
-    } else if !t.blockers.is_empty() {
-        let sources = t
+fn mode_of(modes: &Modes, peer: &Peer) -> Option<EffectiveMode> {
+    let (Some(ns), Some(wl)) = (&peer.namespace, &peer.workload) else {
+        return None;
+    };
+    modes.get(&(ns.clone(), wl.clone())).cloned()
+}
+
+/// Whether STRICT applies on `port` today.
+fn strict_on(mode: Option<&EffectiveMode>, port: u16) -> bool {
+    mode.is_some_and(|m| m.on_port(port).0 == Mode::Strict)
+}
+
+/// STRICT on the workload and on every port it overrides: nothing left to apply.
+fn fully_strict(mode: Option<&EffectiveMode>) -> bool {
+    mode.is_some_and(|m| m.mode == Mode::Strict && m.ports.values().all(|p| p.mode == Mode::Strict))
+}
+
+/// What DISABLE applies today, in words ("" when none).
+fn disable_note(mode: Option<&EffectiveMode>) -> String {
+    let Some(m) = mode else {
+        return String::new();
+    };
+    let mut notes = Vec::new();
+    if m.mode == Mode::Disable {
+        notes.push(format!("the workload is {} today", m.describe()));
+    }
+    for (port, p) in m.ports.iter().filter(|(_, p)| p.mode == Mode::Disable) {
+        notes.push(format!("port {port} is DISABLE (port {})", p.policy));
+    }
+    if notes.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", notes.join(", "))
+    }
+}
+
+/// The workload's readiness and why, from its tally and its mode today.
+fn workload_readiness(
+    t: &Tally,
+    policy: &Policy,
+    in_mesh: bool,
+    mode: Option<&EffectiveMode>,
+) -> (Readiness, String) {
+    let c = &t.counts;
+    let sources = |broken_only: bool| {
+        let n = t
             .blockers
             .keys()
+            .filter(|k| !broken_only || strict_on(mode, k.4))
             .map(|(p, ..)| p)
             .collect::<BTreeSet<_>>()
             .len();
-        let plural = if sources == 1 { "" } else { "s" };
-        let reason = format!("{} from {sources} source{plural}", blocking_traffic(&c));
-        (Readiness::Blocked, reason)
-    } else {
-        evidence(&c, policy)
+        format!("{n} source{}", if n == 1 { "" } else { "s" })
     };
+    if !in_mesh {
+        return (Readiness::NotInMesh, NOT_IN_MESH.to_owned());
+    }
+    let mut refused = SecurityCounts::default();
+    for (_, counts) in t.by_port.iter().filter(|(&p, _)| strict_on(mode, p)) {
+        refused.add(Security::Plaintext, counts.plaintext);
+        refused.add(Security::Tls, counts.tls);
+    }
+    if let (true, Some(m)) = (refused.plaintext + refused.tls > 0, mode) {
+        let reason = format!(
+            "already STRICT ({}), yet {} from {} arrived: those clients are refused now",
+            m.describe(),
+            blocking_traffic(&refused),
+            sources(true)
+        );
+        return (Readiness::BrokenClients, reason);
+    }
+    if !t.blockers.is_empty() {
+        let reason = format!("{} from {}", blocking_traffic(c), sources(false));
+        return (Readiness::Blocked, reason + &disable_note(mode));
+    }
+    let (verdict, reason) = evidence(c, policy);
+    match mode {
+        Some(m) if verdict == Readiness::Ready && fully_strict(mode) => (
+            verdict,
+            format!("{reason}; already {}: no policy to apply", m.describe()),
+        ),
+        _ => (verdict, reason + &disable_note(mode)),
+    }
+}
+
+fn judge(
+    peer: Peer,
+    t: Tally,
+    policy: &Policy,
+    known: Option<&KnownWorkload<'_>>,
+    mode: Option<EffectiveMode>,
+) -> Verdict {
+    let c = t.counts;
+    let in_mesh = known.and_then(|k| k.mesh) != Some(Mesh::None);
+    let (verdict, reason) = workload_readiness(&t, policy, in_mesh, mode.as_ref());
     let ports: Vec<PortVerdict> = t
         .by_port
         .iter()
         .map(|(&port, counts)| {
-            let (verdict, reason) = port_readiness(counts, policy);
+            let (verdict, reason) = match port_readiness(counts, policy) {
+                (Readiness::Blocked, why) if strict_on(mode.as_ref(), port) => (
+                    Readiness::BrokenClients,
+                    format!("already STRICT, yet {why}: refused now"),
+                ),
+                other => other,
+            };
             PortVerdict {
                 port,
                 verdict,
@@ -429,6 +551,7 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: Option<&KnownWorkload<'_>
                         last_seen,
                         kind,
                         remedy: kind.remedy(),
+                        broken: strict_on(mode.as_ref(), port),
                     }
                 },
             )
@@ -436,7 +559,11 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: Option<&KnownWorkload<'_>
     } else {
         Vec::new()
     };
-    let suggested_policy = suggest(&peer, verdict, &ports, known);
+    let suggested_policy = if fully_strict(mode.as_ref()) {
+        None // nothing to apply: the workload is STRICT already
+    } else {
+        suggest(&peer, verdict, &ports, known)
+    };
     Verdict {
         destination: peer,
         verdict,
@@ -447,6 +574,7 @@ fn judge(peer: Peer, t: Tally, policy: &Policy, known: Option<&KnownWorkload<'_>
         blockers,
         ports,
         suggested_policy,
+        mode,
     }
 }
 
@@ -477,7 +605,7 @@ fn suggest(
                 .collect();
             (!ready.is_empty()).then(|| peer_authentication(&scope, Some(&ready)))
         }
-        Readiness::NotInMesh => None,
+        Readiness::NotInMesh | Readiness::BrokenClients => None,
     }
 }
 
@@ -498,9 +626,12 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
             let count = |r: Readiness| vs.iter().filter(|v| v.verdict == r).count();
             let idle = vs.iter().filter(|v| is_idle(v)).count();
             let (ready, blocked) = (count(Readiness::Ready), count(Readiness::Blocked));
+            let broken_clients = count(Readiness::BrokenClients);
             let not_in_mesh = count(Readiness::NotInMesh);
             let insufficient = count(Readiness::Insufficient) - idle;
-            let verdict = if blocked > 0 {
+            let verdict = if broken_clients > 0 {
+                Readiness::BrokenClients
+            } else if blocked > 0 {
                 Readiness::Blocked
             } else if insufficient > 0 {
                 Readiness::Insufficient
@@ -517,6 +648,7 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
                 ready,
                 blocked,
                 insufficient,
+                broken_clients,
                 idle,
                 not_in_mesh,
                 suggested_policy: (verdict == Readiness::Ready)
@@ -532,7 +664,7 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
 fn roll_up_mesh(namespaces: &[NamespaceVerdict]) -> MeshVerdict {
     let verdict = namespaces
         .iter()
-        .filter(|n| n.ready + n.blocked + n.insufficient > 0)
+        .filter(|n| n.ready + n.blocked + n.insufficient + n.broken_clients > 0)
         .map(|n| n.verdict)
         .min()
         .unwrap_or(Readiness::Insufficient);

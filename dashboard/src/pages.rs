@@ -132,6 +132,8 @@ pub struct Totals {
     pub destinations: usize,
     pub ready: usize,
     pub blocked: usize,
+    /// Already STRICT, yet receiving plaintext or non-mesh TLS (clients refused now).
+    pub broken_clients: usize,
     /// Insufficient with traffic (not idle).
     pub insufficient: usize,
     pub not_in_mesh: usize,
@@ -284,6 +286,7 @@ pub fn overview(s: &Snapshot) -> Overview {
         match v.verdict {
             Readiness::Ready => totals.ready += 1,
             Readiness::Blocked => totals.blocked += 1,
+            Readiness::BrokenClients => totals.broken_clients += 1,
             Readiness::Insufficient if is_idle(v) => totals.idle += 1,
             Readiness::Insufficient => totals.insufficient += 1,
             Readiness::NotInMesh => totals.not_in_mesh += 1,
@@ -473,6 +476,10 @@ fn no_policy_reason(v: &VerdictView) -> String {
                 .to_owned()
         }
         Readiness::Ready => "none suggested".to_owned(),
+        Readiness::BrokenClients => {
+            "already STRICT: the clients refused now need fixing, there is no policy to apply"
+                .to_owned()
+        }
     }
 }
 

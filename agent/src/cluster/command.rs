@@ -1,7 +1,8 @@
 //! `meshwatch verdicts` and `meshwatch check`: a [`ClusterReport`] printed, or judged as a
 //! gate.
 //!
-//! `check`'s exit status: 0 ready, 1 blocked, 3 insufficient, 2 the check could not run. A
+//! `check`'s exit status: 0 ready, 1 blocked or broken clients (already STRICT, and clients
+//! still send plaintext: they are refused now), 3 insufficient, 2 the check could not run. A
 //! destination outside the mesh (`not_in_mesh`) passes: STRICT has no effect on it, so applying
 //! the policy breaks nothing (the note on stderr says it is not protected either). No
 //! connection to the scope in the window is insufficient evidence (3), not a failure of the
@@ -32,7 +33,7 @@ pub enum CommandError {
 pub fn exit_code(verdict: Readiness) -> u8 {
     match verdict {
         Readiness::Ready | Readiness::NotInMesh => 0,
-        Readiness::Blocked => 1,
+        Readiness::Blocked | Readiness::BrokenClients => 1,
         Readiness::Insufficient => 3,
     }
 }
@@ -172,7 +173,12 @@ impl<'a> Scope<'a> {
             v.workloads
                 .iter()
                 .filter(|w| ns.is_none() || w.destination.namespace.as_deref() == ns)
-                .filter(|w| matches!(w.verdict, Readiness::Blocked | Readiness::Insufficient))
+                .filter(|w| {
+                    matches!(
+                        w.verdict,
+                        Readiness::BrokenClients | Readiness::Blocked | Readiness::Insufficient
+                    )
+                })
                 .filter(|w| w.connections.total() + w.exempted > 0 || !w.blockers.is_empty())
                 .collect()
         };
@@ -241,10 +247,14 @@ fn explain(out: &mut dyn Write, v: &Verdict) {
         v.verdict.as_str(),
         v.reason
     );
+    if let Some(m) = &v.mode {
+        let _ = writeln!(out, "    mode today: {}", m.describe());
+    }
     for b in &v.blockers {
         let _ = writeln!(
             out,
-            "    {} -> port {}: {} connection(s) {} (last seen {})\n      remedy: {}",
+            "    {}{} -> port {}: {} connection(s) {} (last seen {})\n      remedy: {}",
+            if b.broken { "broken client: " } else { "" },
             b.source.display(),
             b.port,
             b.connections,

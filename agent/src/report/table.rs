@@ -26,7 +26,7 @@ impl Style {
     fn readiness(&self, r: Readiness) -> String {
         let code = match r {
             Readiness::Ready => "32",
-            Readiness::Blocked => "31",
+            Readiness::Blocked | Readiness::BrokenClients => "31",
             Readiness::Insufficient => "33",
             Readiness::NotInMesh => "36",
         };
@@ -143,7 +143,9 @@ fn render_edges(report: &Report, style: Style, out: &mut dyn Write) -> io::Resul
 
 fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Result<()> {
     writeln!(out, "{}", style.bold("VERDICTS"))?;
-    let mut rows = vec![[
+    // the mode column only when the PeerAuthentications are known
+    let modes = report.verdicts.iter().any(|v| v.mode.is_some());
+    let mut header = vec![
         "DESTINATION",
         "VERDICT",
         "MTLS",
@@ -151,16 +153,18 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
         "PLAIN",
         "UNKNOWN",
         "EXEMPT",
-        "REASON",
-    ]
-    .map(str::to_owned)
-    .to_vec()];
+    ];
+    if modes {
+        header.push("MODE");
+    }
+    header.push("REASON");
+    let mut rows = vec![header.into_iter().map(str::to_owned).collect::<Vec<_>>()];
     let idle = |v: &&crate::verdict::Verdict| {
         v.connections.total() == 0 && v.exempted == 0 && v.blockers.is_empty()
     };
     for v in report.verdicts.iter().filter(|v| !idle(v)) {
         let c = &v.connections;
-        rows.push(vec![
+        let mut row = vec![
             v.destination.display(),
             style.readiness(v.verdict),
             c.istio_mtls.to_string(),
@@ -168,8 +172,16 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
             c.plaintext.to_string(),
             c.unknown.to_string(),
             v.exempted.to_string(),
-            v.reason.clone(),
-        ]);
+        ];
+        if modes {
+            row.push(
+                v.mode
+                    .as_ref()
+                    .map_or_else(|| "-".to_owned(), |m| m.describe()),
+            );
+        }
+        row.push(v.reason.clone());
+        rows.push(row);
     }
     print_rows(out, &rows)?;
     let idle: Vec<String> = report
@@ -186,17 +198,22 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
         )?;
     }
     for v in report.verdicts.iter().filter(|v| !v.blockers.is_empty()) {
-        writeln!(
-            out,
-            "\n{} is blocked by:",
-            style.bold(&v.destination.display())
-        )?;
+        let what = if v.verdict == Readiness::BrokenClients {
+            "has broken clients (already STRICT: refused now)"
+        } else {
+            "is blocked by"
+        };
+        writeln!(out, "\n{} {what}:", style.bold(&v.destination.display()))?;
         let rows: Vec<Vec<String>> = v
             .blockers
             .iter()
             .map(|b| {
                 vec![
-                    format!("  {}", b.source.display()),
+                    format!(
+                        "  {}{}",
+                        if b.broken { "broken: " } else { "" },
+                        b.source.display()
+                    ),
                     style.security(b.security),
                     serde_json::to_value(b.kind)
                         .ok()
@@ -219,6 +236,7 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
             "READY",
             "BLOCKED",
             "INSUFFICIENT",
+            "BROKEN",
             "IDLE",
         ]
         .map(str::to_owned)
@@ -230,6 +248,7 @@ fn render_verdicts(report: &Report, style: Style, out: &mut dyn Write) -> io::Re
                 n.ready.to_string(),
                 n.blocked.to_string(),
                 n.insufficient.to_string(),
+                n.broken_clients.to_string(),
                 n.idle.to_string(),
             ]);
         }

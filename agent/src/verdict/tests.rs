@@ -511,3 +511,177 @@ fn node_blockers_name_their_kind() {
         .find(|b| b.kind == BlockerKind::KubeletProbe);
     assert!(probe.is_some_and(|b| b.remedy.contains("rewriteAppHTTPProbers")));
 }
+
+/// The effective modes of the named workloads, each as `mode` from `source`.
+fn modes(entries: &[(&str, &str, EffectiveMode)]) -> Modes {
+    entries
+        .iter()
+        .map(|(ns, w, m)| (((*ns).to_owned(), (*w).to_owned()), m.clone()))
+        .collect()
+}
+
+fn effective(mode: Mode, source: crate::peer_auth::ModeSource, policy: &str) -> EffectiveMode {
+    EffectiveMode {
+        mode,
+        source,
+        policy: Some(policy.to_owned()),
+        ports: BTreeMap::new(),
+    }
+}
+
+fn port_override(mut m: EffectiveMode, port: u16, mode: Mode) -> EffectiveMode {
+    m.ports.insert(
+        port,
+        crate::peer_auth::PortMode {
+            mode,
+            policy: "foo/httpbin".into(),
+        },
+    );
+    m
+}
+
+use crate::peer_auth::ModeSource;
+
+#[test]
+fn strict_with_plaintext_is_broken_clients() {
+    let d = wl("foo", "httpbin");
+    let edges = [
+        edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10),
+        edge(
+            wl("legacy", "sleep"),
+            d.clone(),
+            8000,
+            Security::Plaintext,
+            3,
+        ),
+    ];
+    let m = modes(&[(
+        "foo",
+        "httpbin",
+        effective(Mode::Strict, ModeSource::Namespace, "foo/default"),
+    )]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::BrokenClients);
+    assert!(
+        w.reason.contains("STRICT (namespace foo/default)"),
+        "{}",
+        w.reason
+    );
+    assert_eq!(w.suggested_policy, None, "no migration step to suggest");
+    assert_eq!(w.blockers.len(), 1);
+    assert!(w.blockers.iter().all(|b| b.broken));
+    assert_eq!(w.ports[0].verdict, Readiness::BrokenClients);
+    assert_eq!(v.namespaces[0].broken_clients, 1);
+    assert_eq!(v.namespaces[0].verdict, Readiness::BrokenClients);
+    assert_eq!(v.mesh.verdict, Readiness::BrokenClients);
+    let json = serde_json::to_value(w).unwrap_or_default();
+    assert_eq!(
+        json["peer_authentication"],
+        serde_json::json!({"mode": "STRICT", "source": "namespace", "policy": "foo/default"})
+    );
+    assert_eq!(json["verdict"], "broken_clients");
+    assert_eq!(json["blockers"][0]["broken"], true);
+
+    // the same traffic without known policies is an ordinary migration step
+    let plain = evaluate(&edges, &Policy::default(), &[]);
+    assert_eq!(find(&plain, &d).verdict, Readiness::Blocked);
+    let json = serde_json::to_value(find(&plain, &d)).unwrap_or_default();
+    assert!(json.get("peer_authentication").is_none());
+    assert!(json["blockers"][0].get("broken").is_none());
+}
+
+#[test]
+fn a_permissive_port_of_a_strict_workload_is_a_migration_step() {
+    let d = wl("foo", "httpbin");
+    let edges = [
+        edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10),
+        edge(node(), d.clone(), 9090, Security::Plaintext, 3),
+    ];
+    let strict = effective(Mode::Strict, ModeSource::Workload, "foo/httpbin");
+    let m = modes(&[(
+        "foo",
+        "httpbin",
+        port_override(strict.clone(), 9090, Mode::Permissive),
+    )]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Blocked);
+    assert!(w.blockers.iter().all(|b| !b.broken));
+    // STRICT on that port too: its client is refused now
+    let m = modes(&[("foo", "httpbin", strict)]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    assert_eq!(find(&v, &d).verdict, Readiness::BrokenClients);
+}
+
+#[test]
+fn already_strict_and_all_mtls_is_ready_with_nothing_to_apply() {
+    let d = wl("foo", "httpbin");
+    let edges = [edge(
+        wl("foo", "sleep"),
+        d.clone(),
+        8000,
+        Security::IstioMtls,
+        10,
+    )];
+    let m = modes(&[(
+        "foo",
+        "httpbin",
+        effective(Mode::Strict, ModeSource::Mesh, "istio-system/default"),
+    )]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Ready);
+    assert_eq!(w.suggested_policy, None);
+    assert!(
+        w.reason
+            .contains("already STRICT (mesh istio-system/default)"),
+        "{}",
+        w.reason
+    );
+    // PERMISSIVE today: the policy to apply is suggested
+    let m = modes(&[("foo", "httpbin", EffectiveMode::default())]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    assert!(find(&v, &d).suggested_policy.is_some());
+}
+
+#[test]
+fn disable_is_named_in_the_reason() {
+    let d = wl("foo", "httpbin");
+    let edges = [
+        edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10),
+        edge(
+            wl("legacy", "sleep"),
+            d.clone(),
+            9090,
+            Security::Plaintext,
+            1,
+        ),
+    ];
+    let m = modes(&[(
+        "foo",
+        "httpbin",
+        port_override(
+            effective(Mode::Permissive, ModeSource::Namespace, "foo/default"),
+            9090,
+            Mode::Disable,
+        ),
+    )]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Blocked);
+    assert!(w.reason.contains("port 9090 is DISABLE"), "{}", w.reason);
+    let m = modes(&[(
+        "foo",
+        "httpbin",
+        effective(Mode::Disable, ModeSource::Workload, "foo/httpbin"),
+    )]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    assert!(
+        find(&v, &d)
+            .reason
+            .contains("DISABLE (workload foo/httpbin)"),
+        "{}",
+        find(&v, &d).reason
+    );
+}
