@@ -20,7 +20,7 @@ use serde::Serialize;
 use crate::aggregate::Edge;
 use crate::verdict::{self, KnownWorkload, Policy, Verdicts};
 
-pub use http::{Client, QUERY_TIMEOUT};
+pub use http::{Access, Client, Secret, QUERY_TIMEOUT};
 use promql::{Queries, Resolution};
 use series::{EdgeSeries, HostedWorkload, Sample};
 

@@ -300,6 +300,7 @@ impl Recorder {
             destination_port,
             security,
             mesh,
+            origin: key.origin,
         };
         Some((key, labels))
     }

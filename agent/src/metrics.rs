@@ -18,6 +18,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::aggregate::Origin;
 use crate::classify::{Mesh, Security};
 
 /// Distinct port labels per destination workload before its ports become `other`.
@@ -32,6 +33,21 @@ impl EncodeLabelValue for Security {
 impl EncodeLabelValue for Mesh {
     fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
         encoder.write_str(self.as_str())
+    }
+}
+
+/// The `origin` label value: the JSON contract's name (`direct`, `kubelet_probe`, `nodeport`).
+pub fn origin_label(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Direct => "direct",
+        Origin::KubeletProbe => "kubelet_probe",
+        Origin::Nodeport => "nodeport",
+    }
+}
+
+impl EncodeLabelValue for Origin {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        encoder.write_str(origin_label(*self))
     }
 }
 
@@ -65,9 +81,12 @@ pub struct ConnectionLabels {
     pub destination_port: String,
     pub security: Security,
     pub mesh: Mesh,
+    /// How the client came: `direct`, `kubelet_probe` or `nodeport` (always present, so the
+    /// series of one edge keep one label set).
+    pub origin: Origin,
 }
 
-/// A connection attempt carries no payload, so no security class.
+/// A connection attempt carries no payload, so no security class (and no origin).
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
     pub reporter: Reporter,
@@ -324,6 +343,7 @@ mod tests {
             destination_port: port.into(),
             security,
             mesh: Mesh::None,
+            origin: Origin::Direct,
         }
     }
 
@@ -350,7 +370,7 @@ mod tests {
             .inc_by(2);
         m.capture.flows_active.set(4);
         let text = encode(&registry);
-        let conn = "meshwatch_connections_total{reporter=\"destination\",source_workload=\"sleep\",source_namespace=\"legacy\",destination_workload=\"httpbin\",destination_namespace=\"foo\",destination_port=\"8000\",security=\"plaintext\",mesh=\"none\"} 3";
+        let conn = "meshwatch_connections_total{reporter=\"destination\",source_workload=\"sleep\",source_namespace=\"legacy\",destination_workload=\"httpbin\",destination_namespace=\"foo\",destination_port=\"8000\",security=\"plaintext\",mesh=\"none\",origin=\"direct\"} 3";
         assert!(text.lines().any(|l| l == conn), "{text}");
         assert!(text.lines().any(|l| l.starts_with("meshwatch_bytes_total{")
             && l.contains("direction=\"to_server\"")

@@ -31,6 +31,25 @@ pub struct Args {
     #[arg(long, value_name = "URL", env = "MESHWATCH_DASHBOARD_PROMETHEUS")]
     pub prometheus: Option<String>,
 
+    /// PEM bundle of the CAs that sign the agents' (or Prometheus') certificate, for https://
+    /// URLs; without it the bundled webpki (Mozilla) roots are trusted.
+    #[arg(long, value_name = "FILE", env = "MESHWATCH_DASHBOARD_CA")]
+    pub ca: Option<PathBuf>,
+
+    /// A file holding the bearer token sent to the agents (or Prometheus), e.g. a projected
+    /// service-account token; read again at each refresh. Only sent over https://.
+    #[arg(long, value_name = "FILE", env = "MESHWATCH_DASHBOARD_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+
+    /// LABS ONLY: accept any server certificate. The traffic is encrypted, but whoever sits on
+    /// the path can read the token and forge the answers.
+    #[arg(
+        long,
+        conflicts_with = "ca",
+        env = "MESHWATCH_DASHBOARD_INSECURE_SKIP_VERIFY"
+    )]
+    pub insecure_skip_verify: bool,
+
     /// Only this namespace (with --prometheus).
     #[arg(long, value_name = "NAME", env = "MESHWATCH_DASHBOARD_NAMESPACE")]
     pub namespace: Option<String>,
@@ -66,6 +85,8 @@ Examples:
   meshwatch analyze --format json --workloads w.yaml capture.pcap > report.json
   meshwatch-dashboard --report report.json
   meshwatch-dashboard --agent http://node-1:9477 --agent http://node-2:9477
+  meshwatch-dashboard --agent https://node-1:9477 --agent https://node-2:9477 \
+      --ca /etc/meshwatch/ca.crt --token-file /var/run/secrets/tokens/meshwatch
   meshwatch-dashboard --prometheus http://prometheus:9090 --window 24h
 
 Pages: / (overview), /namespace?ns=NS, /workload?ns=NS&name=W (or ?ip=ADDR), /matrix;
@@ -104,5 +125,31 @@ mod tests {
         assert_eq!(p.min_connections, 3);
         assert!(p.exempt_ports.contains(&9090) && p.exempt_ports.contains(&15020));
         assert_eq!(a.listen.to_string(), "127.0.0.1:9480");
+        assert!(a.ca.is_none() && a.token_file.is_none() && !a.insecure_skip_verify);
+    }
+
+    #[test]
+    fn trust_flags() {
+        let a = Args::try_parse_from([
+            "d",
+            "--agent",
+            "https://a:9477",
+            "--ca",
+            "ca.pem",
+            "--token-file",
+            "t",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(a.ca.as_deref(), Some(std::path::Path::new("ca.pem")));
+        assert_eq!(a.token_file.as_deref(), Some(std::path::Path::new("t")));
+        let both = Args::try_parse_from([
+            "d",
+            "--agent",
+            "https://a:9477",
+            "--ca",
+            "ca.pem",
+            "--insecure-skip-verify",
+        ]);
+        assert!(both.is_err());
     }
 }

@@ -2,6 +2,7 @@
 //! (merged and judged here with `meshwatch::verdict::evaluate`), or Prometheus (through
 //! `meshwatch::cluster`). Each load yields a [`Snapshot`].
 
+pub mod access;
 pub mod agents;
 pub mod http;
 pub mod prometheus;
@@ -27,6 +28,10 @@ pub enum SourceError {
     BadUrl { url: String, reason: String },
     #[error("{0}")]
     Flag(String),
+    #[error("--ca {path}: {reason}")]
+    Ca { path: PathBuf, reason: String },
+    #[error("--token-file {path}: {reason}")]
+    Token { path: PathBuf, reason: String },
     #[error("prometheus: {0}")]
     Prometheus(String),
     #[error(transparent)]
@@ -55,19 +60,34 @@ impl Source {
             ));
         }
         if let Some(path) = &args.report {
-            Ok(Source::Report(path.clone(), policy))
-        } else if let Some(url) = &args.prometheus {
-            Ok(Source::Prometheus(prometheus::Prometheus::new(
-                url,
-                args.window,
-                policy,
-                args.namespace.clone(),
-            )))
+            if args.ca.is_some() || args.token_file.is_some() || args.insecure_skip_verify {
+                return Err(SourceError::Flag(
+                    "--ca, --token-file and --insecure-skip-verify work with --agent or --prometheus".to_owned(),
+                ));
+            }
+            return Ok(Source::Report(path.clone(), policy));
+        }
+        let access = access::Access::from_flags(
+            args.ca.as_deref(),
+            args.token_file.as_deref(),
+            args.insecure_skip_verify,
+        )?;
+        if access.insecure_skip_verify() {
+            tracing::warn!(
+                "--insecure-skip-verify: any server certificate is accepted; whoever sits on the path can read the token and forge the answers (labs only)"
+            );
+        }
+        if let Some(url) = &args.prometheus {
+            Ok(Source::Prometheus(
+                prometheus::Prometheus::new(url, args.window, policy, args.namespace.clone())
+                    .with_access(access)?,
+            ))
         } else {
-            Ok(Source::Agents(agents::Agents::new(
+            Ok(Source::Agents(agents::Agents::with_access(
                 &args.agent,
                 policy,
                 timeout,
+                access,
             )?))
         }
     }

@@ -18,6 +18,27 @@ const MAX_ANSWER_BYTES: u64 = 256 << 20;
 /// How much of an unexpected answer an error quotes.
 const QUOTED_CHARS: usize = 300;
 
+/// How to reach a Prometheus behind TLS and authentication (kube-rbac-proxy, an ingress).
+#[derive(Debug, Clone, Default)]
+pub struct Access {
+    /// CA certificates (DER) trusted instead of the webpki roots.
+    pub ca: Option<Vec<Vec<u8>>>,
+    /// Accept any certificate (labs only).
+    pub insecure_skip_verify: bool,
+    /// Sent as `Authorization: Bearer …`.
+    pub bearer: Option<Secret>,
+}
+
+/// A credential that `Debug` does not print.
+#[derive(Clone)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
 /// A Prometheus-compatible query endpoint (Prometheus, Thanos Query, Mimir's Prometheus API).
 #[derive(Debug, Clone)]
 pub struct Client {
@@ -26,12 +47,18 @@ pub struct Client {
     base: String,
     /// The base URL without credentials, for messages and reports.
     source: String,
+    bearer: Option<Secret>,
 }
 
 impl Client {
     /// A client of the Prometheus at `url` (`http://` or `https://`, optionally with a path
     /// prefix such as `/prometheus`).
     pub fn new(url: &str) -> Result<Self, ClusterError> {
+        Self::with_access(url, &Access::default())
+    }
+
+    /// A client of the Prometheus at `url` reached with `access`.
+    pub fn with_access(url: &str, access: &Access) -> Result<Self, ClusterError> {
         let base = url.trim().trim_end_matches('/').to_owned();
         let bad = |reason: &str| ClusterError::BadUrl {
             url: without_credentials(url.trim()),
@@ -54,7 +81,17 @@ impl Client {
         }
         // credentials in the URL (sent as basic authentication) stay out of messages and reports
         let source = without_credentials(&base);
+        let mut tls =
+            ureq::tls::TlsConfig::builder().disable_verification(access.insecure_skip_verify);
+        if let Some(ca) = &access.ca {
+            let roots: Vec<_> = ca
+                .iter()
+                .map(|der| ureq::tls::Certificate::from_der(der).to_owned())
+                .collect();
+            tls = tls.root_certs(roots.into());
+        }
         let agent = ureq::Agent::config_builder()
+            .tls_config(tls.build())
             .timeout_global(Some(QUERY_TIMEOUT))
             .http_status_as_error(false)
             .user_agent(concat!("meshwatch/", env!("CARGO_PKG_VERSION")))
@@ -64,6 +101,7 @@ impl Client {
             agent,
             base,
             source,
+            bearer: access.bearer.clone(),
         })
     }
 
@@ -76,13 +114,15 @@ impl Client {
     pub fn query(&self, query: &str, time: u64) -> Result<Vec<Sample>, ClusterError> {
         let endpoint = format!("{}/api/v1/query", self.base);
         tracing::debug!(%query, time, "prometheus query");
-        let mut response = self
+        let mut request = self
             .agent
             .get(&endpoint)
             .query("query", query)
-            .query("time", time.to_string())
-            .call()
-            .map_err(|e| self.transport_error(e))?;
+            .query("time", time.to_string());
+        if let Some(Secret(token)) = &self.bearer {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let mut response = request.call().map_err(|e| self.transport_error(e))?;
         let status = response.status().as_u16();
         let body = response
             .body_mut()
@@ -123,7 +163,13 @@ impl Client {
                 "no answer within {}",
                 humantime::format_duration(QUERY_TIMEOUT)
             ),
-            ureq::Error::Io(e) => e.to_string(),
+            // rustls' errors come wrapped in an io::Error from the handshake
+            ureq::Error::Io(e) => match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
+            {
+                Some(tls) => format!("TLS handshake failed: {tls}"),
+                None => e.to_string(),
+            },
+            ureq::Error::Rustls(e) => format!("TLS handshake failed: {e}"),
             other => other.to_string(),
         };
         ClusterError::Unreachable {

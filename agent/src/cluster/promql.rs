@@ -59,8 +59,8 @@ pub const STEPS: u64 = 240;
 pub const MIN_LOOKBACK_SECONDS: u64 = 300;
 
 /// The labels of an edge (the connection series' labels but `reporter`; attempts have no
-/// `security` and `mesh`).
-pub const EDGE_LABELS: &str = "source_namespace, source_workload, destination_namespace, destination_workload, destination_port, security, mesh";
+/// `security`, `mesh` and `origin`; series of agents before `origin` have none either).
+pub const EDGE_LABELS: &str = "source_namespace, source_workload, destination_namespace, destination_workload, destination_port, security, mesh, origin";
 pub const ATTEMPT_LABELS: &str = "source_namespace, source_workload, destination_namespace, destination_workload, destination_port";
 
 pub const CONNECTIONS: &str = "meshwatch_connections_total";

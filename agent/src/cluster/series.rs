@@ -157,13 +157,27 @@ pub fn mesh_of(label: Option<&str>) -> Mesh {
         .unwrap_or(Mesh::None)
 }
 
+/// An `origin` label: `kubelet_probe`, `nodeport`; anything else (`direct`, or none: agents
+/// before the label) is `direct`.
+pub fn origin_of(label: Option<&str>) -> Origin {
+    match label {
+        Some("kubelet_probe") => Origin::KubeletProbe,
+        Some("nodeport") => Origin::Nodeport,
+        _ => Origin::Direct,
+    }
+}
+
 /// The edge a series stands for. An attempt carries no payload, so no class: its edge is
 /// `unknown` and `none`, as `analyze` and the agent key attempts.
 fn key_of(s: &Sample, attempt: bool) -> EdgeKey {
-    let (security, mesh) = if attempt {
-        (Security::Unknown, Mesh::None)
+    let (security, mesh, origin) = if attempt {
+        (Security::Unknown, Mesh::None, Origin::Direct)
     } else {
-        (security_of(s.label("security")), mesh_of(s.label("mesh")))
+        (
+            security_of(s.label("security")),
+            mesh_of(s.label("mesh")),
+            origin_of(s.label("origin")),
+        )
     };
     EdgeKey {
         destination: peer_of(
@@ -174,8 +188,7 @@ fn key_of(s: &Sample, attempt: bool) -> EdgeKey {
         source: peer_of(s.label("source_namespace"), s.label("source_workload")),
         security,
         mesh,
-        // the metrics do not carry how the client came (kubelet probe, NodePort)
-        origin: Origin::Direct,
+        origin,
     }
 }
 

@@ -380,3 +380,99 @@ fn recorded_answers_become_edges() {
         .iter()
         .any(|w| w.namespace == "legacy" && w.workload == "store" && w.mesh == Some(Mesh::None)));
 }
+
+/// The `{k="v",…}` labels of an exposition line (the values here hold no quotes).
+fn exposition_labels(line: &str) -> BTreeMap<String, String> {
+    let inner = line
+        .split_once('{')
+        .and_then(|(_, rest)| rest.rsplit_once('}'))
+        .map_or("", |(inner, _)| inner);
+    inner
+        .split(',')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
+        .collect()
+}
+
+/// How a client came (a kubelet probe, NodePort) crosses Prometheus: the agent's
+/// `meshwatch_connections_total` carries `origin`, the series become edges with it, and the
+/// blockers keep their kind and remedy (not `node`).
+#[test]
+fn a_kubelet_probe_blocker_survives_the_round_trip_through_series() {
+    use crate::flow::Connection;
+    use crate::live::{IdentityFeed, LiveState, Recorder};
+    use crate::verdict::{evaluate, BlockerKind, Policy};
+    use std::sync::{Arc, RwLock};
+
+    let workloads = "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11], node: node-1}\nnodes:\n  - {name: node-1, ips: [10.0.0.5]}\n";
+    let map =
+        crate::identity::file::WorkloadsFile::parse(workloads, Some("node-1")).expect("workloads");
+    let state = Arc::new(LiveState::new(
+        Arc::new(RwLock::new(map)),
+        IdentityFeed::File("w.yaml".into()),
+        Policy::default(),
+        3_600_000_000_000,
+        "test".into(),
+    ));
+    let mut rec = Recorder::new(state.clone());
+    let probe = Connection {
+        src: "10.0.0.5".parse().expect("ip"),
+        dst: "10.244.1.11".parse().expect("ip"),
+        dport: 8000,
+        security: Security::Plaintext,
+        mesh: Mesh::None,
+        ts: 1_000,
+        local: false,
+        attempt: false,
+        view: false,
+        kube_probe: true,
+        alt_dst: None,
+    };
+    for _ in 0..2 {
+        rec.on_connection(&probe);
+    }
+    let text = state.metrics_text();
+    let samples: Vec<Sample> = text
+        .lines()
+        .filter(|l| l.starts_with("meshwatch_connections_total{"))
+        .map(|l| Sample {
+            labels: exposition_labels(l),
+            value: l
+                .rsplit_once(' ')
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(f64::NAN),
+        })
+        .collect();
+    assert_eq!(samples.len(), 1, "{text}");
+    assert_eq!(
+        samples[0].labels.get("origin").map(String::as_str),
+        Some("kubelet_probe"),
+        "{text}"
+    );
+    let edges = series::edges(&EdgeSeries {
+        connections: samples,
+        ..EdgeSeries::default()
+    });
+    let v = evaluate(&edges, &Policy::default(), &[]);
+    let httpbin = v
+        .workloads
+        .iter()
+        .find(|w| w.destination.workload.as_deref() == Some("httpbin"))
+        .expect("a verdict for foo/httpbin");
+    let kinds: Vec<_> = httpbin
+        .blockers
+        .iter()
+        .map(|b| (b.source.display(), b.kind, b.connections))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("node:node-1".to_owned(), BlockerKind::KubeletProbe, 2)],
+        "{httpbin:?}"
+    );
+    // series of agents before the label, and `direct`, are direct
+    assert_eq!(series::origin_of(None), crate::aggregate::Origin::Direct);
+    assert_eq!(
+        series::origin_of(Some("nodeport")),
+        crate::aggregate::Origin::Nodeport
+    );
+}

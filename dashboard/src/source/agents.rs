@@ -16,7 +16,8 @@ use meshwatch::classify::Mesh;
 use meshwatch::verdict::{evaluate, KnownWorkload, Policy};
 use serde::Deserialize;
 
-use super::http::{BaseUrl, HttpClient};
+use super::access::Access;
+use super::http::{BaseUrl, FetchError, HttpClient};
 use super::{now_rfc3339, SourceError};
 use crate::model::{
     edges_from_engine, AgentStatus, EdgeView, Evidence, Readiness, Snapshot, SourceInfo,
@@ -29,6 +30,7 @@ pub struct Agents {
     urls: Vec<BaseUrl>,
     policy: Policy,
     client: HttpClient,
+    access: Access,
 }
 
 /// `/api/v1/edges`.
@@ -74,10 +76,22 @@ pub struct AgentData {
 }
 
 impl Agents {
+    /// Agents over plain HTTP, or HTTPS trusting the webpki roots, without a token.
     pub fn new(
         urls: &[String],
         policy: Policy,
         timeout: std::time::Duration,
+    ) -> Result<Self, SourceError> {
+        Self::with_access(urls, policy, timeout, Access::default())
+    }
+
+    /// Agents reached with `access`: its trust for `https://` URLs, its token (sent only over
+    /// HTTPS: a URL with `http://` and a token is refused).
+    pub fn with_access(
+        urls: &[String],
+        policy: Policy,
+        timeout: std::time::Duration,
+        access: Access,
     ) -> Result<Self, SourceError> {
         let urls = urls
             .iter()
@@ -88,10 +102,20 @@ impl Agents {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if access.has_token() {
+            if let Some(plain) = urls.iter().find(|u| !u.is_https()) {
+                return Err(SourceError::BadUrl {
+                    url: plain.as_str().to_owned(),
+                    reason: "plain HTTP would send the --token-file token in clear: use https://"
+                        .to_owned(),
+                });
+            }
+        }
         Ok(Agents {
             urls,
             policy,
-            client: HttpClient::new(timeout),
+            client: HttpClient::with_access(timeout, &access)?,
+            access,
         })
     }
 
@@ -103,20 +127,21 @@ impl Agents {
         &self,
         base: &BaseUrl,
         path: &str,
+        token: Option<&str>,
     ) -> Result<T, String> {
         let uri = base.join(path)?;
         let body = self
             .client
-            .get(uri)
+            .get(uri, token)
             .await
-            .map_err(|e| format!("{path}: {e}"))?;
+            .map_err(|e| format!("{path}: {e}{}", hint(&e, base, token.is_some())))?;
         serde_json::from_slice(&body).map_err(|e| format!("{path}: not the agent's JSON: {e}"))
     }
 
-    async fn fetch(&self, base: &BaseUrl) -> Result<AgentData, String> {
-        let edges: EdgesBody = self.json(base, "/api/v1/edges").await?;
-        let verdicts: VerdictsBody = self.json(base, "/api/v1/verdicts").await?;
-        let status: Option<StatusBody> = self.json(base, "/api/v1/status").await.ok();
+    async fn fetch(&self, base: &BaseUrl, token: Option<&str>) -> Result<AgentData, String> {
+        let edges: EdgesBody = self.json(base, "/api/v1/edges", token).await?;
+        let verdicts: VerdictsBody = self.json(base, "/api/v1/verdicts", token).await?;
+        let status: Option<StatusBody> = self.json(base, "/api/v1/status", token).await.ok();
         let window_seconds = edges.window_seconds;
         let edges = edges
             .edges
@@ -136,7 +161,9 @@ impl Agents {
 
     /// Read every agent (at once) and judge what they saw.
     pub async fn load(&self) -> Result<Snapshot, SourceError> {
-        let answers = join_all(self.urls.iter().map(|u| self.fetch(u))).await;
+        // read at each load: a projected token is rotated by the kubelet
+        let token = self.access.token()?;
+        let answers = join_all(self.urls.iter().map(|u| self.fetch(u, token.as_deref()))).await;
         let mut up = Vec::new();
         let mut down = Vec::new();
         for (url, answer) in self.urls.iter().zip(answers) {
@@ -155,6 +182,30 @@ impl Agents {
             .map(BaseUrl::as_str)
             .collect::<Vec<_>>()
             .join(", ")
+    }
+}
+
+/// What a failed read means for the flags.
+fn hint(e: &FetchError, base: &BaseUrl, with_token: bool) -> &'static str {
+    match e {
+        FetchError::Unauthorized(_) if with_token => {
+            " — the agent did not accept the --token-file token (is it a token its API server knows, and not expired?)"
+        }
+        FetchError::Unauthorized(_) => {
+            " — the agent wants a bearer token: pass --token-file (a service-account token)"
+        }
+        FetchError::Forbidden(_) => {
+            " — the token's user may not get this path: bind it to the ClusterRole meshwatch-metrics-reader"
+        }
+        // a TLS server answers a plain request with an alert, or closes
+        FetchError::Connect(reason)
+            if !base.is_https()
+                && (reason.contains("invalid HTTP version")
+                    || reason.contains("closed before message completed")) =>
+        {
+            " — not an HTTP answer: does the agent serve HTTPS? use https://"
+        }
+        _ => "",
     }
 }
 

@@ -1,12 +1,15 @@
 //! `--prometheus URL`: cluster-wide verdicts from the agents' counters, read by
 //! `meshwatch::cluster::from_prometheus` (the same verdict code over PromQL results; each
 //! connection counted once by the `reporter` rule). It blocks, so it runs on a blocking thread.
+//! Behind TLS and authentication (kube-rbac-proxy, an ingress) it is reached with the same
+//! `--ca`/`--token-file`/`--insecure-skip-verify` as the agents; the token is read at each load.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use meshwatch::cluster::{from_prometheus, ClusterReport};
+use meshwatch::cluster::{self, ClusterError, ClusterReport, Secret};
 use meshwatch::verdict::Policy;
 
+use super::access::Access;
 use super::{now_rfc3339, SourceError};
 use crate::model::{edges_from_engine, Evidence, Snapshot, SourceInfo, VerdictsView};
 
@@ -17,6 +20,7 @@ pub struct Prometheus {
     window: Duration,
     policy: Policy,
     namespace: Option<String>,
+    access: Access,
 }
 
 impl Prometheus {
@@ -28,7 +32,19 @@ impl Prometheus {
             window,
             policy,
             namespace,
+            access: Access::default(),
         }
+    }
+
+    /// Reached with `access` (a token only over HTTPS).
+    pub fn with_access(self, access: Access) -> Result<Self, SourceError> {
+        if access.has_token() && !self.url.trim().starts_with("https://") {
+            return Err(SourceError::Flag(format!(
+                "--prometheus {}: plain HTTP would send the --token-file token in clear: use https://",
+                self.url
+            )));
+        }
+        Ok(Prometheus { access, ..self })
     }
 
     pub fn url(&self) -> &str {
@@ -40,6 +56,13 @@ impl Prometheus {
     }
 
     pub async fn load(&self) -> Result<Snapshot, SourceError> {
+        let access = cluster::Access {
+            ca: self.access.ca_der(),
+            insecure_skip_verify: self.access.insecure_skip_verify(),
+            // read at each load: a projected token is rotated by the kubelet
+            bearer: self.access.token()?.map(Secret),
+        };
+        let with_token = access.bearer.is_some();
         let (url, window, policy, namespace) = (
             self.url.clone(),
             self.window,
@@ -47,13 +70,32 @@ impl Prometheus {
             self.namespace.clone(),
         );
         let report = tokio::task::spawn_blocking(move || {
-            from_prometheus(&url, window, &policy, namespace.as_deref())
+            let client = cluster::Client::with_access(&url, &access)?;
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            cluster::report(&client, window, &policy, namespace.as_deref(), now)
         })
         .await
         .map_err(|e| SourceError::Prometheus(format!("the query task failed: {e}")))?
-        .map_err(|e| SourceError::Prometheus(e.to_string()))?;
+        .map_err(|e| SourceError::Prometheus(explain(&e, with_token)))?;
         snapshot(&report, &self.policy, self.namespace.as_deref())
     }
+}
+
+/// The cluster reader's error, with what a refused credential means for the flags.
+fn explain(e: &ClusterError, with_token: bool) -> String {
+    let hint = match e {
+        ClusterError::Http { status: 401, .. } if with_token => {
+            " — the --token-file token was not accepted"
+        }
+        ClusterError::Http { status: 401, .. } => {
+            " — it wants credentials: pass --token-file (a bearer token)"
+        }
+        ClusterError::Http { status: 403, .. } => " — the token's user may not query Prometheus",
+        _ => "",
+    };
+    format!("{e}{hint}")
 }
 
 /// The snapshot of a cluster report.

@@ -18,7 +18,7 @@ use meshwatch_dashboard::source::Source;
 
 use crate::support::{fixture, get, has, page, serve_app, serve_router};
 
-const WINDOW: Duration = Duration::from_secs(86_400);
+pub const WINDOW: Duration = Duration::from_secs(86_400);
 
 /// An answer a real Prometheus gave (copied from agent/tests/fixtures/prometheus, recorded by
 /// tests/live/cluster_e2e.py from two agents; `final_`: after one agent stopped).
@@ -29,6 +29,11 @@ fn recorded(set: &str, query: &str) -> String {
 
 /// Answers each query the cluster reader sends with what a real Prometheus answered.
 async fn fake_prometheus(set: &'static str) -> std::net::SocketAddr {
+    serve_router(recorded_prometheus(set)).await
+}
+
+/// The routes of a Prometheus answering with the recorded set `set`.
+pub fn recorded_prometheus(set: &'static str) -> Router {
     let q = Queries::new(&Resolution::of(WINDOW.as_secs()), None);
     let answers: HashMap<String, String> = [
         (&q.agents, "agents"),
@@ -46,7 +51,7 @@ async fn fake_prometheus(set: &'static str) -> std::net::SocketAddr {
     .map(|(text, file)| (text.clone(), recorded(set, file)))
     .collect();
     let answers = Arc::new(answers);
-    let r = Router::new().route(
+    Router::new().route(
         "/api/v1/query",
         route_get(move |Query(p): Query<HashMap<String, String>>| {
             let answers = Arc::clone(&answers);
@@ -66,8 +71,7 @@ async fn fake_prometheus(set: &'static str) -> std::net::SocketAddr {
                 }
             }
         }),
-    );
-    serve_router(r).await
+    )
 }
 
 async fn prometheus_app(url: &str) -> Arc<App> {
