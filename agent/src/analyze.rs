@@ -2,7 +2,7 @@
 //! around the pure core.
 
 use std::io::{IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -14,6 +14,7 @@ use crate::cli::{AnalyzeArgs, Format, When};
 use crate::flow::{FlowRecord, TableLimits};
 use crate::identity::file::{WorkloadsError, WorkloadsFile};
 use crate::identity::{IdentitySource, NoIdentities};
+use crate::peer_auth::PeerAuthentication;
 use crate::pipeline::{FlowCounts, Pipeline};
 use crate::report::{format_time, table, Report, Summary};
 use crate::sharded::{Shards, WorkerTotals};
@@ -30,6 +31,11 @@ pub enum AnalyzeError {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Worker(#[from] crate::sharded::WorkerPanicked),
+    #[error("{path}: {error}")]
+    PeerAuthentications {
+        path: String,
+        error: crate::peer_auth::PeerAuthError,
+    },
 }
 
 /// Finished flows are folded into edges once this many are waiting.
@@ -213,8 +219,13 @@ pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
         Some(path) => Box::new(WorkloadsFile::load(path)?),
         None => Box::new(NoIdentities),
     };
+    let peer_authentications = args
+        .peer_authentications
+        .as_deref()
+        .map(load_peer_authentications)
+        .transpose()?;
     let bar = progress_bar(args);
-    let (report, warnings) = analyze(
+    let (mut report, warnings) = analyze(
         &args.captures,
         identities.as_ref(),
         &args.verdict.policy(),
@@ -225,6 +236,14 @@ pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
     )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
+    }
+    if let Some(policies) = &peer_authentications {
+        judge_with_modes(
+            &mut report,
+            identities.as_ref(),
+            &args.verdict.policy(),
+            policies,
+        );
     }
     for w in &warnings {
         eprintln!("warning: {}", w.0);
@@ -249,6 +268,43 @@ pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// The PeerAuthentications of `--peer-authentications`.
+fn load_peer_authentications(path: &Path) -> Result<Vec<PeerAuthentication>, AnalyzeError> {
+    let error = |error| AnalyzeError::PeerAuthentications {
+        path: path.display().to_string(),
+        error,
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| error(crate::peer_auth::PeerAuthError::List(e.to_string())))?;
+    crate::peer_auth::parse_list(&text).map_err(error)
+}
+
+/// Judge the report's edges again, knowing each workload's mode today: the known workloads'
+/// labels select, and a destination the identities do not list is judged with none.
+pub fn judge_with_modes(
+    report: &mut Report,
+    identities: &dyn IdentitySource,
+    policy: &Policy,
+    policies: &[PeerAuthentication],
+) {
+    let known = identities.known_workloads();
+    let no_labels = std::collections::BTreeMap::new();
+    let unlisted = report.edges.iter().filter_map(|e| {
+        Some((
+            e.destination.namespace.as_deref()?,
+            e.destination.workload.as_deref()?,
+        ))
+    });
+    let workloads = unlisted
+        .map(|(ns, wl)| (ns, wl, &no_labels))
+        .chain(known.iter().map(|k| (k.namespace, k.workload, k.labels)));
+    let modes = crate::peer_auth::modes_of(policies, &policy.istio_root_namespace, workloads);
+    let v = verdict::evaluate_with_modes(&report.edges, policy, &known, Some(&modes));
+    report.verdicts = v.workloads;
+    report.namespaces = v.namespaces;
+    report.mesh = v.mesh;
 }
 
 fn progress_bar(args: &AnalyzeArgs) -> Option<ProgressBar> {

@@ -201,6 +201,12 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "FILE", env = "MESHWATCH_WORKLOADS")]
     pub workloads: Option<PathBuf>,
 
+    /// The cluster's PeerAuthentications (`kubectl get peerauthentications.security.istio.io
+    /// -A -o yaml`, or the API's list as JSON): each verdict shows the workload's mode today,
+    /// and a workload already STRICT that receives plaintext has `broken_clients`.
+    #[arg(long, value_name = "FILE", env = "MESHWATCH_PEER_AUTHENTICATIONS")]
+    pub peer_authentications: Option<PathBuf>,
+
     #[command(flatten)]
     pub verdict: VerdictArgs,
 
@@ -262,6 +268,16 @@ pub struct VerdictArgs {
     #[arg(long, default_value_t = 0.1, value_name = "RATIO", env = "MESHWATCH_MAX_UNKNOWN_RATIO",
           value_parser = parse_ratio)]
     pub max_unknown_ratio: f64,
+
+    /// Istio's root namespace (`meshConfig.rootNamespace`): its PeerAuthentication without a
+    /// selector is mesh-wide.
+    #[arg(
+        long,
+        default_value = crate::peer_auth::DEFAULT_ROOT_NAMESPACE,
+        value_name = "NAMESPACE",
+        env = "MESHWATCH_ISTIO_ROOT_NAMESPACE"
+    )]
+    pub istio_root_namespace: String,
 }
 
 /// Bounds of the flow table.
@@ -401,6 +417,7 @@ impl VerdictArgs {
         policy.exempt_ports.extend(&self.exempt_ports);
         policy.exempt_sources.extend(&self.exempt_sources);
         policy.max_unknown_ratio = self.max_unknown_ratio;
+        policy.istio_root_namespace = self.istio_root_namespace.clone();
         policy
     }
 }

@@ -29,6 +29,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Mesh;
+use crate::peer_auth::PeerAuthentication;
 use crate::verdict::KnownWorkload;
 use crate::Nanos;
 
@@ -193,7 +194,9 @@ type Key = (Workload, Option<PodMesh>);
 /// The compact IP -> identity map.
 #[derive(Debug, Default, Clone)]
 pub struct IdentityMap {
-    by_ip: HashMap<IpAddr, Entry>,
+    /// foldhash: looked up several times per flow event by the agent (SipHash was a tenth of its
+    /// capture thread); the keys come from the identity source, never from packets.
+    by_ip: HashMap<IpAddr, Entry, foldhash::fast::RandomState>,
     slots: Vec<Slot>,
     interned: HashMap<Key, u32>,
     nodes: Vec<String>,
@@ -203,6 +206,8 @@ pub struct IdentityMap {
     /// Keyed by address alone, so a Service's addresses go in one step whatever its ports; a
     /// Service has a handful of ports, searched in order.
     services: HashMap<IpAddr, Vec<(u16, ServiceBackend)>>,
+    /// The cluster's PeerAuthentications, when watched and listed (`None`: unknown).
+    peer_authentications: Option<Arc<Vec<PeerAuthentication>>>,
 }
 
 /// The map shared between its feeder and its readers (read per flow event, never per packet).
@@ -538,6 +543,16 @@ impl IdentityMap {
 
     pub fn is_empty(&self) -> bool {
         self.by_ip.is_empty()
+    }
+
+    /// Set the cluster's PeerAuthentications (`None`: not known).
+    pub fn set_peer_authentications(&mut self, policies: Option<Vec<PeerAuthentication>>) {
+        self.peer_authentications = policies.map(Arc::new);
+    }
+
+    /// The cluster's PeerAuthentications, when known (a cheap shared copy).
+    pub fn peer_authentications(&self) -> Option<Arc<Vec<PeerAuthentication>>> {
+        self.peer_authentications.clone()
     }
 
     /// Workloads interned (with pods, declared, or idle and not yet forgotten).

@@ -171,11 +171,12 @@ impl LiveState {
         };
         // a snapshot of what the verdict needs (one entry per workload, as `analyze` sees them),
         // so the identity lock is held for a copy only
-        let known: Vec<Workload> = self
+        let (known, peer_authentications): (Vec<Workload>, _) = self
             .identities
             .read()
             .map(|m| {
-                m.known_workloads()
+                let known = m
+                    .known_workloads()
                     .into_iter()
                     .map(|k| Workload {
                         namespace: k.namespace.to_owned(),
@@ -184,11 +185,20 @@ impl LiveState {
                         labels: k.labels.clone(),
                         mesh: k.mesh,
                     })
-                    .collect()
+                    .collect();
+                (known, m.peer_authentications())
             })
             .unwrap_or_default();
         let known: Vec<KnownWorkload<'_>> = known.iter().map(Workload::as_known).collect();
-        verdict::evaluate(&edges, &policy, &known)
+        // with the PeerAuthentications watched, each verdict shows the workload's mode today
+        let modes = peer_authentications.map(|policies| {
+            crate::peer_auth::modes_of(
+                &policies,
+                &policy.istio_root_namespace,
+                known.iter().map(|k| (k.namespace, k.workload, k.labels)),
+            )
+        });
+        verdict::evaluate_with_modes(&edges, &policy, &known, modes.as_ref())
     }
 
     /// The most recent finished flows, newest first.

@@ -354,7 +354,8 @@ pub fn parse_list(input: &str) -> Result<Vec<PeerAuthentication>, PeerAuthError>
 }
 
 /// The effective modes of `workloads` ((namespace, workload, labels)), keyed by
-/// (namespace, workload).
+/// (namespace, workload). A workload without known labels is taken to be labelled
+/// `app: <workload>`, the same assumption the suggested policy's selector makes.
 pub fn modes_of<'a>(
     policies: &[PeerAuthentication],
     root_namespace: &str,
@@ -363,10 +364,13 @@ pub fn modes_of<'a>(
     workloads
         .into_iter()
         .map(|(ns, wl, labels)| {
-            (
-                (ns.to_owned(), wl.to_owned()),
-                resolve(policies, root_namespace, ns, labels),
-            )
+            let mode = if labels.is_empty() {
+                let app = BTreeMap::from([("app".to_owned(), wl.to_owned())]);
+                resolve(policies, root_namespace, ns, &app)
+            } else {
+                resolve(policies, root_namespace, ns, labels)
+            };
+            ((ns.to_owned(), wl.to_owned()), mode)
         })
         .collect()
 }

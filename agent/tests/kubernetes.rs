@@ -4,6 +4,7 @@
 //! a label change moving a namespace into ambient; Services and EndpointSlices listed and
 //! watched into ClusterIP:port -> workload and target port.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -29,6 +30,10 @@ const SERVICES_1: &str = include_str!("fixtures/kube/services-list-1.json");
 const SERVICES_WATCH_1: &str = include_str!("fixtures/kube/services-watch-1.jsonl");
 const SLICES_1: &str = include_str!("fixtures/kube/endpointslices-list-1.json");
 const SLICES_WATCH_1: &str = include_str!("fixtures/kube/endpointslices-watch-1.jsonl");
+const PEER_AUTH_1: &str = include_str!("fixtures/kube/peerauthentications-list-1.json");
+const PEER_AUTH_WATCH_1: &str = include_str!("fixtures/kube/peerauthentications-watch-1.jsonl");
+/// What the API server answers for a resource it does not serve (no CRD).
+const NOT_FOUND: &str = r#"{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"the server could not find the requested resource","reason":"NotFound","details":{},"code":404}"#;
 
 #[derive(Default)]
 struct Calls {
@@ -39,6 +44,8 @@ struct Calls {
     slice_watches: AtomicUsize,
     /// EndpointSlice requests that asked only for slices labelled with their Service.
     slice_selected: AtomicUsize,
+    peer_auth_lists: AtomicUsize,
+    peer_auth_watches: AtomicUsize,
 }
 
 fn json(body: Body) -> Response {
@@ -317,5 +324,168 @@ async fn watcher_lists_watches_and_relists_after_410() {
     assert!(
         !m.is_local("10.244.2.13".parse().expect("ip")),
         "sleep runs on node-2"
+    );
+}
+
+/// The list, then one watch (`shop/default` STRICT added, `foo/httpbin` deleted), then quiet.
+async fn peerauthentications(State(calls): State<Arc<Calls>>, RawQuery(q): RawQuery) -> Response {
+    if !watching(q.as_deref()) {
+        calls.peer_auth_lists.fetch_add(1, Ordering::SeqCst);
+        return json(Body::from(PEER_AUTH_1));
+    }
+    match calls.peer_auth_watches.fetch_add(1, Ordering::SeqCst) {
+        0 => json(Body::from(PEER_AUTH_WATCH_1)),
+        _ => json(quiet_watch()),
+    }
+}
+
+/// No Istio: the resource is not served.
+async fn no_peerauthentications(State(calls): State<Arc<Calls>>) -> Response {
+    calls.peer_auth_lists.fetch_add(1, Ordering::SeqCst);
+    Response::builder()
+        .status(404)
+        .header("content-type", "application/json")
+        .body(Body::from(NOT_FOUND))
+        .unwrap_or_default()
+}
+
+const PEER_AUTH_PATH: &str = "/apis/security.istio.io/v1/peerauthentications";
+
+/// The identity watches with the PeerAuthentication route given.
+async fn start(
+    peer_auth: axum::routing::MethodRouter<Arc<Calls>>,
+) -> (Arc<Calls>, SharedIdentities, Arc<SyncState>) {
+    let calls = Arc::new(Calls::default());
+    let app = Router::new()
+        .route("/api/v1/pods", get(pods))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/namespaces", get(namespaces))
+        .route("/api/v1/services", get(services))
+        .route(
+            "/apis/discovery.k8s.io/v1/endpointslices",
+            get(endpointslices),
+        )
+        .route(PEER_AUTH_PATH, peer_auth)
+        .with_state(calls.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let config = kube::Config::new(format!("http://{addr}").parse().expect("uri"));
+    let client = kube::Client::try_from(config).expect("client");
+    let map: SharedIdentities = Arc::new(RwLock::new(IdentityMap::default()));
+    let sync = Arc::new(SyncState::default());
+    tokio::spawn(watch(
+        client,
+        map.clone(),
+        Some("node-1".to_owned()),
+        sync.clone(),
+    ));
+    (calls, map, sync)
+}
+
+/// The effective modes of the map's workloads, as the agent's verdicts compute them.
+fn modes(map: &SharedIdentities) -> Option<BTreeMap<(String, String), String>> {
+    let m = map.read().ok()?;
+    let policies = m.peer_authentications()?;
+    let known = m.known_workloads();
+    let modes = meshwatch::peer_auth::modes_of(
+        &policies,
+        meshwatch::peer_auth::DEFAULT_ROOT_NAMESPACE,
+        known.iter().map(|k| (k.namespace, k.workload, k.labels)),
+    );
+    Some(
+        modes
+            .into_iter()
+            .map(|(k, v)| {
+                let ports: Vec<String> = v
+                    .ports
+                    .iter()
+                    .map(|(p, m)| format!(" {p}={}", m.mode.as_str()))
+                    .collect();
+                (k, format!("{}{}", v.describe(), ports.concat()))
+            })
+            .collect(),
+    )
+}
+
+fn mode_of(
+    modes: &Option<BTreeMap<(String, String), String>>,
+    ns: &str,
+    w: &str,
+) -> Option<String> {
+    modes.as_ref()?.get(&(ns.to_owned(), w.to_owned())).cloned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_authentications_are_listed_watched_and_resolved() {
+    let (calls, map, sync) = start(get(peerauthentications)).await;
+    // the end state: listed, then the watch's ADDED shop/default and DELETED foo/httpbin
+    let end_state = || {
+        let m = modes(&map);
+        sync.synced()
+            && mode_of(&m, "shop", "web").is_some_and(|s| s.starts_with("STRICT"))
+            && mode_of(&m, "foo", "httpbin").is_some_and(|s| s.starts_with("DISABLE"))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !end_state() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(calls.peer_auth_lists.load(Ordering::SeqCst) >= 1);
+    assert!(calls.peer_auth_watches.load(Ordering::SeqCst) >= 1);
+    let m = modes(&map);
+    for (ns, w, expected, why) in [
+        (
+            "payments",
+            "ledger",
+            "STRICT (namespace payments/default) 9090=DISABLE",
+            "namespace STRICT; its UNSET workload policy adds only a port",
+        ),
+        (
+            "payments",
+            "settle",
+            "STRICT (namespace payments/default)",
+            "namespace-wide",
+        ),
+        (
+            "bookinfo",
+            "reviews",
+            "PERMISSIVE (mesh istio-system/default)",
+            "mesh-wide",
+        ),
+        (
+            "shop",
+            "web",
+            "STRICT (namespace shop/default)",
+            "added by the watch",
+        ),
+        (
+            "foo",
+            "httpbin",
+            "DISABLE (workload foo/httpbin-disable)",
+            "the older foo/httpbin (STRICT) deleted by the watch; the root namespace's selector is ignored",
+        ),
+    ] {
+        assert_eq!(mode_of(&m, ns, w).as_deref(), Some(expected), "{ns}/{w}: {why}");
+    }
+}
+
+/// Without Istio the identities sync as before and the modes stay unknown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_peer_authentication_resource_is_no_failure() {
+    let (calls, map, sync) = start(get(no_peerauthentications)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !(sync.synced() && calls.peer_auth_lists.load(Ordering::SeqCst) >= 1)
+        && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(sync.synced(), "the identity watches are not held back");
+    assert!(calls.peer_auth_lists.load(Ordering::SeqCst) >= 1);
+    assert_eq!(lookup(&map, "10.244.1.21").as_deref(), Some("foo/httpbin"));
+    assert!(
+        map.read().expect("map").peer_authentications().is_none(),
+        "modes unknown, not PERMISSIVE"
     );
 }

@@ -187,6 +187,7 @@ fn rbac_reads_what_identities_need_and_creates_only_reviews() {
             "authentication.k8s.io/tokenreviews create",
             "authorization.k8s.io/subjectaccessreviews create",
             "discovery.k8s.io/endpointslices list,watch",
+            "security.istio.io/peerauthentications get,list,watch",
         ]
     );
     // what a scraper needs to read the agents: GET on their URLs, nothing else

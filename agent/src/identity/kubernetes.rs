@@ -35,6 +35,7 @@ use services::{
     SERVICE_NAME_LABEL,
 };
 
+pub mod peer_auth;
 pub mod services;
 
 /// The name of Istio's proxy container (a sidecar, or a native sidecar init container).
@@ -430,13 +431,16 @@ impl Applier {
 /// backs off on errors. Only EndpointSlices labelled with their Service are listed.
 ///
 /// Read-only RBAC: `list` and `watch` on `pods`, `nodes`, `namespaces` and `services` (core
-/// group) and on `endpointslices` (`discovery.k8s.io`).
+/// group) and on `endpointslices` (`discovery.k8s.io`); `get`, `list`, `watch` on Istio's
+/// `peerauthentications` (`security.istio.io`), watched beside them ([`peer_auth::watch`]; a
+/// cluster without Istio only logs it).
 pub async fn watch(
     client: Client,
     map: SharedIdentities,
     this_node: Option<String>,
     sync: Arc<SyncState>,
 ) {
+    tokio::spawn(peer_auth::watch(client.clone(), map.clone()));
     let config = watcher::Config::default().any_semantic();
     let pods = watcher::watcher(Api::<Pod>::all(client.clone()), config.clone()).default_backoff();
     let nodes =

@@ -305,3 +305,26 @@ metadata:
     assert!(parse_list("[1, 2]").is_err());
     assert!(parse_list(":\n - ]").is_err());
 }
+
+#[test]
+fn modes_of_takes_app_workload_when_no_labels_are_known() {
+    let p = [selecting(
+        pa("foo", "httpbin", T1, Mode::Strict),
+        &[("app", "httpbin")],
+    )];
+    let none = BTreeMap::new();
+    let other = labels(&[("app", "web")]);
+    let m = modes_of(
+        &p,
+        DEFAULT_ROOT_NAMESPACE,
+        [
+            ("foo", "httpbin", &none),
+            ("foo", "web", &other),
+            ("foo", "sleep", &none),
+        ],
+    );
+    let of = |w: &str| m.get(&("foo".to_owned(), w.to_owned())).map(|e| e.source);
+    assert_eq!(of("httpbin"), Some(ModeSource::Workload));
+    assert_eq!(of("web"), Some(ModeSource::Default));
+    assert_eq!(of("sleep"), Some(ModeSource::Default));
+}
