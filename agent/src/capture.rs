@@ -6,6 +6,7 @@ pub mod inputs;
 #[cfg(feature = "agent")]
 pub mod live;
 pub mod merge;
+pub mod record;
 
 use crate::decode::LinkType;
 use crate::Nanos;

@@ -275,33 +275,60 @@ pub struct Http1Head {
 }
 
 /// Read an HTTP/1 request's header lines in one pass (the request line is not a header), up to
-/// the empty line that ends them; also whether that line was reached.
+/// the empty line that ends them; also whether that line was reached. Lines are found eight
+/// bytes at a time ([`find_byte`]): a connection's request is read once, but a churn of short
+/// connections reads one per connection.
 pub fn scan_head(bytes: &[u8]) -> (Http1Head, bool) {
     let mut head = Http1Head::default();
-    let mut lines = bytes.split(|b| *b == b'\n').peekable();
-    let _request_line = lines.next();
-    while let Some(line) = lines.next() {
-        // the last piece has no newline after it: not a line yet
-        if lines.peek().is_none() {
-            break;
-        }
+    let Some(end) = find_byte(bytes, b'\n') else {
+        return (head, false);
+    };
+    let mut rest = bytes.get(end + 1..).unwrap_or_default();
+    // the last piece has no newline after it: not a line yet
+    while let Some(end) = find_byte(rest, b'\n') {
+        let line = rest.get(..end).unwrap_or_default();
+        rest = rest.get(end + 1..).unwrap_or_default();
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
             return (head, true);
         }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = find_byte(line, b':') else {
             continue;
         };
         let name = line.get(..colon).unwrap_or_default().trim_ascii();
-        let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
         let is = |h: &str| name.len() == h.len() && name.eq_ignore_ascii_case(h.as_bytes());
         if ISTIO_METADATA_HEADERS.iter().any(|h| is(h)) {
             head.istio_metadata = true;
         } else if is("user-agent") {
+            let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
             head.kube_probe = value.starts_with(KUBE_PROBE_USER_AGENT);
         }
     }
     (head, false)
+}
+
+/// The index of the first `needle` in `hay`, eight bytes at a time: a word XORed with the
+/// needle repeated has a zero byte where the needle is, and `(w - 0x01..) & !w & 0x80..` flags
+/// the first zero byte exactly (a borrow can only add flags above it). PURE.
+pub(crate) fn find_byte(hay: &[u8], needle: u8) -> Option<usize> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    let pattern = ONES * u64::from(needle);
+    let mut chunks = hay.chunks_exact(8);
+    let mut at = 0;
+    for chunk in &mut chunks {
+        let Ok(word) = <[u8; 8]>::try_from(chunk) else {
+            break;
+        };
+        let word = u64::from_le_bytes(word) ^ pattern;
+        let zero = word.wrapping_sub(ONES) & !word & HIGHS;
+        if zero != 0 {
+            return Some(at + (zero.trailing_zeros() / 8) as usize);
+        }
+        at += 8;
+    }
+    let tail = hay.get(at..).unwrap_or_default();
+    tail.iter().position(|b| *b == needle).map(|i| at + i)
 }
 
 /// A plaintext HTTP/1 request; from a sidecar when it carries Istio's metadata headers; a

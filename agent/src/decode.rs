@@ -9,6 +9,7 @@
 //! BSD null/loop) and the tunnel headers (VXLAN, Geneve,
 //! GRE), which are a few fixed fields each.
 
+mod fast;
 mod ip;
 mod link;
 mod tcp;
@@ -151,6 +152,16 @@ enum Next<'a> {
 
 /// Decode one captured frame of the given link type.
 pub fn decode(link: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    if link == LinkType::ETHERNET {
+        if let Some(seg) = fast::ethernet_ipv4_tcp(frame) {
+            return Ok(Decoded::Tcp(seg));
+        }
+    }
+    decode_layers(link, frame)
+}
+
+/// The general way: walk the layers (etherparse slices each header).
+fn decode_layers(link: LinkType, frame: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let (mut next, loopback) = link::strip(link, frame)?;
     let mut tunnel = None;
     for _ in 0..=MAX_ENCAPSULATIONS {

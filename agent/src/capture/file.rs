@@ -15,7 +15,7 @@ use pcap_parser::pcapng::{build_ts_resolution, Block, OptionCode};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
-use super::{epb, interface_is_loopback, Frame};
+use super::{epb, interface_is_loopback, record, Frame};
 use crate::decode::LinkType;
 use crate::Nanos;
 
@@ -143,6 +143,8 @@ pub struct CaptureFile {
 struct Layout {
     /// Legacy pcap: the one link type and whether timestamps are nanoseconds.
     legacy: Option<(LinkType, bool)>,
+    /// Legacy pcap in the plain record format: whether big endian (records read by hand).
+    legacy_records: Option<bool>,
     /// pcapng: the current section's interfaces, by id.
     interfaces: Vec<Interface>,
     /// pcapng: the current section's byte order (big endian?), once its header was read.
@@ -272,6 +274,18 @@ impl CaptureFile {
             return Ok(Step::End);
         }
         let mut step = Step::Other;
+        // the legacy record, without pcap-parser's general reader
+        if let Some(big) = self.layout.legacy_records {
+            if let Some(r) = record::parse(self.reader.data(), big) {
+                let size = r.len;
+                let frame = self.layout.legacy(r.ts_sec, r.ts_frac, r.data, r.origlen);
+                self.summary.saw(&frame);
+                on_frame(frame);
+                self.reader.consume_noshift(size);
+                self.summary.bytes_read += size as u64;
+                return Ok(Step::Frame);
+            }
+        }
         // the common pcapng block, without pcap-parser's per-block options Vec
         if let Some(big) = self.layout.section_big_endian {
             if let Some(epb) = epb::parse(self.reader.data(), big) {
@@ -285,7 +299,9 @@ impl CaptureFile {
                     step = Step::Frame;
                 }
                 self.summary.unknown_interface_frames += u64::from(unknown_interface);
-                self.reader.consume(size);
+                // no shift here: `refill` moves the partial block left at the end, and only it
+                // (`consume` would move half the buffer every half buffer: every byte once more)
+                self.reader.consume_noshift(size);
                 self.summary.bytes_read += size as u64;
                 return Ok(step);
             }
@@ -302,7 +318,7 @@ impl CaptureFile {
                     step = Step::Frame;
                 }
                 self.summary.unknown_interface_frames += u64::from(unknown_interface);
-                self.reader.consume(size);
+                self.reader.consume_noshift(size);
                 self.summary.bytes_read += size as u64;
             }
             Err(PcapError::Eof) => self.done = true,
@@ -367,19 +383,16 @@ impl Layout {
                 self.section_big_endian = None;
                 let link = LinkType(header.network.0 as u32);
                 self.legacy = Some((link, header.is_nanosecond_precision()));
+                self.legacy_records =
+                    (!header.is_modified_format()).then_some(header.is_bigendian());
                 (None, false)
             }
-            PcapBlockOwned::Legacy(record) => {
-                let (link, nanos) = self.legacy.unwrap_or((LinkType::ETHERNET, false));
-                let frac = if nanos {
-                    u64::from(record.ts_usec)
-                } else {
-                    u64::from(record.ts_usec) * 1000
-                };
-                let ts = u64::from(record.ts_sec) * 1_000_000_000 + frac;
-                self.emit(link, false, ts, record.data, record.origlen)
-            }
+            PcapBlockOwned::Legacy(r) => (
+                Some(self.legacy(r.ts_sec, r.ts_usec, r.data, r.origlen)),
+                false,
+            ),
             PcapBlockOwned::NG(Block::SectionHeader(shb)) => {
+                self.legacy_records = None;
                 self.interfaces.clear();
                 self.section_big_endian = Some(shb.big_endian());
                 (None, false)
@@ -409,6 +422,26 @@ impl Layout {
                 self.emit(iface.link, iface.loopback, ts, spb.data, spb.origlen)
             }
             PcapBlockOwned::NG(_) => (None, false),
+        }
+    }
+
+    /// The frame of a legacy pcap record (read by pcap-parser or by [`record::parse`]).
+    fn legacy<'b>(&mut self, ts_sec: u32, ts_frac: u32, data: &'b [u8], origlen: u32) -> Frame<'b> {
+        let (link, nanos) = self.legacy.unwrap_or((LinkType::ETHERNET, false));
+        let frac = if nanos {
+            u64::from(ts_frac)
+        } else {
+            u64::from(ts_frac) * 1000
+        };
+        let ts = u64::from(ts_sec) * 1_000_000_000 + frac;
+        self.last_ts = ts;
+        let wire_len = origlen.max(data.len() as u32);
+        Frame {
+            ts,
+            link,
+            data,
+            wire_len,
+            loopback: false,
         }
     }
 

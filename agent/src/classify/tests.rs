@@ -217,3 +217,75 @@ fn plaintext_from_a_sidecar_is_told_by_its_metadata_headers() {
         b"GET /x-envoy-peer-metadata-id: HTTP/1.1\r\nReferer: x-envoy-peer-metadata-id: 1\r\n\r\n";
     assert_eq!(class(decoy, 80).mesh, Mesh::None);
 }
+
+/// The header scan as it was first written (one line at a time with `split`): the oracle the
+/// word-at-a-time scan must agree with.
+fn scan_head_oracle(bytes: &[u8]) -> (Http1Head, bool) {
+    let mut head = Http1Head::default();
+    let mut lines = bytes.split(|b| *b == b'\n').peekable();
+    let _request_line = lines.next();
+    while let Some(line) = lines.next() {
+        if lines.peek().is_none() {
+            break;
+        }
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return (head, true);
+        }
+        let Some(colon) = line.iter().position(|b| *b == b':') else {
+            continue;
+        };
+        let name = line.get(..colon).unwrap_or_default().trim_ascii();
+        let value = line.get(colon + 1..).unwrap_or_default().trim_ascii();
+        let is = |h: &str| name.len() == h.len() && name.eq_ignore_ascii_case(h.as_bytes());
+        if ISTIO_METADATA_HEADERS.iter().any(|h| is(h)) {
+            head.istio_metadata = true;
+        } else if is("user-agent") {
+            head.kube_probe = value.starts_with(b"kube-probe/");
+        }
+    }
+    (head, false)
+}
+
+#[test]
+fn find_byte_finds_the_first_at_every_offset() {
+    for len in 0..40 {
+        for at in 0..=len {
+            let mut hay = vec![b'a'; len];
+            if let Some(b) = hay.get_mut(at) {
+                *b = b'\n';
+            }
+            // a second needle later and bytes that differ from the needle by one bit
+            hay.extend_from_slice(b"\x0b\x8a\n");
+            let want = hay.iter().position(|b| *b == b'\n');
+            assert_eq!(find_byte(&hay, b'\n'), want, "{len} {at}");
+        }
+    }
+    assert_eq!(find_byte(b"", b':'), None);
+    assert_eq!(find_byte(&[0xff; 17], 0x7f), None);
+    assert_eq!(find_byte(&[0x00; 17], 0x00), Some(0));
+}
+
+proptest::proptest! {
+    /// Header blocks built from header-like pieces (the names looked for, in any case, with
+    /// spaces, CR, LF, colons and junk), cut anywhere: the same answer as the oracle.
+    #[test]
+    fn scan_head_agrees_with_the_oracle(
+        pieces in proptest::collection::vec(0usize..14, 0..24),
+        cut in 0usize..400,
+        junk in proptest::collection::vec(proptest::num::u8::ANY, 0..16),
+    ) {
+        const PIECES: [&[u8]; 14] = [
+            b"GET / HTTP/1.1", b"\r\n", b"\n", b"User-Agent", b"uSER-aGENT", b":", b" ",
+            b"kube-probe/1.30", b"X-Envoy-Peer-Metadata-Id", b"x-envoy-peer-metadata",
+            b"Host: a", b"\r", b"curl/8", b"x-envoy-peer-metadata-i",
+        ];
+        let mut bytes = Vec::new();
+        for p in pieces {
+            bytes.extend_from_slice(PIECES.get(p).copied().unwrap_or_default());
+        }
+        bytes.extend_from_slice(&junk);
+        let bytes = bytes.get(..cut.min(bytes.len())).unwrap_or_default();
+        proptest::prop_assert_eq!(scan_head(bytes), scan_head_oracle(bytes));
+    }
+}

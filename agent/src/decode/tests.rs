@@ -268,3 +268,103 @@ proptest! {
         let _ = decode(LinkType::ETHERNET, &frame[..n]);
     }
 }
+
+/// An Ethernet/IPv4/TCP frame with TCP options (a SYN's), Ethernet padding after the IP packet.
+fn plain_frame_with_options_and_padding() -> Vec<u8> {
+    let b = PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+        .ipv4(SRC4, DST4, 64)
+        .tcp(40000, 8000, 1000, 65535)
+        .options(&[etherparse::TcpOptionElement::MaximumSegmentSize(1460)])
+        .expect("options")
+        .syn();
+    let mut out = Vec::new();
+    b.write(&mut out, b"hi").expect("build");
+    out.extend_from_slice(&[0; 6]);
+    out
+}
+
+#[test]
+fn the_common_frame_takes_the_fast_path_with_the_same_segment() {
+    let mut loopback = ethernet(0x0800, &tcp_ipv4());
+    loopback[..12].fill(0);
+    for frame in [
+        ethernet(0x0800, &tcp_ipv4()),
+        plain_frame_with_options_and_padding(),
+        loopback,
+    ] {
+        let fast = fast::ethernet_ipv4_tcp(&frame).expect("the fast path takes it");
+        assert_eq!(
+            decode_layers(LinkType::ETHERNET, &frame),
+            Ok(Decoded::Tcp(fast))
+        );
+    }
+    // not for it: VLAN, IPv6, a fragment, UDP
+    assert_eq!(
+        fast::ethernet_ipv4_tcp(&ethernet(0x86dd, &tcp_ipv6())),
+        None
+    );
+    let mut fragment = ethernet(0x0800, &tcp_ipv4());
+    fragment[14 + 6] |= 0x20;
+    assert_eq!(fast::ethernet_ipv4_tcp(&fragment), None);
+    assert_eq!(
+        fast::ethernet_ipv4_tcp(&ethernet(0x0800, &ipv4_with(17, &udp(53, b"x")))),
+        None
+    );
+}
+
+/// Every single byte of the headers set to every value: whatever the fast path accepts, the
+/// general way decodes to the same segment.
+#[test]
+fn fast_path_agrees_with_the_layer_walk_on_every_one_byte_change() {
+    let mut accepted = 0;
+    for base in [
+        ethernet(0x0800, &tcp_ipv4()),
+        plain_frame_with_options_and_padding(),
+    ] {
+        for at in 0..base.len().min(14 + 20 + 28) {
+            for value in 0..=255u8 {
+                let mut frame = base.clone();
+                frame[at] = value;
+                if let Some(seg) = fast::ethernet_ipv4_tcp(&frame) {
+                    accepted += 1;
+                    assert_eq!(
+                        decode_layers(LinkType::ETHERNET, &frame),
+                        Ok(Decoded::Tcp(seg)),
+                        "byte {at} = {value:#x}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(accepted > 10_000, "{accepted}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2048))]
+    /// Whatever the fast path accepts, the general way decodes to the same segment: frames with
+    /// up to three bytes changed anywhere (lengths, version, flags, offsets), cut or extended.
+    #[test]
+    fn fast_path_agrees_with_the_layer_walk(
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),
+        cut in any::<prop::sample::Index>(),
+        extra in 0usize..8,
+        base in 0usize..2,
+        short: bool,
+    ) {
+        let mut frame = if base == 0 {
+            ethernet(0x0800, &tcp_ipv4())
+        } else {
+            plain_frame_with_options_and_padding()
+        };
+        for (at, value) in edits {
+            let i = at.index(frame.len());
+            frame[i] = value;
+        }
+        frame.extend(std::iter::repeat_n(0xee, extra));
+        let n = if short { cut.index(frame.len() + 1) } else { frame.len() };
+        let frame = &frame[..n];
+        if let Some(seg) = fast::ethernet_ipv4_tcp(frame) {
+            prop_assert_eq!(decode_layers(LinkType::ETHERNET, frame), Ok(Decoded::Tcp(seg)));
+        }
+    }
+}
