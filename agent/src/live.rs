@@ -469,6 +469,16 @@ impl Recorder {
             return;
         };
         m.entries.set(ids.len() as i64);
+        // the PeerAuthentication modes of this node's workloads, when the policies are watched
+        let modes = ids.peer_authentications().map(|policies| {
+            crate::peer_auth::modes_of(
+                &policies,
+                &self.state.policy.istio_root_namespace,
+                ids.local_workloads()
+                    .into_iter()
+                    .map(|w| (w.namespace.as_str(), w.workload.as_str(), &w.labels)),
+            )
+        });
         let local: Vec<WorkloadLabels> = ids
             .local_workloads()
             .into_iter()
@@ -484,6 +494,7 @@ impl Recorder {
         for labels in &local {
             m.workloads.get_or_create(labels).set(1);
         }
+        self.state.metrics.peer_auth.publish(modes.as_ref());
     }
 
     fn publish_process(&mut self) {

@@ -7,7 +7,7 @@
 //! [`MAX_PORT_LABELS_PER_WORKLOAD`] ports of each destination workload; later ones are `other`,
 //! so a port scan cannot grow the series.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
 
@@ -20,6 +20,7 @@ use prometheus_client::registry::Registry;
 
 use crate::aggregate::Origin;
 use crate::classify::{Mesh, Security};
+use crate::peer_auth::{EffectiveMode, ModeSource};
 
 /// Distinct port labels per destination workload before its ports become `other`.
 pub const MAX_PORT_LABELS_PER_WORKLOAD: usize = 64;
@@ -175,6 +176,85 @@ pub struct IdentityMetrics {
     pub workloads: Family<WorkloadLabels, Gauge>,
 }
 
+/// Label set of `meshwatch_peer_authentication_info`: a workload's PeerAuthentication mode
+/// today (`port` empty), and each port-level override (`port` the container port).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct PeerAuthLabels {
+    pub namespace: String,
+    pub workload: String,
+    pub port: String,
+    /// `STRICT`, `PERMISSIVE`, `DISABLE`.
+    pub mode: &'static str,
+    /// `default`, `mesh`, `namespace`, `workload`, `port`.
+    pub source: &'static str,
+    /// `namespace/name` of the deciding PeerAuthentication; empty for the default.
+    pub policy: String,
+}
+
+/// Series of `meshwatch_peer_authentication_info` one agent exports at most (a workload and
+/// each port-level override is one); the rest are counted in
+/// `meshwatch_peer_authentication_series_left_out`.
+pub const MAX_PEER_AUTH_SERIES: usize = 2048;
+
+/// The series for the effective modes of this node's workloads, the first `cap` in order,
+/// and how many were left out.
+pub fn peer_auth_series(
+    modes: &BTreeMap<(String, String), EffectiveMode>,
+    cap: usize,
+) -> (Vec<PeerAuthLabels>, usize) {
+    let all = modes.iter().flat_map(|((ns, wl), m)| {
+        let workload = PeerAuthLabels {
+            namespace: ns.clone(),
+            workload: wl.clone(),
+            port: String::new(),
+            mode: m.mode.as_str(),
+            source: m.source.as_str(),
+            policy: m.policy.clone().unwrap_or_default(),
+        };
+        let ports = m.ports.iter().map(move |(port, p)| PeerAuthLabels {
+            namespace: ns.clone(),
+            workload: wl.clone(),
+            port: port.to_string(),
+            mode: p.mode.as_str(),
+            source: ModeSource::Port.as_str(),
+            policy: p.policy.clone(),
+        });
+        std::iter::once(workload).chain(ports)
+    });
+    let mut kept = Vec::new();
+    let mut left_out = 0;
+    for labels in all {
+        if kept.len() < cap {
+            kept.push(labels);
+        } else {
+            left_out += 1;
+        }
+    }
+    (kept, left_out)
+}
+
+/// The PeerAuthentication modes of this node's workloads (when the policies are watched).
+#[derive(Debug, Default)]
+pub struct PeerAuthMetrics {
+    pub modes: Family<PeerAuthLabels, Gauge>,
+    /// Series left out by [`MAX_PEER_AUTH_SERIES`] at the last publish.
+    pub left_out: Gauge,
+}
+
+impl PeerAuthMetrics {
+    /// Replace the series with these modes (`None`: the policies are not known, no series).
+    pub fn publish(&self, modes: Option<&BTreeMap<(String, String), EffectiveMode>>) {
+        let (series, left_out) = modes.map_or((Vec::new(), 0), |m| {
+            peer_auth_series(m, MAX_PEER_AUTH_SERIES)
+        });
+        self.modes.clear();
+        for labels in &series {
+            self.modes.get_or_create(labels).set(1);
+        }
+        self.left_out.set(i64::try_from(left_out).unwrap_or(i64::MAX));
+    }
+}
+
 /// The agent process: `process_*` like other exporters, read once a second.
 #[derive(Debug, Default)]
 pub struct ProcessMetrics {
@@ -189,6 +269,7 @@ pub struct Metrics {
     pub connections: ConnectionMetrics,
     pub identity: IdentityMetrics,
     pub process: ProcessMetrics,
+    pub peer_auth: PeerAuthMetrics,
 }
 
 impl Metrics {
@@ -275,6 +356,16 @@ impl Metrics {
             "workload_info",
             "Workloads with a pod on this node, and their data plane (sidecar, ambient, none, unknown)",
             i.workloads.clone(),
+        );
+        r.register(
+            "peer_authentication_info",
+            "The PeerAuthentication mTLS mode of workloads with a pod on this node (port empty: the workload's; else a port-level override), where it comes from (default, mesh, namespace, workload, port) and the deciding policy",
+            m.peer_auth.modes.clone(),
+        );
+        r.register(
+            "peer_authentication_series_left_out",
+            "meshwatch_peer_authentication_info series left out at the last update (over the cap)",
+            m.peer_auth.left_out.clone(),
         );
         r.register(
             "build",
@@ -409,5 +500,55 @@ mod tests {
             "60001",
             "same name, other namespace"
         );
+    }
+
+    fn strict_with_port() -> BTreeMap<(String, String), EffectiveMode> {
+        let mut m = EffectiveMode {
+            mode: crate::peer_auth::Mode::Strict,
+            source: ModeSource::Namespace,
+            policy: Some("foo/default".into()),
+            ports: BTreeMap::new(),
+        };
+        m.ports.insert(
+            9090,
+            crate::peer_auth::PortMode {
+                mode: crate::peer_auth::Mode::Disable,
+                policy: "foo/httpbin".into(),
+            },
+        );
+        let mut modes = BTreeMap::new();
+        modes.insert(("foo".to_owned(), "httpbin".to_owned()), m);
+        modes.insert(("foo".to_owned(), "sleep".to_owned()), EffectiveMode::default());
+        modes
+    }
+
+    #[test]
+    fn peer_authentication_info_lines() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        m.peer_auth.publish(None);
+        let text = encode(&registry);
+        assert!(!text.contains("meshwatch_peer_authentication_info{"), "unknown: no series");
+        m.peer_auth.publish(Some(&strict_with_port()));
+        let text = encode(&registry);
+        for line in [
+            r#"meshwatch_peer_authentication_info{namespace="foo",workload="httpbin",port="",mode="STRICT",source="namespace",policy="foo/default"} 1"#,
+            r#"meshwatch_peer_authentication_info{namespace="foo",workload="httpbin",port="9090",mode="DISABLE",source="port",policy="foo/httpbin"} 1"#,
+            r#"meshwatch_peer_authentication_info{namespace="foo",workload="sleep",port="",mode="PERMISSIVE",source="default",policy=""} 1"#,
+            "meshwatch_peer_authentication_series_left_out 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        }
+        // a workload gone from the node leaves the series
+        m.peer_auth.publish(Some(&BTreeMap::new()));
+        assert!(!encode(&registry).contains("workload=\"httpbin\""));
+    }
+
+    #[test]
+    fn peer_authentication_series_are_capped_and_counted() {
+        let (kept, left_out) = peer_auth_series(&strict_with_port(), 2);
+        assert_eq!((kept.len(), left_out), (2, 1));
+        let (kept, left_out) = peer_auth_series(&strict_with_port(), MAX_PEER_AUTH_SERIES);
+        assert_eq!((kept.len(), left_out), (3, 0));
     }
 }
