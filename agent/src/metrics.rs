@@ -251,7 +251,8 @@ impl PeerAuthMetrics {
         for labels in &series {
             self.modes.get_or_create(labels).set(1);
         }
-        self.left_out.set(i64::try_from(left_out).unwrap_or(i64::MAX));
+        self.left_out
+            .set(i64::try_from(left_out).unwrap_or(i64::MAX));
     }
 }
 
@@ -518,7 +519,10 @@ mod tests {
         );
         let mut modes = BTreeMap::new();
         modes.insert(("foo".to_owned(), "httpbin".to_owned()), m);
-        modes.insert(("foo".to_owned(), "sleep".to_owned()), EffectiveMode::default());
+        modes.insert(
+            ("foo".to_owned(), "sleep".to_owned()),
+            EffectiveMode::default(),
+        );
         modes
     }
 
@@ -528,7 +532,10 @@ mod tests {
         let m = Metrics::register(&mut registry);
         m.peer_auth.publish(None);
         let text = encode(&registry);
-        assert!(!text.contains("meshwatch_peer_authentication_info{"), "unknown: no series");
+        assert!(
+            !text.contains("meshwatch_peer_authentication_info{"),
+            "unknown: no series"
+        );
         m.peer_auth.publish(Some(&strict_with_port()));
         let text = encode(&registry);
         for line in [
