@@ -4,11 +4,14 @@
 //! Prometheus (or Thanos/Mimir) keeps them across agent restarts and for days. This reads
 //! them through the query API ([`http`]), counts each connection of the window once
 //! ([`promql`]: the window arithmetic and the `reporter` rule), turns the series into edges
-//! ([`series`]) and judges them with [`crate::verdict::evaluate`], the one implementation.
+//! ([`series`]) and judges them with [`crate::verdict::evaluate_with_modes`], the one
+//! implementation — with each workload's PeerAuthentication mode when agents export it
+//! ([`modes`]).
 //! [`command`] is `meshwatch verdicts` and `meshwatch check`.
 
 pub mod command;
 mod http;
+pub mod modes;
 pub mod promql;
 pub mod series;
 
@@ -136,7 +139,10 @@ pub fn report(
             mesh: w.mesh,
         })
         .collect();
-    let verdicts = verdict::evaluate(&edges, &policy, &known);
+    // the modes when some agent watches the PeerAuthentications (else unknown, not PERMISSIVE)
+    let modes = (!answers.peer_authentications.is_empty())
+        .then(|| modes::modes(&answers.peer_authentications));
+    let verdicts = verdict::evaluate_with_modes(&edges, &policy, &known, modes.as_ref());
     Ok(ClusterReport {
         window_seconds: resolution.window,
         edges,
@@ -153,6 +159,7 @@ struct Answers {
     drops: Vec<Sample>,
     agents_down: Vec<Sample>,
     workloads: Vec<Sample>,
+    peer_authentications: Vec<Sample>,
 }
 
 /// Run the report's queries at once (each is a request of its own); the first failure, in the
@@ -168,6 +175,7 @@ fn run_all(client: &Client, q: &Queries, at: u64) -> Result<Answers, ClusterErro
         &q.drops,
         &q.agents_down,
         &q.workloads,
+        &q.peer_authentications,
     ];
     let results: Vec<Result<Vec<Sample>, ClusterError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = texts
@@ -200,6 +208,7 @@ fn run_all(client: &Client, q: &Queries, at: u64) -> Result<Answers, ClusterErro
         drops: next()?,
         agents_down: next()?,
         workloads: next()?,
+        peer_authentications: next()?,
     })
 }
 

@@ -114,6 +114,7 @@ fn route(query: &str) -> Option<(&'static str, Option<&'static str>)> {
             (&q.drops, "drops"),
             (&q.agents_down, "agents_down"),
             (&q.workloads, "workloads"),
+            (&q.peer_authentications, "peer_authentications"),
         ];
         if let Some((_, name)) = names.iter().find(|(text, _)| text.as_str() == query) {
             return Some((name, ns));
@@ -122,11 +123,21 @@ fn route(query: &str) -> Option<(&'static str, Option<&'static str>)> {
     None
 }
 
+/// An empty answer (agents that do not watch PeerAuthentications export no modes).
+const EMPTY: &str = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+
 /// The recorded answer, limited to a namespace as Prometheus would with the query's matcher.
+/// A prefix without its own recording of a query answers with the unprefixed one; the modes
+/// have a recording under `modes_` only (the live test's agents did not watch them).
 fn recorded(prefix: &str, name: &str, namespace: Option<&str>) -> String {
-    let mut v: Value = serde_json::from_str(&fixture(&format!("{prefix}{name}"))).expect("json");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/prometheus");
+    let text = [format!("{prefix}{name}"), name.to_owned()]
+        .into_iter()
+        .find(|f| dir.join(format!("{f}.json")).is_file())
+        .map_or_else(|| EMPTY.to_owned(), |f| fixture(&f));
+    let mut v: Value = serde_json::from_str(&text).expect("json");
     if let (Some(ns), Some(result)) = (namespace, v["data"]["result"].as_array_mut()) {
-        let label = if name == "workloads" {
+        let label = if name == "workloads" || name == "peer_authentications" {
             "namespace"
         } else {
             "destination_namespace"
@@ -497,4 +508,88 @@ fn verdicts_command() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr)
         .starts_with("meshwatch: cannot reach Prometheus at http://127.0.0.1:1"));
+}
+
+/// With agents that export the PeerAuthentication modes (`modes_`: the recorded answers plus
+/// written modes: beta STRICT namespace-wide, alpha/api STRICT by its own policy): beta/db's
+/// plaintext client is a broken client, alpha/api has nothing to apply, and `check` fails
+/// the namespace with the broken client on stderr.
+#[test]
+fn modes_from_the_agents_info_metric() {
+    let url = prometheus("modes_");
+    let r = report(&url, None).expect("report");
+    let db = verdict(&r, "beta", "db");
+    assert_eq!(db.verdict, Readiness::BrokenClients, "{}", db.reason);
+    assert!(db.blockers.iter().all(|b| b.broken));
+    assert_eq!(
+        db.mode.as_ref().map(|m| m.describe()).as_deref(),
+        Some("STRICT (namespace beta/default)")
+    );
+    let api = verdict(&r, "alpha", "api");
+    assert_eq!(api.verdict, Readiness::Ready);
+    let api_mode = api.mode.as_ref().expect("mode");
+    assert_eq!(api_mode.describe(), "STRICT (workload alpha/api)");
+    assert_eq!(api_mode.ports.len(), 1, "the port-level override");
+    assert!(
+        api.suggested_policy.is_some(),
+        "port 9090 is PERMISSIVE: not fully STRICT yet"
+    );
+    assert_eq!(
+        verdict(&r, "gamma", "svc")
+            .mode
+            .as_ref()
+            .map(|m| m.mode.as_str()),
+        Some("STRICT"),
+        "agents that disagree: the strictest"
+    );
+    assert_eq!(
+        verdict(&r, "legacy", "store")
+            .mode
+            .as_ref()
+            .map(|m| m.describe())
+            .as_deref(),
+        Some("PERMISSIVE (default)"),
+        "the default: no policy label (Prometheus drops empty labels)"
+    );
+    let beta = r
+        .verdicts
+        .namespaces
+        .iter()
+        .find(|n| n.namespace == "beta")
+        .expect("beta");
+    // legacy/cron sends plaintext to both of beta's workloads
+    assert_eq!(
+        (beta.verdict, beta.broken_clients),
+        (Readiness::BrokenClients, 2)
+    );
+    assert_eq!(r.verdicts.mesh.verdict, Readiness::BrokenClients);
+    // agents without the modes: none shown, the verdicts as before
+    let plain = report(&prometheus(""), None).expect("report");
+    assert!(plain.verdicts.workloads.iter().all(|v| v.mode.is_none()));
+    assert_eq!(verdict(&plain, "beta", "db").verdict, Readiness::Blocked);
+
+    let (code, out, err) = check(&url, &["--namespace", "beta"]);
+    assert_eq!((code, out.as_str()), (1, ""), "{err}");
+    assert!(err.contains("namespace beta is broken_clients"), "{err}");
+    assert!(
+        err.contains("mode today: STRICT (namespace beta/default)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("broken client: legacy/cron -> port 8000"),
+        "{err}"
+    );
+    // `verdicts` shows the modes in its table
+    let out = meshwatch(&[
+        "verdicts",
+        "--prometheus",
+        &url,
+        "--window",
+        "10m",
+        "--color",
+        "never",
+    ]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(table.contains("STRICT (namespace beta/default)"), "{table}");
+    assert!(table.contains("beta/db has broken clients"), "{table}");
 }

@@ -160,6 +160,8 @@ pub struct Queries {
     pub agents_down: String,
     /// Workloads with pods on an agent's node, and their data plane.
     pub workloads: String,
+    /// The PeerAuthentication modes of those workloads now ([`super::modes`]).
+    pub peer_authentications: String,
 }
 
 impl Queries {
@@ -201,6 +203,7 @@ impl Queries {
             workloads: format!(
                 "max by (namespace, workload, mesh) (last_over_time({WORKLOAD_INFO}{own}[{w}s]))"
             ),
+            peer_authentications: super::modes::query(&own),
         }
     }
 }

@@ -1,0 +1,228 @@
+//! The PeerAuthentication modes of the cluster view, from the agents'
+//! `meshwatch_peer_authentication_info` series. PURE: samples in, modes out.
+//!
+//! The query reads the series *now* (an instant selector: a series an agent stopped exporting
+//! is stale and gone), `max by` the info labels across agents: every agent hosting a pod of
+//! the workload exports the same labels. While a policy change reaches the agents one by one,
+//! two agents may disagree for a moment: the strictest mode wins (the one that refuses
+//! clients). Workloads on a node whose agent is down have no mode until it is back.
+
+use std::collections::BTreeMap;
+
+use super::series::Sample;
+use crate::peer_auth::{EffectiveMode, Mode, ModeSource, PortMode};
+use crate::verdict::Modes;
+
+pub const PEER_AUTH_INFO: &str = "meshwatch_peer_authentication_info";
+
+/// The query: the modes of this moment, limited to the workloads of `namespace` when given
+/// (`own` is the `{namespace="…"}` matcher or empty).
+pub fn query(own: &str) -> String {
+    format!("max by (namespace, workload, port, mode, source, policy) ({PEER_AUTH_INFO}{own})")
+}
+
+fn label<'a>(s: &'a Sample, name: &str) -> Option<&'a str> {
+    s.labels.get(name).map(String::as_str)
+}
+
+/// The strictest of two modes (STRICT, then PERMISSIVE, then DISABLE).
+fn strictest(a: Mode, b: Mode) -> bool {
+    b > a
+}
+
+/// The modes of the samples, by (namespace, workload). A sample with an unknown mode or
+/// source, or a bad port, is skipped; port-level samples without their workload's are too.
+pub fn modes(samples: &[Sample]) -> Modes {
+    let mut workloads: Modes = BTreeMap::new();
+    let mut ports: Vec<((String, String), u16, PortMode)> = Vec::new();
+    for s in samples.iter().filter(|s| s.value > 0.0) {
+        let (Some(ns), Some(wl)) = (label(s, "namespace"), label(s, "workload")) else {
+            continue;
+        };
+        let Some(mode) = label(s, "mode").and_then(Mode::parse) else {
+            continue;
+        };
+        let Some(source) = label(s, "source").and_then(ModeSource::parse) else {
+            continue;
+        };
+        let policy = label(s, "policy").filter(|p| !p.is_empty());
+        let key = (ns.to_owned(), wl.to_owned());
+        match label(s, "port").unwrap_or_default() {
+            "" => {
+                let m = EffectiveMode {
+                    mode,
+                    source,
+                    policy: policy.map(str::to_owned),
+                    ports: BTreeMap::new(),
+                };
+                match workloads.get(&key) {
+                    Some(seen) if !strictest(seen.mode, mode) => {}
+                    _ => {
+                        workloads.insert(key, m);
+                    }
+                }
+            }
+            port => {
+                let Some(port) = port.parse::<u16>().ok().filter(|&p| p != 0) else {
+                    continue;
+                };
+                let policy = policy.unwrap_or_default().to_owned();
+                ports.push((key, port, PortMode { mode, policy }));
+            }
+        }
+    }
+    for (key, port, p) in ports {
+        if let Some(w) = workloads.get_mut(&key) {
+            match w.ports.get(&port) {
+                Some(seen) if !strictest(seen.mode, p.mode) => {}
+                _ => {
+                    w.ports.insert(port, p);
+                }
+            }
+        }
+    }
+    workloads
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(pairs: &[(&str, &str)]) -> Sample {
+        Sample {
+            labels: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value: 1.0,
+        }
+    }
+
+    fn info(ns: &str, wl: &str, port: &str, mode: &str, source: &str, policy: &str) -> Sample {
+        sample(&[
+            ("namespace", ns),
+            ("workload", wl),
+            ("port", port),
+            ("mode", mode),
+            ("source", source),
+            ("policy", policy),
+        ])
+    }
+
+    #[test]
+    fn samples_become_modes_with_their_ports() {
+        let m = modes(&[
+            info("foo", "httpbin", "", "STRICT", "workload", "foo/httpbin"),
+            info("foo", "httpbin", "9090", "DISABLE", "port", "foo/httpbin"),
+            info("foo", "sleep", "", "PERMISSIVE", "default", ""),
+            // a port without its workload's sample, and garbage: skipped
+            info("bar", "orphan", "80", "STRICT", "port", "bar/x"),
+            info("foo", "odd", "", "STRICTEST", "workload", "foo/odd"),
+            info("foo", "odd2", "", "STRICT", "galaxy", "foo/odd"),
+            info("foo", "httpbin", "http", "STRICT", "port", "foo/httpbin"),
+        ]);
+        let httpbin = &m[&("foo".to_owned(), "httpbin".to_owned())];
+        assert_eq!(httpbin.describe(), "STRICT (workload foo/httpbin)");
+        assert_eq!(
+            httpbin.on_port(9090),
+            (Mode::Disable, ModeSource::Port, Some("foo/httpbin"))
+        );
+        assert_eq!(httpbin.ports.len(), 1);
+        let sleep = &m[&("foo".to_owned(), "sleep".to_owned())];
+        assert_eq!(sleep, &EffectiveMode::default());
+        assert_eq!(m.len(), 2, "{m:?}");
+    }
+
+    #[test]
+    fn agents_that_disagree_give_the_strictest() {
+        for order in [[0, 1], [1, 0]] {
+            let samples = [
+                info("foo", "web", "", "PERMISSIVE", "namespace", "foo/default"),
+                info("foo", "web", "", "STRICT", "namespace", "foo/default"),
+            ];
+            let m = modes(&[samples[order[0]].clone(), samples[order[1]].clone()]);
+            assert_eq!(m[&("foo".to_owned(), "web".to_owned())].mode, Mode::Strict);
+        }
+    }
+
+    #[test]
+    fn the_query_groups_by_the_info_labels() {
+        assert_eq!(
+            query("{namespace=\"foo\"}"),
+            "max by (namespace, workload, port, mode, source, policy) (meshwatch_peer_authentication_info{namespace=\"foo\"})"
+        );
+    }
+
+    /// The query on Prometheus' engine (`promtool test rules`): two agents hosting one
+    /// workload give one series; a mode an agent stopped exporting (the policy changed) is
+    /// gone; empty labels (`port` of the workload level) are dropped by Prometheus.
+    #[test]
+    fn the_query_on_prometheus_engine() {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let Some(promtool) = std::env::split_paths(&path)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+        else {
+            eprintln!("skipped: promtool is not installed (Debian package prometheus)");
+            return;
+        };
+        let series = |instance: &str, labels: &str, values: &str| {
+            format!(
+                "      - series: '{PEER_AUTH_INFO}{{instance=\"{instance}\", job=\"meshwatch\", namespace=\"foo\", {labels}}}'\n        values: '{values}'\n"
+            )
+        };
+        let web =
+            r#"workload="web", port="", mode="STRICT", source="namespace", policy="foo/default""#;
+        let mut input = String::new();
+        input += &series("a", web, "1x20");
+        input += &series("b", web, "1x20");
+        input += &series(
+            "a",
+            r#"workload="api", port="", mode="PERMISSIVE", source="default", policy="""#,
+            "1x10 stale",
+        );
+        input += &series(
+            "a",
+            r#"workload="api", port="", mode="STRICT", source="workload", policy="foo/api""#,
+            "_x11 1x9",
+        );
+        input += &series(
+            "b",
+            r#"workload="api", port="9090", mode="DISABLE", source="port", policy="foo/api""#,
+            "1x20",
+        );
+        input += &series(
+            "b",
+            r#"workload="gone", port="", mode="STRICT", source="namespace", policy="foo/default""#,
+            "1x5 stale",
+        );
+        let expected = [
+            r#"namespace="foo", workload="web", mode="STRICT", source="namespace", policy="foo/default""#,
+            r#"namespace="foo", workload="api", mode="STRICT", source="workload", policy="foo/api""#,
+            r#"namespace="foo", workload="api", port="9090", mode="DISABLE", source="port", policy="foo/api""#,
+        ];
+        let mut test = format!(
+            "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{input}    promql_expr_test:\n      - expr: '{}'\n        eval_time: 20m\n        exp_samples:\n",
+            query("{namespace=\"foo\"}")
+        );
+        for labels in expected {
+            test += &format!("          - labels: '{{{labels}}}'\n            value: 1\n");
+        }
+        let dir = std::env::temp_dir().join(format!("meshwatch-modes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let file = dir.join("modes_test.yaml");
+        std::fs::write(&file, &test).expect("write test");
+        let out = std::process::Command::new(promtool)
+            .args(["test", "rules"])
+            .arg(&file)
+            .output()
+            .expect("run promtool");
+        assert!(
+            out.status.success(),
+            "{}\n{}\n{test}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
