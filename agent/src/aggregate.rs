@@ -136,7 +136,9 @@ impl Peer {
             (_, _, Some(node), _) => format!("node:{node}"),
             (_, _, _, Some(ip)) => ip.to_string(),
             _ if self.other_destinations => "(other destinations)".to_owned(),
-            _ => "(other sources)".to_owned(),
+            _ if self.other_sources => "(other sources)".to_owned(),
+            // no name and no address: Prometheus' `unknown`, every address without an identity
+            _ => "(addresses without identity)".to_owned(),
         }
     }
 }

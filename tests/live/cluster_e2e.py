@@ -12,13 +12,18 @@ and plaintext connections within and across the nodes, some before Prometheus fi
 node meanwhile.
 
 Checks: the cluster verdicts from Prometheus equal `meshwatch analyze` on the two captures
-merged (every workload's verdict, reason, connections by class, attempts, blockers; the
+merged (every workload's verdict, reason, connections by class, attempts, blockers — a kubelet
+probe from node-1 stays a `kubelet_probe` blocker through the metrics' `origin` label; the
 namespaces and the mesh); each connection counts once (per edge and in total; the agents' series
 summed also count each once: a connection between pods is reported by the destination's agent
 only); `check` exits 0/1/3/2 for a ready,
 blocked, insufficient namespace and errors, printing the policy or the blockers with their
 remedy; an agent restart (counter reset) loses nothing; an agent's dropped packets make the
 evidence incomplete; a stopped agent is named in agents_down and what it counted stays.
+While the setup is up, tests/browser/cluster_browser.py (run in node-1's namespace) drives
+headless Chromium through `meshwatch-dashboard --prometheus` and `--agent` (both agents): every
+page's verdicts, blockers and YAML against what this harness generated; screenshots in
+target/screenshots/cluster/.
 
 Usage: sudo python3 tests/live/cluster_e2e.py [--record DIR] [MESHWATCH_BINARY]
 With --record, the answers of Prometheus' query API to the report's queries are saved in DIR as
@@ -66,6 +71,9 @@ PODS = {
     "legacy/store": (52, "node-2", "none"),
 }
 SERVERS = ["alpha/web", "alpha/api", "beta/db", "beta/cache", "gamma/svc", "legacy/store"]
+# kubelet's HTTP probes on beta/db's app port (Istio's probe rewrite off), from node-1
+KUBE_PROBES = ("beta/db", 2)
+KUBE_PROBE_UA = "kube-probe/1.30"
 results = []
 
 
@@ -206,6 +214,52 @@ def prom_query(q):
         return None
 
 
+# ---- the dashboard in a browser
+
+def browser(binary, lab, tmp):
+    """tests/browser/cluster_browser.py in node-1's namespace (where Prometheus and both agents
+    are reachable), against what this harness generated; its checks become this run's."""
+    dashboard = os.path.join(os.path.dirname(binary), "meshwatch-dashboard")
+    if not check("meshwatch-dashboard is built beside meshwatch", os.path.exists(dashboard), dashboard):
+        return
+    made_edges = made(lab)
+    cell = lambda src, dst, pct: (f"{src} → {dst}: "
+                                  f"{made_edges.get((src, dst, PORT, 'istio_mtls'), 0) + made_edges.get((src, dst, PORT, 'plaintext'), 0)}"
+                                  f" connections, {pct} % plaintext")
+    plain = lambda dst: [("legacy/cron", "no_sidecar", made_edges.get(("legacy/cron", dst, PORT, "plaintext"), 0))]
+    blockers = {"beta/db": plain("beta/db") + [("node:node-1", "kubelet_probe", KUBE_PROBES[1])],
+                "beta/cache": plain("beta/cache")}
+    expect = {
+        "mesh": "blocked",
+        "namespaces": {"alpha": "ready", "beta": "blocked", "gamma": "insufficient", "legacy": "not_in_mesh"},
+        "workloads": {"alpha/api": "ready", "alpha/web": "ready", "beta/db": "blocked", "beta/cache": "blocked",
+                      "gamma/svc": "insufficient", "legacy/store": "not_in_mesh"},
+        "blockers": blockers,
+        "ready_namespace": "alpha",
+        "ready_workload": "api",
+        "insufficient_reason": "2 mTLS connections, 5 needed",
+        "matrix": [cell("legacy/cron", "beta/db", 100), cell("legacy/cron", "beta/cache", 100),
+                   cell("alpha/client", "alpha/api", 0), cell("alpha/client", "beta/db", 0)],
+    }
+    path = os.path.join(tmp, "browser-expect.json")
+    with open(path, "w") as f:
+        json.dump(expect, f, indent=1)
+    out = os.path.join(ROOT, "target", "screenshots", "cluster")
+    os.makedirs(out, exist_ok=True)
+    agents = [f"http://127.0.0.1:{AGENT_PORT}", f"http://{UNDERLAY['node-2']}:{AGENT_PORT}"]
+    r = in_node(NODE1, sys.executable, os.path.join(ROOT, "tests", "browser", "cluster_browser.py"),
+                "--dashboard", dashboard, "--prometheus", PROM, "--window", WINDOW,
+                *[x for a in agents for x in ("--agent", a)], "--expect", path, "--out", out, timeout=600)
+    seen = 0
+    for line in r.stdout.splitlines():
+        m = re.match(r"  (ok  |FAIL) (.*)$", line)
+        if m:
+            seen += 1
+            check(f"browser: {m.group(2)}", m.group(1) == "ok  ")
+    check("browser: ran to the end", r.returncode == 0 and seen > 0 and "cluster browser:" in r.stdout,
+          (r.stdout[-1500:] + r.stderr[-1500:]))
+
+
 # ---- the CLI
 
 def meshwatch(binary, *args, env=None):
@@ -285,13 +339,16 @@ def record(binary, out_dir, prefix=""):
 
 def comparable(verdicts):
     """Named workloads' verdicts without the blockers' last-seen times (the capture's are exact,
-    Prometheus' are to a scrape and a step)."""
+    Prometheus' are to a scrape and a step) and without a node's address (the metrics name a
+    node, never an address)."""
     out = {}
     for v in verdicts:
         if "workload" not in v:
             continue
         v = dict(v)
-        v["blockers"] = sorted((json.dumps({k: x for k, x in b.items() if k != "last_seen"}, sort_keys=True)
+        v["blockers"] = sorted((json.dumps({k: x for k, x in b.items()
+                                            if k != "last_seen" and not (k == "ip" and "node" in b)},
+                                           sort_keys=True)
                                 for b in v["blockers"]))
         out[f"{v['namespace']}/{v['workload']}"] = v
     return out
@@ -303,6 +360,15 @@ def refused(lab, source, destination):
     """A connection to a closed port: SYN, RST, no payload (an attempt)."""
     generate.ns(lab.pods[source][0], "curl", "-s", "-m", "3", "-o", "/dev/null",
                 f"http://{lab.addr(destination)}:9999/", check=False)
+
+
+def kubelet_probes(lab):
+    """kubelet's HTTP probe with the probe rewrite off: from the node (its bridge address) to
+    the pod's app port, `User-Agent: kube-probe/…` — a blocker of its own kind."""
+    target, n = KUBE_PROBES
+    for _ in range(n):
+        in_node(NODE1, "curl", "-s", "-m", "10", "-o", "/dev/null", "-H", f"User-Agent: {KUBE_PROBE_UA}",
+                f"http://{lab.addr(target)}:{PORT}/healthz")
 
 
 def phase(lab, plan):
@@ -367,6 +433,7 @@ def main():
                 prom_query('up{job="meshwatch"}'))
             check("prometheus scrapes both agents", wait_for(both_up, 30), json.dumps(prom_query("up")))
             phase(lab, PHASE_2)
+            kubelet_probes(lab)
             refused(lab, "alpha/client", "alpha/api")
             for p in tcpdumps:
                 dropped = lab.stop(p)
@@ -375,8 +442,9 @@ def main():
             # -- the cluster view against the captures
             expected = made(lab)
             total = sum(expected.values())
-            counted = lambda: (lambda r: r[0] if r[0] and sum(pod_edges(r[0]).values()) == total else None)(
-                cluster_report(binary))
+            # every connection and the refused one's attempt scraped (it is made last)
+            counted = lambda: (lambda r: r[0] if r[0] and sum(pod_edges(r[0]).values()) == total
+                               and any(e["attempts"] for e in r[0]["edges"]) else None)(cluster_report(binary))
             report = wait_for(counted, 30, every=1)
             if not report:
                 report, r = cluster_report(binary)
@@ -389,7 +457,8 @@ def main():
             by_reporter = {x["metric"].get("reporter"): float(x["value"][1]) for x in prom_query(
                 'sum by (reporter) (meshwatch_connections_total{destination_workload="api"})') or []}
             check("summed over every agent's series, each connection counts once (cross-node ones too)",
-                  summed and float(summed[0]["value"][1]) == total and by_reporter == {"destination": 6.0},
+                  summed and float(summed[0]["value"][1]) == total + KUBE_PROBES[1]
+                  and by_reporter == {"destination": 6.0},
                   f"sum {summed}, alpha/api by reporter {by_reporter}")
             naive = prom_query(f"sum(increase(meshwatch_connections_total[{WINDOW}]))")
             print(f"     (for comparison: sum(increase(meshwatch_connections_total[{WINDOW}])) = "
@@ -419,6 +488,17 @@ def main():
             check("the scenario's verdicts", got == want, str(got))
             check("no agent down, no drops", report and report["agents_down"] == [] and not report["evidence_incomplete"],
                   json.dumps({k: (report or {}).get(k) for k in ("agents_down", "evidence_incomplete")}))
+            probes = prom_query('sum by (origin) (meshwatch_connections_total{source_namespace="node"})')
+            check("the probes' series carry origin=\"kubelet_probe\"",
+                  probes and {x["metric"].get("origin"): float(x["value"][1]) for x in probes}
+                  == {"kubelet_probe": float(KUBE_PROBES[1])}, json.dumps(probes))
+            db = comparable((report or {}).get("verdicts", [])).get(KUBE_PROBES[0], {})
+            kinds = sorted(json.loads(b)["kind"] for b in db.get("blockers", []))
+            check("through Prometheus a kubelet probe stays a kubelet_probe blocker (not node)",
+                  kinds == ["kubelet_probe", "no_sidecar"], kinds)
+
+            # -- the dashboard in a browser, over Prometheus and over both agents
+            browser(binary, lab, tmp)
             if record_dir:
                 record(binary, record_dir)
 

@@ -476,3 +476,17 @@ fn a_kubelet_probe_blocker_survives_the_round_trip_through_series() {
         crate::aggregate::Origin::Nodeport
     );
 }
+
+/// Prometheus' `unknown`/`unknown` stands for every address without an identity (the metrics
+/// never carry addresses): it is shown as such, not as the folded `(other sources)`.
+#[test]
+fn an_unknown_peer_is_shown_as_addresses_without_identity() {
+    let unknown = series::peer_of(Some("unknown"), Some("unknown"));
+    assert_eq!(unknown.display(), "(addresses without identity)");
+    assert_eq!(Peer::other_sources().display(), "(other sources)");
+    assert_eq!(Peer::other_destinations().display(), "(other destinations)");
+    assert_eq!(
+        series::peer_of(Some("node"), Some("node-1")).display(),
+        "node:node-1"
+    );
+}
