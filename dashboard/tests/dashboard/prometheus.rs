@@ -27,6 +27,9 @@ fn recorded(set: &str, query: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
+/// The PeerAuthentication modes' answer: the recorded agents did not watch them (no series).
+const NO_MODES: &str = r#"{"status":"success","data":{"resultType":"vector","result":[]}}"#;
+
 /// Answers each query the cluster reader sends with what a real Prometheus answered.
 async fn fake_prometheus(set: &'static str) -> std::net::SocketAddr {
     serve_router(recorded_prometheus(set)).await
@@ -46,9 +49,12 @@ pub fn recorded_prometheus(set: &'static str) -> Router {
         (&q.drops, "drops"),
         (&q.agents_down, "agents_down"),
         (&q.workloads, "workloads"),
+        // empty: the recording's agents did not watch PeerAuthentications
+        (&q.peer_authentications, "peer_authentications"),
     ]
     .into_iter()
     .map(|(text, file)| (text.clone(), recorded(set, file)))
+    .chain([(q.peer_authentications.clone(), NO_MODES.to_owned())])
     .collect();
     let answers = Arc::new(answers);
     Router::new().route(
