@@ -486,7 +486,7 @@ fn workload_readiness(
     }
     if let (true, Some(m)) = (refused.plaintext + refused.tls > 0, mode) {
         let reason = format!(
-            "already STRICT ({}), yet {} from {} arrived: those clients are refused now",
+            "already {}, yet {} from {} arrived: those clients are refused now",
             m.describe(),
             blocking_traffic(&refused),
             sources(true)

@@ -151,6 +151,9 @@ pub struct BlockerView {
     pub kind: Option<String>,
     #[serde(default)]
     pub remedy: Option<String>,
+    /// STRICT already applies on its port: the client is refused now.
+    #[serde(default)]
+    pub broken: bool,
 }
 
 /// The verdict of one port (`verdict::PortVerdict`).
@@ -184,6 +187,13 @@ pub struct VerdictView {
     pub ports: Vec<PortVerdictView>,
     #[serde(default)]
     pub suggested_policy: Option<String>,
+    /// The workload's PeerAuthentication mode today, when the policies are known.
+    #[serde(
+        default,
+        rename = "peer_authentication",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub mode: Option<meshwatch::peer_auth::EffectiveMode>,
 }
 
 /// A namespace's roll-up (`verdict::NamespaceVerdict`).
@@ -197,6 +207,9 @@ pub struct NamespaceView {
     pub blocked: usize,
     #[serde(default)]
     pub insufficient: usize,
+    /// Workloads already STRICT that still receive plaintext or non-mesh TLS.
+    #[serde(default)]
+    pub broken_clients: usize,
     #[serde(default)]
     pub idle: usize,
     #[serde(default)]

@@ -111,6 +111,8 @@ pub struct BlockerRow {
     pub remedy: String,
     pub connections: u64,
     pub last_seen: String,
+    /// STRICT already applies on its port: the client is refused now.
+    pub broken: bool,
 }
 
 /// A destination in a list.
@@ -124,6 +126,8 @@ pub struct WorkloadRow {
     pub blockers: usize,
     pub exempted: u64,
     pub attempts: u64,
+    /// The PeerAuthentication mode today ("STRICT (namespace foo/default)"), when known.
+    pub mode: Option<String>,
 }
 
 /// Counts of destinations by verdict.
@@ -251,6 +255,7 @@ fn blocker_rows(v: &VerdictView, known: &BTreeSet<&PeerView>) -> Vec<BlockerRow>
             remedy: b.remedy.clone().unwrap_or_default(),
             connections: b.connections,
             last_seen: b.last_seen.clone(),
+            broken: b.broken,
         })
         .collect()
 }
@@ -274,6 +279,7 @@ fn workload_row(v: &VerdictView) -> WorkloadRow {
         blockers: v.blockers.len(),
         exempted: v.exempted,
         attempts: v.attempts,
+        mode: v.mode.as_ref().map(|m| m.describe()),
     }
 }
 

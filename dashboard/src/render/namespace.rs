@@ -17,6 +17,9 @@ pub fn namespace(f: &Frame<'_>, n: &NamespacePage) -> Markup {
             p.counts {
                 span.n-ready { (v.ready) " ready" } ", "
                 span.n-blocked { (v.blocked) " blocked" } ", "
+                @if v.broken_clients > 0 {
+                    span.n-broken_clients { (v.broken_clients) " with broken clients" } ", "
+                }
                 span.n-insufficient { (v.insufficient) " insufficient" } ", "
                 span.n-not_in_mesh { (v.not_in_mesh) " not in mesh" } ", "
                 (v.idle) " idle (no inbound traffic)"

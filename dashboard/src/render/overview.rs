@@ -16,6 +16,9 @@ pub fn overview(f: &Frame<'_>, o: &Overview) -> Markup {
                     (t.destinations) " destinations: "
                     span.n-ready { (t.ready) " ready" } ", "
                     span.n-blocked { (t.blocked) " blocked" } ", "
+                    @if t.broken_clients > 0 {
+                        span.n-broken_clients { (t.broken_clients) " with broken clients" } ", "
+                    }
                     span.n-insufficient { (t.insufficient) " insufficient" } ", "
                     span.n-not_in_mesh { (t.not_in_mesh) " not in mesh" } ", "
                     (t.idle) " idle"
@@ -96,7 +99,10 @@ pub fn blockers_table(rows: &[BlockerRow], with_destination: bool) -> Markup {
                         td { (name_link(&b.source, b.source_href.as_deref())) }
                         td.num { (b.port) }
                         td { (security(b.security)) }
-                        td.kind { (b.kind_label) }
+                        td.kind {
+                            (b.kind_label)
+                            @if b.broken { " " span.tag.broken title="already STRICT on this port: refused now" { "broken client" } }
+                        }
                         td.num { (b.connections) }
                         td { (super::when(&b.last_seen)) }
                         td.remedy { (b.remedy) }
@@ -109,9 +115,11 @@ pub fn blockers_table(rows: &[BlockerRow], with_destination: bool) -> Markup {
 
 /// Destinations with their verdicts and mTLS share.
 pub fn workloads_table(rows: &[WorkloadRow]) -> Markup {
+    // the mode column only when the PeerAuthentications are known
+    let modes = rows.iter().any(|w| w.mode.is_some());
     html! {
         table.workloads {
-            thead { tr { th { "Destination" } th { "Verdict" } th { "mTLS share" } th.num { "Blockers" } th.num { "Exempted" } th { "Why" } } }
+            thead { tr { th { "Destination" } th { "Verdict" } th { "mTLS share" } th.num { "Blockers" } th.num { "Exempted" } @if modes { th { "Mode today" } } th { "Why" } } }
             tbody {
                 @for w in rows {
                     tr {
@@ -120,6 +128,7 @@ pub fn workloads_table(rows: &[WorkloadRow]) -> Markup {
                         td { (share(&w.share)) }
                         td.num { (w.blockers) }
                         td.num { (w.exempted) }
+                        @if modes { td.mode { (w.mode.as_deref().unwrap_or("-")) } }
                         td.reason { (w.reason) }
                     }
                 }

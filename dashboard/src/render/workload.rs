@@ -29,6 +29,14 @@ pub fn workload(f: &Frame<'_>, w: &WorkloadPage) -> Markup {
             }
             h1 { span.name title=(w.title) { (short(&w.title, MAX_LABEL)) } " " (badge(v.verdict)) }
             p.reason { (v.reason) }
+            @if let Some(m) = &v.mode {
+                p.mode {
+                    "PeerAuthentication today: " strong { (m.describe()) }
+                    @for (port, p) in &m.ports {
+                        "; port " (port) ": " (p.mode.as_str()) " (" (p.policy) ")"
+                    }
+                }
+            }
             p { (share(&w.share)) }
             @if !w.ports.is_empty() {
                 h2 { "Ports" }

@@ -49,8 +49,6 @@ pub fn recorded_prometheus(set: &'static str) -> Router {
         (&q.drops, "drops"),
         (&q.agents_down, "agents_down"),
         (&q.workloads, "workloads"),
-        // empty: the recording's agents did not watch PeerAuthentications
-        (&q.peer_authentications, "peer_authentications"),
     ]
     .into_iter()
     .map(|(text, file)| (text.clone(), recorded(set, file)))

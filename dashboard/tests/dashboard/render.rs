@@ -285,3 +285,71 @@ async fn destinations_without_identity_have_pages_too() {
         "None suggested: an address without identity has no labels to select in a policy.",
     );
 }
+
+/// The report of `istio-migration-before` judged with the cluster's PeerAuthentications
+/// (`analyze --peer-authentications`): foo STRICT namespace-wide, so legacy/sleep's plaintext to
+/// foo/httpbin is a broken client; bar/httpbin STRICT by its own policy.
+fn report_with_modes() -> String {
+    use meshwatch::identity::file::WorkloadsFile;
+    let root = crate::support::repo();
+    let pcaps = root.join("pcaps");
+    let ids = WorkloadsFile::load(&pcaps.join("istio-migration-before.workloads.yaml"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let policy = meshwatch::verdict::Policy::default();
+    let (mut report, _) = meshwatch::analyze::analyze(
+        &[pcaps.join("istio-migration-before.pcap")],
+        &ids,
+        &policy,
+        meshwatch::flow::TableLimits::default(),
+        false,
+        None,
+        1,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let yaml = std::fs::read_to_string(
+        root.join("agent/tests/fixtures/peerauthentications-migration.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let policies = meshwatch::peer_auth::parse_list(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    meshwatch::analyze::judge_with_modes(&mut report, &ids, &policy, &policies);
+    serde_json::to_string(&report).unwrap_or_else(|e| panic!("{e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn modes_and_broken_clients_are_shown() {
+    let addr = serve_report(&report_with_modes()).await;
+    let o = page(addr, "/").await;
+    has(
+        &o,
+        r#"<h1>Mesh <span class="badge broken_clients">broken clients</span></h1>"#,
+    );
+    has(
+        &o,
+        r#"<span class="n-broken_clients">1 with broken clients</span>"#,
+    );
+    has(
+        &o,
+        r#"<td class="kind">client without sidecar <span class="tag broken" title="already STRICT on this port: refused now">broken client</span></td>"#,
+    );
+    let foo = page(addr, "/namespace?ns=foo").await;
+    has(
+        &foo,
+        r#"<span class="badge broken_clients">broken clients</span>"#,
+    );
+    has(&foo, r#"<th>Mode today</th>"#);
+    has(
+        &foo,
+        r#"<td class="mode">STRICT (namespace foo/default)</td>"#,
+    );
+    let w = page(addr, "/workload?ns=foo&name=httpbin").await;
+    has(
+        &w,
+        r#"<p class="mode">PeerAuthentication today: <strong>STRICT (namespace foo/default)</strong></p>"#,
+    );
+    let bar = page(addr, "/workload?ns=bar&name=httpbin").await;
+    has(&bar, "STRICT (workload bar/httpbin)");
+    has(&bar, "no policy to apply");
+    // without the policies: no mode column
+    let plain = serve_report(&report_json("istio-migration-before")).await;
+    lacks(&page(plain, "/namespace?ns=foo").await, "Mode today");
+}
