@@ -12,6 +12,7 @@ const PURE: &[&str] = &[
     "classify",
     "flow",
     "verdict",
+    "peer_auth",
     "window",
     "timestamp",
 ];
