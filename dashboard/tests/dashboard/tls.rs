@@ -354,7 +354,7 @@ async fn agents_over_https_with_a_ca_and_a_token() {
     // labs: any certificate
     let access = Access::from_flags(None, Some(&token), true).unwrap_or_else(|e| panic!("{e}"));
     let a = Agents::with_access(
-        &[url.clone()],
+        std::slice::from_ref(&url),
         Policy::default(),
         Duration::from_secs(5),
         access,
