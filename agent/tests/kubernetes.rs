@@ -17,8 +17,12 @@ use axum::response::Response;
 use axum::routing::get;
 use axum::Router;
 use meshwatch::classify::Mesh;
+use meshwatch::flow::TableStats;
 use meshwatch::identity::kubernetes::{watch, SyncState};
 use meshwatch::identity::{Identity, IdentityMap, IdentitySource, SharedIdentities};
+use meshwatch::live::{IdentityFeed, LiveState, Recorder};
+use meshwatch::pipeline::PacketStats;
+use meshwatch::verdict::Policy;
 
 const PODS_1: &str = include_str!("fixtures/kube/pods-list-1.json");
 const PODS_2: &str = include_str!("fixtures/kube/pods-list-2.json");
@@ -469,6 +473,38 @@ async fn peer_authentications_are_listed_watched_and_resolved() {
     ] {
         assert_eq!(mode_of(&m, ns, w).as_deref(), Some(expected), "{ns}/{w}: {why}");
     }
+
+    // the agent's own read side: its verdicts carry the modes, its metrics this node's modes
+    let state = Arc::new(LiveState::new(
+        map.clone(),
+        IdentityFeed::Kubernetes(sync.clone()),
+        Policy::default(),
+        60_000_000_000,
+        "any".to_owned(),
+    ));
+    let verdicts = state.verdicts(1);
+    let httpbin = verdicts
+        .workloads
+        .iter()
+        .find(|v| v.destination.display() == "foo/httpbin")
+        .and_then(|v| v.mode.as_ref())
+        .map(|m| m.describe());
+    assert_eq!(
+        httpbin.as_deref(),
+        Some("DISABLE (workload foo/httpbin-disable)")
+    );
+    Recorder::new(state.clone()).publish(&PacketStats::default(), TableStats::default(), 0, None);
+    let text = state.metrics_text();
+    for line in [
+        r#"meshwatch_peer_authentication_info{namespace="foo",workload="httpbin",port="",mode="DISABLE",source="workload",policy="foo/httpbin-disable"} 1"#,
+        r#"meshwatch_peer_authentication_info{namespace="payments",workload="ledger",port="9090",mode="DISABLE",source="port",policy="payments/ledger-metrics"} 1"#,
+    ] {
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+    }
+    assert!(
+        !text.contains(r#"workload="sleep""#),
+        "foo/sleep runs on node-2: another agent's to export"
+    );
 }
 
 /// Without Istio the identities sync as before and the modes stay unknown.
