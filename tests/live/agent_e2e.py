@@ -29,13 +29,8 @@ import generate  # noqa: E402
 AGENT_PORT = 19477
 PROM_PORT = 19090
 WINDOW = 20  # seconds
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""), flush=True)
-    return ok
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import check, results, wait_for  # noqa: E402
 
 
 def in_node(*args, **kw):
@@ -59,16 +54,6 @@ def prom_query(q):
         return None
     res = json.loads(body)["data"]["result"]
     return float(res[0]["value"][1]) if res else 0.0
-
-
-def wait_for(fn, timeout, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    return fn()
 
 
 def verdict_of(v, ns, wl):

@@ -46,23 +46,13 @@ PROMETHEUS_USER = "system:serviceaccount:monitoring:prometheus-k8s"
 AGENT_TOKEN = "meshwatch-agent-" + secrets.token_hex(16)
 PROM_TOKEN = "prometheus-" + secrets.token_hex(24)
 CURIOUS_TOKEN = "curious-" + secrets.token_hex(24)
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""), flush=True)
-    return ok
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from common import check, results  # noqa: E402
 
 
 def wait_for(fn, timeout, every=0.25):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    return fn()
+    return common.wait_for(fn, timeout, every)
 
 
 def free_port():

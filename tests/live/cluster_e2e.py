@@ -74,23 +74,8 @@ SERVERS = ["alpha/web", "alpha/api", "beta/db", "beta/cache", "gamma/svc", "lega
 # kubelet's HTTP probes on beta/db's app port (Istio's probe rewrite off), from node-1
 KUBE_PROBES = ("beta/db", 2)
 KUBE_PROBE_UA = "kube-probe/1.30"
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""), flush=True)
-    return ok
-
-
-def wait_for(fn, timeout, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    return fn()
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import check, results, wait_for  # noqa: E402
 
 
 def in_node(node, *args, **kw):

@@ -69,13 +69,8 @@ BUILTINS = {"__rate_interval": "5s", "__interval": "1s", "__range": "10m"}
 # verdict. (In a cluster, decode errors and attempts have no series until the first one, the
 # drained table is empty until a source stops, and ambient series need ambient traffic.)
 EXPECTED_EMPTY = {}
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""), flush=True)
-    return ok
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import check, results, wait_for  # noqa: E402
 
 
 def in_node(*args, **kw):
@@ -99,16 +94,6 @@ def prom(path, **params):
 def query(expr):
     r = prom("/api/v1/query", query=expr)
     return r.get("data", {}).get("result", []) if r.get("status") == "success" else []
-
-
-def wait_for(fn, timeout, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    return fn()
 
 
 # ---- the scenario

@@ -49,13 +49,8 @@ AGENT_PORT = 19577
 PROM_PORT = 19191
 WINDOW = 60  # seconds: the whole run's traffic is inside it
 SETTLE = 15  # seconds to wait for the counters to reach what was made
-results = []
-
-
-def check(name, ok, detail=""):
-    results.append((name, bool(ok)))
-    print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and not ok else ""), flush=True)
-    return ok
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import check, results, wait_for  # noqa: E402
 
 
 def in_node(*args, **kw):
@@ -94,16 +89,6 @@ def metrics_sum(name):
     if code != 200:
         return None
     return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name + "{"))
-
-
-def wait_for(fn, timeout, every=0.5):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(every)
-    return fn()
 
 
 def workloads_file(lab, path):
