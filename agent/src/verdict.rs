@@ -651,8 +651,10 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
                 broken_clients,
                 idle,
                 not_in_mesh,
-                suggested_policy: (verdict == Readiness::Ready)
-                    .then(|| peer_authentication(&PolicyScope::Namespace(namespace), None)),
+                // nothing to apply when every workload is STRICT already
+                suggested_policy: (verdict == Readiness::Ready
+                    && !vs.iter().all(|v| fully_strict(v.mode.as_ref())))
+                .then(|| peer_authentication(&PolicyScope::Namespace(namespace), None)),
             }
         })
         .collect()

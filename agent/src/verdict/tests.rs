@@ -687,3 +687,41 @@ fn disable_is_named_in_the_reason() {
         find(&v, &d).reason
     );
 }
+
+#[test]
+fn a_namespace_already_strict_gets_no_policy_again() {
+    let (api, web) = (wl("foo", "api"), wl("foo", "web"));
+    let edges = [
+        edge(
+            wl("foo", "sleep"),
+            api.clone(),
+            8000,
+            Security::IstioMtls,
+            10,
+        ),
+        edge(
+            wl("foo", "sleep"),
+            web.clone(),
+            8000,
+            Security::IstioMtls,
+            10,
+        ),
+    ];
+    let ns_strict = effective(Mode::Strict, ModeSource::Namespace, "foo/default");
+    let all = modes(&[
+        ("foo", "api", ns_strict.clone()),
+        ("foo", "web", ns_strict.clone()),
+        ("foo", "sleep", ns_strict.clone()),
+    ]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&all));
+    assert_eq!(v.namespaces[0].verdict, Readiness::Ready);
+    assert_eq!(v.namespaces[0].suggested_policy, None);
+    // one workload still PERMISSIVE: the namespace-wide policy is the step to take
+    let one = modes(&[
+        ("foo", "api", ns_strict.clone()),
+        ("foo", "web", EffectiveMode::default()),
+        ("foo", "sleep", ns_strict),
+    ]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&one));
+    assert!(v.namespaces[0].suggested_policy.is_some());
+}
