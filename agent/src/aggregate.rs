@@ -321,8 +321,8 @@ pub struct Edge {
     pub stats: EdgeStats,
 }
 
-/// An edge by interned peer numbers: cheap to hash, built without allocating.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// An edge by interned peer numbers: cheap to hash (two words), built without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct RawKey {
     source: u32,
     destination: u32,
@@ -332,13 +332,35 @@ struct RawKey {
     origin: Origin,
 }
 
+impl std::hash::Hash for RawKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(u64::from(self.source) << 32 | u64::from(self.destination));
+        let kinds = (self.security as u32) << 8 | (self.mesh as u32) << 4 | self.origin as u32;
+        state.write_u32(u32::from(self.port) << 16 | kinds);
+    }
+}
+
+/// An address as a key of the peer cache: hashed as one word (the derived `Hash` of `IpAddr`
+/// feeds its tag, length and bytes one by one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct IpKey(IpAddr);
+
+impl std::hash::Hash for IpKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        match self.0 {
+            IpAddr::V4(a) => state.write_u32(a.to_bits()),
+            IpAddr::V6(a) => state.write_u128(a.to_bits()),
+        }
+    }
+}
+
 /// Edges being accumulated (offline: identities do not change during a run, so an address is
 /// resolved once and its peer number cached).
 #[derive(Debug, Default)]
 pub struct Edges {
     peers: Vec<Peer>,
     peer_ids: HashMap<Peer, u32, FastHash>,
-    by_ip: HashMap<IpAddr, u32, FastHash>,
+    by_ip: HashMap<IpKey, u32, FastHash>,
     unknown_addresses: usize,
     edges: HashMap<RawKey, EdgeStats, FastHash>,
     /// Ports seen per destination, up to [`MAX_PORTS_PER_DESTINATION`] each.
@@ -363,7 +385,7 @@ impl Edges {
     }
 
     fn peer_of(&mut self, ip: IpAddr, role: Role, identities: &dyn IdentitySource) -> u32 {
-        if let Some(&id) = self.by_ip.get(&ip) {
+        if let Some(&id) = self.by_ip.get(&IpKey(ip)) {
             return id;
         }
         let peer = Peer::resolve(ip, identities);
@@ -374,7 +396,7 @@ impl Edges {
         }
         self.unknown_addresses += usize::from(unknown);
         let id = self.intern(peer);
-        self.by_ip.insert(ip, id);
+        self.by_ip.insert(IpKey(ip), id);
         id
     }
 
@@ -421,6 +443,12 @@ impl Edges {
             mesh: rec.mesh,
             origin: Origin::of(rec.kube_probe, backend.through_node),
         };
+        let stats = EdgeStats::of(rec);
+        // an edge already there takes it as it is (one lookup); a new one may fold first
+        if let Some(edge) = self.edges.get_mut(&key) {
+            edge.merge(&stats);
+            return;
+        }
         let (other_sources, other_destinations) = self.stand_ins();
         let edges = &self.edges;
         let folded = fold_when_full(
@@ -434,10 +462,7 @@ impl Edges {
             },
         );
         self.folded += u64::from(folded);
-        self.edges
-            .entry(key)
-            .or_default()
-            .merge(&EdgeStats::of(rec));
+        self.edges.entry(key).or_default().merge(&stats);
     }
 
     /// Connections counted under a stand-in (`(other sources)`, `(other destinations)`, or

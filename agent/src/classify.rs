@@ -292,6 +292,11 @@ pub fn scan_head(bytes: &[u8]) -> (Http1Head, bool) {
         if line.is_empty() {
             return (head, true);
         }
+        // the names looked for start with `x` or `u` (any case): other lines end here
+        let first = line.trim_ascii_start().first().map_or(0, |b| b | 0x20);
+        if first != b'x' && first != b'u' {
+            continue;
+        }
         let Some(colon) = find_byte(line, b':') else {
             continue;
         };

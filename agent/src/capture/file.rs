@@ -72,7 +72,8 @@ impl ReadSummary {
         self.frames += 1;
         self.first_ts.get_or_insert(frame.ts);
         self.last_ts = self.last_ts.max(frame.ts);
-        if !self.link_types.contains(&frame.link.0) {
+        if self.link_types.last() != Some(&frame.link.0) && !self.link_types.contains(&frame.link.0)
+        {
             self.link_types.push(frame.link.0);
         }
     }

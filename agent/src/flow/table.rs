@@ -2,6 +2,7 @@
 //! under pressure. Every flow leaves as exactly one [`FlowRecord`]; every eviction is counted.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 
 use foldhash::fast::RandomState;
 
@@ -78,10 +79,21 @@ pub struct Outputs {
     pub finished: Vec<FlowRecord>,
 }
 
+/// The flow map's key: a [`FlowKey`] hashed by [`FlowKey::hash_compact`] (the side indexes keep
+/// the derived hash: their slots, and so what a flood makes them forget, stay as they were).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MapKey(FlowKey);
+
+impl Hash for MapKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash_compact(state);
+    }
+}
+
 /// Flows by key, bounded.
 #[derive(Debug)]
 pub struct FlowTable {
-    flows: HashMap<FlowKey, Flow, RandomState>,
+    flows: HashMap<MapKey, Flow, RandomState>,
     limits: TableLimits,
     next_sweep: Nanos,
     stats: TableStats,
@@ -127,7 +139,7 @@ impl FlowTable {
         };
         if let Some((first, at)) = self.views.get(&id) {
             if first != key && now.saturating_sub(at) <= VIEW_WINDOW {
-                if let Some(first_flow) = self.flows.get_mut(&first) {
+                if let Some(first_flow) = self.flows.get_mut(&MapKey(first)) {
                     first_flow.add_view(FlowView {
                         src: seg.src,
                         sport: seg.sport,
@@ -178,7 +190,7 @@ impl FlowTable {
             self.next_sweep = now.saturating_add(SECOND);
         }
         let (key, dir) = FlowKey::new((seg.src, seg.sport), (seg.dst, seg.dport));
-        if let Some(flow) = self.flows.get_mut(&key) {
+        if let Some(flow) = self.flows.get_mut(&MapKey(key)) {
             if !flow.is_reused_by(dir, seg) {
                 let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
                 self.stats.duplicates += u64::from(outcome.duplicate);
@@ -225,7 +237,7 @@ impl FlowTable {
             self.retire(&key, flow, reason, done);
             return outcome;
         }
-        self.flows.insert(key, flow);
+        self.flows.insert(MapKey(key), flow);
         self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);
         outcome
     }
@@ -234,7 +246,7 @@ impl FlowTable {
     pub fn sweep(&mut self, now: Nanos, done: &mut Outputs) {
         // connections first seen mid-stream are announced once their other views had time to
         // join (see `Flow::announce`)
-        for (key, flow) in self.flows.iter_mut() {
+        for (MapKey(key), flow) in self.flows.iter_mut() {
             if flow.announce_due(now, VIEW_WINDOW) {
                 done.connections.extend(flow.announce_now(key, now));
             }
@@ -243,7 +255,7 @@ impl FlowTable {
         let expired: Vec<(FlowKey, EndReason)> = self
             .flows
             .iter()
-            .filter_map(|(key, flow)| {
+            .filter_map(|(MapKey(key), flow)| {
                 let quiet = now.saturating_sub(flow.last_seen());
                 if flow.awaits_retry() && quiet >= RETRY_LINGER.min(idle) {
                     Some((*key, EndReason::Rst))
@@ -260,11 +272,11 @@ impl FlowTable {
     /// Finish every flow (end of the capture): all still open (and attempts still waiting for
     /// their retry, as the reset ended them).
     pub fn drain(&mut self, done: &mut Outputs) {
-        let keys: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let keys: Vec<FlowKey> = self.flows.keys().map(|k| k.0).collect();
         for key in keys {
             let reason = self
                 .flows
-                .get(&key)
+                .get(&MapKey(key))
                 .and_then(Flow::close_reason)
                 .unwrap_or(EndReason::CaptureEnd);
             self.finish(&key, reason, done);
@@ -282,7 +294,7 @@ impl FlowTable {
     }
 
     fn finish(&mut self, key: &FlowKey, reason: EndReason, done: &mut Outputs) {
-        if let Some(flow) = self.flows.remove(key) {
+        if let Some(flow) = self.flows.remove(&MapKey(*key)) {
             self.retire(key, flow, reason, done);
         }
     }
@@ -307,7 +319,7 @@ impl FlowTable {
         let mut ages: Vec<(Nanos, FlowKey)> = self
             .flows
             .iter()
-            .map(|(k, f)| (f.last_seen(), *k))
+            .map(|(k, f)| (f.last_seen(), k.0))
             .collect();
         let n = (ages.len() / 8).max(1);
         if n < ages.len() {
