@@ -249,10 +249,10 @@ pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
         eprintln!("warning: {}", w.0);
     }
     let stdout = std::io::stdout();
-    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut out = std::io::BufWriter::with_capacity(64 << 10, stdout.lock());
     match args.format {
         Format::Json => {
-            serde_json::to_writer_pretty(&mut out, &report).map_err(std::io::Error::from)?;
+            crate::report::json::write_pretty(&mut out, &report)?;
             writeln!(out)?;
         }
         Format::Table => {

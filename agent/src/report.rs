@@ -1,5 +1,6 @@
 //! The analysis report: the JSON contract of DESIGN.md and the terminal table.
 
+pub mod json;
 pub mod table;
 
 use serde::Serialize;
