@@ -301,7 +301,7 @@ pub fn scan_head(bytes: &[u8]) -> (Http1Head, bool) {
             continue;
         };
         let name = line.get(..colon).unwrap_or_default().trim_ascii();
-        let is = |h: &str| name.len() == h.len() && name.eq_ignore_ascii_case(h.as_bytes());
+        let is = |h: &str| name.len() == h.len() && same_ignoring_case(name, h.as_bytes());
         if ISTIO_METADATA_HEADERS.iter().any(|h| is(h)) {
             head.istio_metadata = true;
         } else if is("user-agent") {
@@ -310,6 +310,20 @@ pub fn scan_head(bytes: &[u8]) -> (Http1Head, bool) {
         }
     }
     (head, false)
+}
+
+/// `bytes` equals `lower` (lowercase ASCII) ignoring ASCII case, as `eq_ignore_ascii_case` says,
+/// in a few instructions a byte: a lowercase letter matches itself with bit 5 forced on (only
+/// its uppercase form also does), any other byte only itself.
+fn same_ignoring_case(bytes: &[u8], lower: &[u8]) -> bool {
+    bytes.len() == lower.len()
+        && bytes.iter().zip(lower).all(|(b, l)| {
+            if l.is_ascii_lowercase() {
+                b | 0x20 == *l
+            } else {
+                b == l
+            }
+        })
 }
 
 /// The index of the first `needle` in `hay`, eight bytes at a time: a word XORed with the

@@ -309,3 +309,21 @@ proptest::proptest! {
         proptest::prop_assert_eq!(scan_head(bytes), scan_head_oracle(bytes));
     }
 }
+
+#[test]
+fn same_ignoring_case_is_eq_ignore_ascii_case_against_lowercase() {
+    for lower in [&b"user-agent"[..], b"x-envoy-peer-metadata", b"a-z0@[`{"] {
+        for i in 0..lower.len() {
+            for b in 0..=255u8 {
+                let mut bytes = lower.to_vec();
+                bytes[i] = b;
+                assert_eq!(
+                    same_ignoring_case(&bytes, lower),
+                    bytes.eq_ignore_ascii_case(lower),
+                    "{bytes:?}"
+                );
+            }
+        }
+    }
+    assert!(!same_ignoring_case(b"user-agen", b"user-agent"));
+}
