@@ -290,7 +290,7 @@ pub fn judge_with_modes(
     policies: &[PeerAuthentication],
 ) {
     let known = identities.known_workloads();
-    let no_labels = std::collections::BTreeMap::new();
+    let no_labels = crate::peer_auth::PodLabels::Unknown;
     let unlisted = report.edges.iter().filter_map(|e| {
         Some((
             e.destination.namespace.as_deref()?,
@@ -299,7 +299,7 @@ pub fn judge_with_modes(
     });
     let workloads = unlisted
         .map(|(ns, wl)| (ns, wl, &no_labels))
-        .chain(known.iter().map(|k| (k.namespace, k.workload, k.labels)));
+        .chain(known.iter().map(|k| (k.namespace, k.workload, &*k.labels)));
     let modes = crate::peer_auth::modes_of(policies, &policy.istio_root_namespace, workloads);
     let v = verdict::evaluate_with_modes(&report.edges, policy, &known, Some(&modes));
     report.verdicts = v.workloads;

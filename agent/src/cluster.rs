@@ -15,7 +15,6 @@ pub mod modes;
 pub mod promql;
 pub mod series;
 
-use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -129,13 +128,13 @@ pub fn report(
         ..policy.clone()
     };
     let hosted = series::workloads(&answers.workloads);
-    let no_labels = BTreeMap::new();
     let known: Vec<KnownWorkload<'_>> = hosted
         .iter()
         .map(|w: &HostedWorkload| KnownWorkload {
             namespace: &w.namespace,
             workload: &w.workload,
-            labels: &no_labels,
+            // the modes come resolved from the agents (no selector is decided here)
+            labels: std::borrow::Cow::Owned(crate::peer_auth::PodLabels::Unknown),
             mesh: w.mesh,
         })
         .collect();

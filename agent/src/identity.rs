@@ -22,14 +22,14 @@ pub mod file;
 pub mod kubernetes;
 
 use std::collections::hash_map::Entry::{Occupied, Vacant};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 
 use crate::classify::Mesh;
-use crate::peer_auth::PeerAuthentication;
+use crate::peer_auth::{PeerAuthentication, PodLabels};
 use crate::verdict::KnownWorkload;
 use crate::Nanos;
 
@@ -40,9 +40,10 @@ pub struct Workload {
     pub workload: String,
     #[serde(default)]
     pub service_account: Option<String>,
-    /// Pod labels used for a PeerAuthentication `selector`; default `app: <workload>`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub labels: BTreeMap<String, String>,
+    /// Its pods' labels, for a PeerAuthentication `selector` (all of them, bounded; unknown
+    /// when the source does not say).
+    #[serde(default, skip_serializing_if = "PodLabels::is_unknown")]
+    pub labels: PodLabels,
     /// Its data plane when known (`sidecar`, `ambient`, or `none`: not in the mesh); unknown
     /// when the source does not say (a workloads file without `mesh:`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,7 +56,7 @@ impl Workload {
         KnownWorkload {
             namespace: &self.namespace,
             workload: &self.workload,
-            labels: &self.labels,
+            labels: std::borrow::Cow::Borrowed(&self.labels),
             mesh: self.mesh,
         }
     }
@@ -598,6 +599,15 @@ impl IdentityMap {
                 .map(String::capacity)
                 .sum::<usize>()
             + self.services_heap_bytes()
+            + self.peer_authentications_heap_bytes()
+    }
+
+    /// The part of [`IdentityMap::heap_bytes`] the PeerAuthentications hold.
+    pub fn peer_authentications_heap_bytes(&self) -> usize {
+        self.peer_authentications.as_ref().map_or(0, |p| {
+            p.capacity() * std::mem::size_of::<PeerAuthentication>()
+                + p.iter().map(PeerAuthentication::heap_bytes).sum::<usize>()
+        })
     }
 
     /// The part of [`IdentityMap::heap_bytes`] the Service table holds.
@@ -624,18 +634,12 @@ fn hash_table_bytes(capacity: usize, entry: usize) -> usize {
     capacity * 8 / 7 * (entry + 1)
 }
 
-/// Heap bytes a workload's strings and labels hold (a label map allocates whole B-tree leaves
-/// of 11 entries).
+/// Heap bytes a workload's strings and labels hold.
 fn workload_heap(w: &Workload) -> usize {
-    const LEAF: usize = 11 * 2 * std::mem::size_of::<String>() + 16;
     w.namespace.capacity()
         + w.workload.capacity()
         + w.service_account.as_ref().map_or(0, String::capacity)
-        + w.labels.len().div_ceil(11) * LEAF
-        + w.labels
-            .iter()
-            .map(|(k, v)| k.capacity() + v.capacity())
-            .sum::<usize>()
+        + w.labels.heap_bytes()
 }
 
 impl IdentitySource for IdentityMap {
@@ -659,7 +663,9 @@ impl IdentitySource for IdentityMap {
 
     /// One per (namespace, workload): the variants with pods (or declared) win over idle ones
     /// (an old rollout's service account, a mesh before a relabel); variants that disagree on
-    /// the mesh (a rollout adding a sidecar) leave it unknown, judged as usual.
+    /// the mesh (a rollout adding a sidecar) leave it unknown, judged as usual; their labels
+    /// are what they carry alike ([`PodLabels::merge`]: a key they disagree on decides no
+    /// selector).
     fn known_workloads(&self) -> Vec<KnownWorkload<'_>> {
         let mut out: Vec<KnownWorkload<'_>> = Vec::new();
         let mut seen: HashMap<(&str, &str), (usize, bool)> = HashMap::new();
@@ -677,8 +683,13 @@ impl IdentitySource for IdentityMap {
                     if live && !was_live {
                         *k = w.as_known();
                         e.insert((i, true));
-                    } else if live == was_live && k.mesh != w.mesh {
-                        k.mesh = None;
+                    } else if live == was_live {
+                        if k.mesh != w.mesh {
+                            k.mesh = None;
+                        }
+                        if *k.labels != w.labels {
+                            k.labels = std::borrow::Cow::Owned(k.labels.merge(&w.labels));
+                        }
                     }
                 }
             }
@@ -715,7 +726,7 @@ mod tests {
             namespace: ns.into(),
             workload: name.into(),
             service_account: None,
-            labels: BTreeMap::new(),
+            labels: PodLabels::Unknown,
             mesh: None,
         }
     }
@@ -1008,6 +1019,93 @@ mod tests {
             .map(|k| (k.workload, k.mesh))
             .collect();
         assert_eq!(known, [("api", Some(Mesh::Sidecar)), ("web", None)]);
+    }
+
+    /// Pods of one workload with other labels (a rollout changing `version`): while both have
+    /// pods, the known labels are what they share; once the old ones are gone, the new ones'.
+    #[test]
+    fn known_workloads_merge_the_labels_of_live_variants() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let labelled = |pairs: &[(&str, &str)]| {
+            PodLabels::of_pod(
+                pairs
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+            )
+        };
+        let pod = |uid, addr: &str, version: &str, hash: &str| PodIdentity {
+            uid,
+            ips: vec![ip(addr)],
+            workload: Workload {
+                labels: labelled(&[
+                    ("app", "reviews"),
+                    ("version", version),
+                    ("pod-template-hash", hash),
+                ]),
+                ..w("a", "reviews")
+            },
+            local: true,
+            pod_mesh: PodMesh::Sidecar,
+        };
+        let v1: std::collections::BTreeMap<String, String> =
+            [("version".to_owned(), "v1".to_owned())].into();
+        let mut m = IdentityMap::default();
+        m.apply_pod(pod(1, "10.0.0.1", "v1", "aaa"));
+        m.apply_pod(pod(2, "10.0.0.2", "v1", "bbb"));
+        assert_eq!(
+            m.workload_count(),
+            1,
+            "pod-template-hash makes no new variant"
+        );
+        let selected = |m: &IdentityMap| m.known_workloads()[0].labels.selected_by(&v1);
+        assert_eq!(selected(&m), Ok(true));
+        m.apply_pod(pod(3, "10.0.0.3", "v2", "ccc"));
+        assert_eq!(
+            selected(&m),
+            Err(crate::peer_auth::Undecided::Varying("version".into()))
+        );
+        assert_eq!(m.known_workloads()[0].labels.get("app"), Some("reviews"));
+        m.remove_pod(1, &[ip("10.0.0.1")]);
+        m.remove_pod(2, &[ip("10.0.0.2")]);
+        assert_eq!(selected(&m), Ok(false), "only v2 pods are left");
+    }
+
+    #[test]
+    fn heap_bytes_count_labels_and_policies() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let mut m = IdentityMap::default();
+        m.upsert_pod(1, &[ip("10.0.0.1")], w("a", "web"), false);
+        let bare = m.heap_bytes();
+        let mut labelled = IdentityMap::default();
+        let labels = (0..20)
+            .map(|i| (format!("example.com/key-{i}"), format!("value-{i}")))
+            .collect();
+        labelled.upsert_pod(
+            1,
+            &[ip("10.0.0.1")],
+            Workload {
+                labels: PodLabels::of_pod(labels),
+                ..w("a", "web")
+            },
+            false,
+        );
+        assert!(
+            labelled.heap_bytes() >= bare + 2 * 20 * 20,
+            "{} vs {bare}",
+            labelled.heap_bytes()
+        );
+        let policies = crate::peer_auth::parse_list(
+            "items:\n- metadata: {namespace: a, name: web-strict, creationTimestamp: '2026-01-01T00:00:00Z'}\n  spec: {selector: {matchLabels: {app: web}}, mtls: {mode: STRICT}}\n",
+        )
+        .expect("policies");
+        m.set_peer_authentications(Some(vec![policies[0].clone(); 100]));
+        assert!(
+            m.heap_bytes() >= bare + 100 * std::mem::size_of::<PeerAuthentication>(),
+            "{} vs {bare}",
+            m.heap_bytes()
+        );
+        assert_eq!(m.heap_bytes() - bare, m.peer_authentications_heap_bytes());
     }
 
     #[test]

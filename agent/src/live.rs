@@ -182,7 +182,7 @@ impl LiveState {
                         namespace: k.namespace.to_owned(),
                         workload: k.workload.to_owned(),
                         service_account: None,
-                        labels: k.labels.clone(),
+                        labels: k.labels.clone().into_owned(),
                         mesh: k.mesh,
                     })
                     .collect();
@@ -195,7 +195,7 @@ impl LiveState {
             crate::peer_auth::modes_of(
                 &policies,
                 &policy.istio_root_namespace,
-                known.iter().map(|k| (k.namespace, k.workload, k.labels)),
+                known.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
             )
         });
         verdict::evaluate_with_modes(&edges, &policy, &known, modes.as_ref())

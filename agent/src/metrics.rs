@@ -509,6 +509,7 @@ mod tests {
             source: ModeSource::Namespace,
             policy: Some("foo/default".into()),
             ports: BTreeMap::new(),
+            undecided: None,
         };
         m.ports.insert(
             9090,

@@ -12,12 +12,21 @@
 //! - `portLevelMtls` counts only in the workload-level policy; its keys are the container
 //!   (target) ports; an `UNSET` port inherits the workload's effective mode.
 //!
+//! A workload's labels ([`PodLabels`]) may not decide a selector: labels never given, over the
+//! bounds, or not the same on every pod. A policy that may or may not select the workload and
+//! could decide its mode makes the mode [`Mode::Unknown`], with the reason, never a guess.
+//!
 //! Parsing reads the API object as JSON ([`from_value`]: a watch event's object or one item of
 //! `kubectl get peerauthentications.security.istio.io -A -o yaml`, [`parse_list`]). An unknown
 //! mode is an error naming the object.
 
+mod labels;
+
 use std::collections::BTreeMap;
 
+pub use labels::{
+    PodLabels, Undecided, APP_KEYS, MAX_POD_LABELS, MAX_POD_LABEL_BYTES, PER_POD_KEYS,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -28,6 +37,9 @@ pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Mode {
+    /// Not an API value: the effective mode cannot be told (see [`EffectiveMode::undecided`]).
+    /// Never parsed from a policy; ordered below every mode.
+    Unknown,
     /// Inherit from the parent level.
     Unset,
     /// Plaintext only.
@@ -39,9 +51,15 @@ pub enum Mode {
 }
 
 impl Mode {
-    /// The mode as the API spells it, `None` for any other string.
+    /// The mode as the API spells it, `None` for any other string (`UNKNOWN` too).
     pub fn parse(s: &str) -> Option<Mode> {
+        Mode::parse_effective(s).filter(|&m| m != Mode::Unknown)
+    }
+
+    /// An effective mode as [`Mode::as_str`] writes it: an API value or `UNKNOWN`.
+    pub fn parse_effective(s: &str) -> Option<Mode> {
         match s {
+            "UNKNOWN" => Some(Mode::Unknown),
             "UNSET" => Some(Mode::Unset),
             "DISABLE" => Some(Mode::Disable),
             "PERMISSIVE" => Some(Mode::Permissive),
@@ -52,6 +70,7 @@ impl Mode {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Mode::Unknown => "UNKNOWN",
             Mode::Unset => "UNSET",
             Mode::Disable => "DISABLE",
             Mode::Permissive => "PERMISSIVE",
@@ -124,10 +143,27 @@ impl PeerAuthentication {
         (&self.created, &self.name)
     }
 
-    fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+    /// Whether its selector selects a workload with `labels` (no selector: `Ok(false)`).
+    fn selects(&self, labels: &PodLabels) -> Result<bool, Undecided> {
         self.selector
             .as_ref()
-            .is_some_and(|s| s.iter().all(|(k, v)| labels.get(k) == Some(v)))
+            .map_or(Ok(false), |s| labels.selected_by(s))
+    }
+
+    /// Heap bytes it holds (its strings and maps).
+    pub fn heap_bytes(&self) -> usize {
+        const LEAF: usize = 11 * 2 * std::mem::size_of::<String>() + 16;
+        const PORT_LEAF: usize = 11 * (2 + 1) + 16;
+        self.namespace.capacity()
+            + self.name.capacity()
+            + self.created.capacity()
+            + self.selector.as_ref().map_or(0, |s| {
+                s.len().div_ceil(11) * LEAF
+                    + s.iter()
+                        .map(|(k, v)| k.capacity() + v.capacity())
+                        .sum::<usize>()
+            })
+            + self.port_level.len().div_ceil(11) * PORT_LEAF
     }
 }
 
@@ -141,7 +177,7 @@ pub struct PortMode {
 /// A workload's effective mode today, and where it comes from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EffectiveMode {
-    /// Never `Unset`.
+    /// Never `Unset`; `Unknown` when a policy may or may not select the workload.
     pub mode: Mode,
     pub source: ModeSource,
     /// `namespace/name` of the policy that sets `mode` (none for the default).
@@ -150,6 +186,9 @@ pub struct EffectiveMode {
     /// Port-level overrides (container ports).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<u16, PortMode>,
+    /// With [`Mode::Unknown`]: why it cannot be told (`policy` is the policy in question).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub undecided: Option<String>,
 }
 
 impl Default for EffectiveMode {
@@ -159,6 +198,7 @@ impl Default for EffectiveMode {
             source: ModeSource::Default,
             policy: None,
             ports: BTreeMap::new(),
+            undecided: None,
         }
     }
 }
@@ -172,9 +212,20 @@ impl EffectiveMode {
         }
     }
 
-    /// "STRICT (namespace foo/default)", "PERMISSIVE (default)".
+    /// "STRICT (namespace foo/default)", "PERMISSIVE (default)"; an unknown mode says why.
     pub fn describe(&self) -> String {
-        describe(self.mode, self.source, self.policy.as_deref())
+        match &self.undecided {
+            Some(why) => format!(
+                "{}: {why}",
+                describe(self.mode, self.source, self.policy.as_deref())
+            ),
+            None => describe(self.mode, self.source, self.policy.as_deref()),
+        }
+    }
+
+    /// Whether the mode is known.
+    pub fn is_known(&self) -> bool {
+        self.mode != Mode::Unknown
     }
 }
 
@@ -193,12 +244,14 @@ fn oldest<'a>(
     candidates.min_by(|a, b| a.age_key().cmp(&b.age_key()))
 }
 
-/// The effective mode of a workload in `namespace` with `labels`.
+/// The effective mode of a workload in `namespace` with `labels`. A workload-level policy
+/// that may or may not select it, and is older than the oldest that surely does (so would win
+/// if it applied), makes the mode [`Mode::Unknown`].
 pub fn resolve(
     policies: &[PeerAuthentication],
     root_namespace: &str,
     namespace: &str,
-    labels: &BTreeMap<String, String>,
+    labels: &PodLabels,
 ) -> EffectiveMode {
     let mesh = oldest(
         policies
@@ -211,12 +264,28 @@ pub fn resolve(
             .filter(|p| p.namespace == namespace && p.namespace != root_namespace)
             .filter(|p| p.selector.is_none()),
     );
-    let workload = oldest(
+    let in_namespace = || {
         policies
             .iter()
             .filter(|p| p.namespace == namespace && p.namespace != root_namespace)
-            .filter(|p| p.selects(labels)),
-    );
+    };
+    let workload = oldest(in_namespace().filter(|p| p.selects(labels) == Ok(true)));
+    let undecided = in_namespace()
+        .filter(|p| workload.is_none_or(|w| p.age_key() < w.age_key()))
+        .filter_map(|p| p.selects(labels).err().map(|why| (p, why)))
+        .min_by(|a, b| a.0.age_key().cmp(&b.0.age_key()));
+    if let Some((p, why)) = undecided {
+        return EffectiveMode {
+            mode: Mode::Unknown,
+            source: ModeSource::Workload,
+            policy: Some(p.id()),
+            ports: BTreeMap::new(),
+            undecided: Some(format!(
+                "whether {} selects it cannot be told: {why}",
+                p.id()
+            )),
+        };
+    }
     let mut out = EffectiveMode::default();
     for (level, source) in [
         (mesh, ModeSource::Mesh),
@@ -354,22 +423,32 @@ pub fn parse_list(input: &str) -> Result<Vec<PeerAuthentication>, PeerAuthError>
 }
 
 /// The effective modes of `workloads` ((namespace, workload, labels)), keyed by
-/// (namespace, workload). A workload without known labels is taken to be labelled
-/// `app: <workload>`, the same assumption the suggested policy's selector makes.
+/// (namespace, workload). A workload listed more than once (sets of its pods with other
+/// labels) is judged on what all carry alike ([`PodLabels::merge`]); one whose labels are
+/// not known is [`Mode::Unknown`] wherever a selector in its namespace could decide its mode.
 pub fn modes_of<'a>(
     policies: &[PeerAuthentication],
     root_namespace: &str,
-    workloads: impl IntoIterator<Item = (&'a str, &'a str, &'a BTreeMap<String, String>)>,
+    workloads: impl IntoIterator<Item = (&'a str, &'a str, &'a PodLabels)>,
 ) -> BTreeMap<(String, String), EffectiveMode> {
-    workloads
+    let mut labels: BTreeMap<(&str, &str), std::borrow::Cow<'a, PodLabels>> = BTreeMap::new();
+    for (ns, wl, l) in workloads {
+        match labels.entry((ns, wl)) {
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(std::borrow::Cow::Borrowed(l));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                if **e.get() != *l {
+                    let merged = e.get().merge(l);
+                    e.insert(std::borrow::Cow::Owned(merged));
+                }
+            }
+        }
+    }
+    labels
         .into_iter()
-        .map(|(ns, wl, labels)| {
-            let mode = if labels.is_empty() {
-                let app = BTreeMap::from([("app".to_owned(), wl.to_owned())]);
-                resolve(policies, root_namespace, ns, &app)
-            } else {
-                resolve(policies, root_namespace, ns, labels)
-            };
+        .map(|((ns, wl), l)| {
+            let mode = resolve(policies, root_namespace, ns, &l);
             ((ns.to_owned(), wl.to_owned()), mode)
         })
         .collect()

@@ -13,6 +13,7 @@
 
 mod policy_yaml;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
@@ -20,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Edge, Origin, Peer};
 use crate::classify::{Mesh, Security, SecurityCounts};
-use crate::peer_auth::{EffectiveMode, Mode};
+use crate::peer_auth::{EffectiveMode, Mode, PodLabels};
 use crate::Nanos;
 
 pub use policy_yaml::{peer_authentication, PolicyScope};
@@ -80,12 +81,13 @@ impl Policy {
 }
 
 /// What the identity source knows of a workload, as the verdict needs it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownWorkload<'a> {
     pub namespace: &'a str,
     pub workload: &'a str,
-    /// Labels for a PeerAuthentication `selector` (default `app: <workload>`).
-    pub labels: &'a BTreeMap<String, String>,
+    /// Its pods' labels, for a PeerAuthentication `selector` (owned when the source merged
+    /// several sets of pods).
+    pub labels: Cow<'a, PodLabels>,
     /// Its data plane, when known: `sidecar`, `ambient`, or `none` (not in the mesh).
     pub mesh: Option<Mesh>,
 }
@@ -439,12 +441,15 @@ fn fully_strict(mode: Option<&EffectiveMode>) -> bool {
     mode.is_some_and(|m| m.mode == Mode::Strict && m.ports.values().all(|p| p.mode == Mode::Strict))
 }
 
-/// What DISABLE applies today, in words ("" when none).
+/// What DISABLE applies today, or that the mode today is unknown, in words ("" when neither).
 fn disable_note(mode: Option<&EffectiveMode>) -> String {
     let Some(m) = mode else {
         return String::new();
     };
     let mut notes = Vec::new();
+    if m.mode == Mode::Unknown {
+        notes.push(format!("the mode today is {}", m.describe()));
+    }
     if m.mode == Mode::Disable {
         notes.push(format!("the workload is {} today", m.describe()));
     }
@@ -589,11 +594,11 @@ fn suggest(
     let (Some(namespace), Some(workload)) = (&peer.namespace, &peer.workload) else {
         return None; // an unknown address has no selector to put in a policy
     };
-    let no_labels = BTreeMap::new();
+    let unknown = PodLabels::Unknown;
     let scope = PolicyScope::Workload {
         namespace,
         workload,
-        labels: known.map_or(&no_labels, |k| k.labels),
+        labels: known.map_or(&unknown, |k| &*k.labels),
     };
     match verdict {
         Readiness::Ready => Some(peer_authentication(&scope, None)),

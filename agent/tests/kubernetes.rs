@@ -397,7 +397,7 @@ fn modes(map: &SharedIdentities) -> Option<BTreeMap<(String, String), String>> {
     let modes = meshwatch::peer_auth::modes_of(
         &policies,
         meshwatch::peer_auth::DEFAULT_ROOT_NAMESPACE,
-        known.iter().map(|k| (k.namespace, k.workload, k.labels)),
+        known.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
     );
     Some(
         modes
@@ -455,8 +455,14 @@ async fn peer_authentications_are_listed_watched_and_resolved() {
         (
             "bookinfo",
             "reviews",
+            "STRICT (workload bookinfo/reviews-v1)",
+            "selected by its `version: v1` label (not only `app` is kept), pod-template-hash aside",
+        ),
+        (
+            "bookinfo",
+            "legacy-db",
             "PERMISSIVE (mesh istio-system/default)",
-            "mesh-wide",
+            "mesh-wide: it has no `version` label, so the selector does not select it",
         ),
         (
             "shop",
@@ -498,6 +504,7 @@ async fn peer_authentications_are_listed_watched_and_resolved() {
     for line in [
         r#"meshwatch_peer_authentication_info{namespace="foo",workload="httpbin",port="",mode="DISABLE",source="workload",policy="foo/httpbin-disable"} 1"#,
         r#"meshwatch_peer_authentication_info{namespace="payments",workload="ledger",port="9090",mode="DISABLE",source="port",policy="payments/ledger-metrics"} 1"#,
+        r#"meshwatch_peer_authentication_info{namespace="bookinfo",workload="reviews",port="",mode="STRICT",source="workload",policy="bookinfo/reviews-v1"} 1"#,
     ] {
         assert!(text.lines().any(|l| l == line), "{line}\n{text}");
     }

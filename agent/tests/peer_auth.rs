@@ -11,11 +11,38 @@ fn root() -> PathBuf {
 }
 
 fn analyze(extra: &[&str]) -> Output {
+    analyze_with(
+        &root().join("../pcaps/istio-migration-before.workloads.yaml"),
+        extra,
+    )
+}
+
+/// The capture's workloads file with the pods' labels added (the bundled one has none).
+fn labelled_workloads() -> PathBuf {
+    let text =
+        std::fs::read_to_string(root().join("../pcaps/istio-migration-before.workloads.yaml"))
+            .expect("workloads file");
+    let labelled = text.replace(
+        "{namespace: bar, workload: httpbin, service_account: httpbin,",
+        "{namespace: bar, workload: httpbin, service_account: httpbin, labels: {app: httpbin, version: v1, pod-template-hash: 5b7c9f8d4},",
+    );
+    assert_ne!(
+        text, labelled,
+        "the workloads file changed: update this test"
+    );
+    let dir = std::env::temp_dir().join(format!("meshwatch-pa-labels-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let path = dir.join("workloads.yaml");
+    std::fs::write(&path, labelled).expect("write");
+    path
+}
+
+fn analyze_with(workloads: &Path, extra: &[&str]) -> Output {
     let pcaps = root().join("../pcaps");
     Command::new(env!("CARGO_BIN_EXE_meshwatch"))
         .arg("analyze")
         .arg("--workloads")
-        .arg(pcaps.join("istio-migration-before.workloads.yaml"))
+        .arg(workloads)
         .arg(pcaps.join("istio-migration-before.pcap"))
         .args(["--progress", "never", "--color", "never"])
         .args(extra)
@@ -42,7 +69,10 @@ fn verdict<'a>(report: &'a Value, ns: &str, w: &str) -> &'a Value {
 
 #[test]
 fn verdicts_show_the_mode_and_broken_clients() {
-    let out = analyze(&["--format", "json", "--peer-authentications", &policies()]);
+    let out = analyze_with(
+        &labelled_workloads(),
+        &["--format", "json", "--peer-authentications", &policies()],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -80,7 +110,10 @@ fn verdicts_show_the_mode_and_broken_clients() {
     assert_eq!(report["mesh"]["verdict"], "broken_clients");
 
     // the table: the mode column and the broken clients
-    let out = analyze(&["--peer-authentications", &policies()]);
+    let out = analyze_with(
+        &labelled_workloads(),
+        &["--peer-authentications", &policies()],
+    );
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("STRICT (namespace foo/default)"), "{table}");
     assert!(
@@ -88,6 +121,32 @@ fn verdicts_show_the_mode_and_broken_clients() {
         "{table}"
     );
     assert!(table.contains("broken: legacy/sleep"), "{table}");
+}
+
+/// A workloads file without labels: whether bar/httpbin's `app: httpbin` policy selects it
+/// cannot be told, and the verdict says so instead of assuming `app: <workload>`; foo's
+/// namespace-wide policy needs no labels.
+#[test]
+fn without_labels_a_selecting_policy_makes_the_mode_unknown() {
+    let out = analyze(&["--format", "json", "--peer-authentications", &policies()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let bar = verdict(&report, "bar", "httpbin");
+    assert_eq!(bar["verdict"], "ready");
+    assert_eq!(bar["peer_authentication"]["mode"], "UNKNOWN", "{bar}");
+    assert_eq!(bar["peer_authentication"]["policy"], "bar/httpbin");
+    assert_eq!(
+        bar["peer_authentication"]["undecided"],
+        "whether bar/httpbin selects it cannot be told: its pod labels are not known"
+    );
+    assert!(!bar["suggested_policy"].is_null(), "{bar}");
+    let foo = verdict(&report, "foo", "httpbin");
+    assert_eq!(foo["verdict"], "broken_clients", "{foo}");
+    assert_eq!(foo["peer_authentication"]["mode"], "STRICT");
 }
 
 #[test]

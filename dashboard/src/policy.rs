@@ -141,9 +141,10 @@ fn quote(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use meshwatch::peer_auth::PodLabels;
     use meshwatch::verdict::{peer_authentication, PolicyScope};
 
-    fn workload_policy(ns: &str, w: &str, labels: &BTreeMap<String, String>) -> String {
+    fn workload_policy(ns: &str, w: &str, labels: &PodLabels) -> String {
         peer_authentication(
             &PolicyScope::Workload {
                 namespace: ns,
@@ -156,8 +157,7 @@ mod tests {
 
     #[test]
     fn rollback_of_a_workload_policy_keeps_name_namespace_and_selector() {
-        let labels = BTreeMap::new();
-        let strict = workload_policy("bar", "httpbin", &labels);
+        let strict = workload_policy("bar", "httpbin", &PodLabels::Unknown);
         let t = target(&strict).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             rollback(&t),
@@ -167,12 +167,15 @@ mod tests {
 
     #[test]
     fn rollback_of_a_port_level_policy_is_plain_permissive() {
-        let labels: BTreeMap<String, String> = [
-            ("app".to_owned(), "web".to_owned()),
-            ("version".to_owned(), "v2".to_owned()),
-        ]
-        .into_iter()
-        .collect();
+        // no `app` label: the selector is every label
+        let labels = PodLabels::declared(
+            [
+                ("tier".to_owned(), "web".to_owned()),
+                ("version".to_owned(), "v2".to_owned()),
+            ]
+            .into_iter()
+            .collect(),
+        );
         let partial = peer_authentication(
             &PolicyScope::Workload {
                 namespace: "foo",
@@ -183,7 +186,9 @@ mod tests {
         );
         let back = rollback(&target(&partial).unwrap_or_else(|e| panic!("{e}")));
         assert!(!back.contains("portLevelMtls"), "{back}");
-        assert!(back.contains("      app: web\n      version: v2\n  mtls:\n    mode: PERMISSIVE\n"));
+        assert!(
+            back.contains("      tier: web\n      version: v2\n  mtls:\n    mode: PERMISSIVE\n")
+        );
     }
 
     #[test]
@@ -202,8 +207,7 @@ mod tests {
     #[test]
     fn hostile_names_round_trip_as_data() {
         let hostile = "x\"; rm -rf / #\nEOF\n<script>alert(1)</script>: true";
-        let labels = BTreeMap::new();
-        let strict = workload_policy(hostile, hostile, &labels);
+        let strict = workload_policy(hostile, hostile, &PodLabels::Unknown);
         let t = target(&strict).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(t.namespace, hostile);
         let back = rollback(&t);

@@ -5,7 +5,10 @@
 //! is stale and gone), `max by` the info labels across agents: every agent hosting a pod of
 //! the workload exports the same labels. While a policy change reaches the agents one by one,
 //! two agents may disagree for a moment: the strictest mode wins (the one that refuses
-//! clients). Workloads on a node whose agent is down have no mode until it is back.
+//! clients). Workloads on a node whose agent is down have no mode until it is back. The same
+//! rule ([`combine`]) joins the modes of several agents' `/api/v1/verdicts` (the dashboard's
+//! `--agent`). An agent that cannot tell (`UNKNOWN`, ordered below every mode) gives way to
+//! one that can.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +17,9 @@ use crate::peer_auth::{EffectiveMode, Mode, ModeSource, PortMode};
 use crate::verdict::Modes;
 
 pub const PEER_AUTH_INFO: &str = "meshwatch_peer_authentication_info";
+/// Why an `UNKNOWN` mode from the agents is unknown (the series does not carry the reason).
+pub const UNDECIDED_BY_AGENT: &str =
+    "the agents cannot tell whether this policy selects it (see an agent's /api/v1/verdicts for why)";
 
 /// The query: the modes of this moment, limited to the workloads of `namespace` when given
 /// (`own` is the `{namespace="…"}` matcher or empty).
@@ -39,7 +45,7 @@ pub fn modes(samples: &[Sample]) -> Modes {
         let (Some(ns), Some(wl)) = (label(s, "namespace"), label(s, "workload")) else {
             continue;
         };
-        let Some(mode) = label(s, "mode").and_then(Mode::parse) else {
+        let Some(mode) = label(s, "mode").and_then(Mode::parse_effective) else {
             continue;
         };
         let Some(source) = label(s, "source").and_then(ModeSource::parse) else {
@@ -54,13 +60,9 @@ pub fn modes(samples: &[Sample]) -> Modes {
                     source,
                     policy: policy.map(str::to_owned),
                     ports: BTreeMap::new(),
+                    undecided: (mode == Mode::Unknown).then(|| UNDECIDED_BY_AGENT.to_owned()),
                 };
-                match workloads.get(&key) {
-                    Some(seen) if !strictest(seen.mode, mode) => {}
-                    _ => {
-                        workloads.insert(key, m);
-                    }
-                }
+                combine(&mut workloads, key, m);
             }
             port => {
                 let Some(port) = port.parse::<u16>().ok().filter(|&p| p != 0) else {
@@ -73,15 +75,45 @@ pub fn modes(samples: &[Sample]) -> Modes {
     }
     for (key, port, p) in ports {
         if let Some(w) = workloads.get_mut(&key) {
-            match w.ports.get(&port) {
-                Some(seen) if !strictest(seen.mode, p.mode) => {}
-                _ => {
-                    w.ports.insert(port, p);
-                }
-            }
+            combine_port(&mut w.ports, port, p);
         }
     }
     workloads
+}
+
+/// Add one source's view of a workload's mode to `modes`: where sources disagree the
+/// strictest wins, for the workload (its mode with its source, policy and reason) and for
+/// each port override.
+pub fn combine(modes: &mut Modes, key: (String, String), m: EffectiveMode) {
+    let Some(seen) = modes.get_mut(&key) else {
+        modes.insert(key, m);
+        return;
+    };
+    let EffectiveMode {
+        mode,
+        source,
+        policy,
+        ports,
+        undecided,
+    } = m;
+    if strictest(seen.mode, mode) {
+        seen.mode = mode;
+        seen.source = source;
+        seen.policy = policy;
+        seen.undecided = undecided;
+    }
+    for (port, p) in ports {
+        combine_port(&mut seen.ports, port, p);
+    }
+}
+
+fn combine_port(ports: &mut BTreeMap<u16, PortMode>, port: u16, p: PortMode) {
+    match ports.get(&port) {
+        Some(seen) if !strictest(seen.mode, p.mode) => {}
+        _ => {
+            ports.insert(port, p);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -143,6 +175,51 @@ mod tests {
             let m = modes(&[samples[order[0]].clone(), samples[order[1]].clone()]);
             assert_eq!(m[&("foo".to_owned(), "web".to_owned())].mode, Mode::Strict);
         }
+    }
+
+    #[test]
+    fn combine_keeps_the_strictest_per_workload_and_port() {
+        let key = || ("foo".to_owned(), "web".to_owned());
+        let mode = |mode, source, policy: &str| EffectiveMode {
+            mode,
+            source,
+            policy: Some(policy.to_owned()),
+            ..EffectiveMode::default()
+        };
+        let mut first = mode(Mode::Permissive, ModeSource::Namespace, "foo/default");
+        first.ports.insert(
+            9090,
+            PortMode {
+                mode: Mode::Strict,
+                policy: "foo/web".into(),
+            },
+        );
+        let mut second = mode(Mode::Strict, ModeSource::Namespace, "foo/default");
+        second.ports.insert(
+            9090,
+            PortMode {
+                mode: Mode::Disable,
+                policy: "foo/web".into(),
+            },
+        );
+        let unknown = EffectiveMode {
+            undecided: Some("why".into()),
+            ..mode(Mode::Unknown, ModeSource::Workload, "foo/v1")
+        };
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let views = [first.clone(), second.clone(), unknown.clone()];
+            let mut m = Modes::new();
+            for i in order {
+                combine(&mut m, key(), views[i].clone());
+            }
+            let web = &m[&key()];
+            assert_eq!((web.mode, web.undecided.as_deref()), (Mode::Strict, None));
+            assert_eq!(web.on_port(9090).0, Mode::Strict, "{order:?}");
+        }
+        // UNKNOWN from the series: parsed, with a reason
+        let m = modes(&[info("foo", "web", "", "UNKNOWN", "workload", "foo/v1")]);
+        assert_eq!(m[&key()].mode, Mode::Unknown);
+        assert_eq!(m[&key()].undecided.as_deref(), Some(UNDECIDED_BY_AGENT));
     }
 
     #[test]

@@ -7,7 +7,9 @@
 //!   - {name: node-1, ips: [10.0.0.5]}
 //! ```
 //!
-//! Optional per workload: `labels` (for the suggested policy's selector) and `node` (the node it
+//! Optional per workload: `labels` (all the pods' labels, for PeerAuthentication selectors: a
+//! selector on a label not listed is taken not to match; without `labels` no selector can be
+//! decided for it, and the suggested policy selects `app: <workload>`) and `node` (the node it
 //! runs on; with the agent's `--node-name`, it decides the `reporter` label; without, every
 //! listed workload counts as local).
 
@@ -19,6 +21,7 @@ use serde::Deserialize;
 
 use super::{uid_hash, IdentityMap, ServiceBackend, Workload};
 use crate::classify::Mesh;
+use crate::peer_auth::PodLabels;
 
 /// Why a workloads file was refused; names the file.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +143,7 @@ impl WorkloadsFile {
                 namespace: e.namespace,
                 workload: e.workload,
                 service_account: e.service_account,
-                labels: e.labels,
+                labels: PodLabels::declared(e.labels),
                 mesh: e.mesh,
             };
             map.add_workload(w.clone());

@@ -16,6 +16,10 @@
 //! `istio.io/dataplane-mode=ambient`, or in a namespace so labelled unless the pod is labelled
 //! `istio.io/dataplane-mode=none`, is in ambient; else it is not in the mesh. The pod's part is
 //! kept per workload ([`PodMesh`]), the namespace's in the map, which combines them.
+//!
+//! A pod's labels are kept for PeerAuthentication selectors ([`PodLabels::of_pod`]: all of
+//! them up to a bound, less the keys Kubernetes sets per pod or per ReplicaSet such as
+//! `pod-template-hash`, so the pods of one rollout intern as one workload).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +34,7 @@ use kube::{Api, Client};
 
 use super::{uid_hash, SharedIdentities, Workload};
 pub use super::{PodIdentity, PodMesh};
+use crate::peer_auth::PodLabels;
 use services::{
     service_entry, service_key, slice_entry, ServiceEntry, ServiceKey, ServiceTable, SliceEntry,
     SERVICE_NAME_LABEL,
@@ -82,11 +87,6 @@ pub fn pod_identity(pod: &Pod, this_node: Option<&str>) -> Option<PodIdentity> {
         Some(o) => o.name.clone(),
         None => name,
     };
-    let selector_labels = ["app", "app.kubernetes.io/name"]
-        .iter()
-        .find_map(|k| labels.get(*k).map(|v| ((*k).to_owned(), v.clone())))
-        .into_iter()
-        .collect();
     Some(PodIdentity {
         uid: uid_hash(meta.uid.as_deref().unwrap_or_default()),
         ips,
@@ -97,7 +97,7 @@ pub fn pod_identity(pod: &Pod, this_node: Option<&str>) -> Option<PodIdentity> {
                 .unwrap_or_else(|| "default".to_owned()),
             workload,
             service_account: spec.service_account_name.clone(),
-            labels: selector_labels,
+            labels: PodLabels::of_pod(labels),
             mesh: None,
         },
         local: match (this_node, spec.node_name.as_deref()) {

@@ -26,8 +26,12 @@ fn selecting(mut p: PeerAuthentication, sel: &[(&str, &str)]) -> PeerAuthenticat
 const T1: &str = "2024-01-01T00:00:00Z";
 const T2: &str = "2024-06-01T00:00:00Z";
 
-fn httpbin() -> BTreeMap<String, String> {
-    labels(&[("app", "httpbin"), ("version", "v1")])
+fn httpbin() -> PodLabels {
+    PodLabels::of_pod(labels(&[
+        ("app", "httpbin"),
+        ("version", "v1"),
+        ("pod-template-hash", "5b7c9f8d4"),
+    ]))
 }
 
 fn of(policies: &[PeerAuthentication]) -> EffectiveMode {
@@ -306,25 +310,174 @@ metadata:
     assert!(parse_list(":\n - ]").is_err());
 }
 
+/// Every pod label counts: a `version` selector selects, an `istio: ingressgateway` one does
+/// not, and the pod-template-hash (another per ReplicaSet) breaks neither.
 #[test]
-fn modes_of_takes_app_workload_when_no_labels_are_known() {
+fn selectors_match_on_any_pod_label() {
+    let ns = pa("foo", "default", T1, Mode::Permissive);
+    let v1 = selecting(
+        pa("foo", "v1-strict", T2, Mode::Strict),
+        &[("version", "v1")],
+    );
+    let m = of(&[ns.clone(), v1]);
+    assert_eq!((m.mode, m.source), (Mode::Strict, ModeSource::Workload));
+    assert_eq!(m.policy.as_deref(), Some("foo/v1-strict"));
+    let gw = selecting(
+        pa("foo", "gateway", T1, Mode::Disable),
+        &[("istio", "ingressgateway")],
+    );
+    let m = of(&[ns, gw]);
+    assert_eq!(
+        (m.mode, m.source),
+        (Mode::Permissive, ModeSource::Namespace)
+    );
+    assert!(m.is_known() && m.undecided.is_none());
+}
+
+/// Labels not known: a selector policy makes the mode unknown, never `app: <workload>`; with
+/// no selector in the namespace the labels are not needed.
+#[test]
+fn unknown_labels_make_a_selecting_policy_unknown() {
+    let ns = pa("foo", "default", T1, Mode::Strict);
+    let v1 = selecting(pa("foo", "v1-off", T2, Mode::Disable), &[("version", "v1")]);
+    let m = resolve(
+        &[ns.clone(), v1],
+        DEFAULT_ROOT_NAMESPACE,
+        "foo",
+        &PodLabels::Unknown,
+    );
+    assert_eq!((m.mode, m.source), (Mode::Unknown, ModeSource::Workload));
+    assert_eq!(m.policy.as_deref(), Some("foo/v1-off"));
+    let why = m.undecided.clone().unwrap_or_default();
+    assert!(why.contains("labels are not known"), "{why}");
+    assert!(
+        m.describe().starts_with("UNKNOWN (workload foo/v1-off): "),
+        "{}",
+        m.describe()
+    );
+    // a selector elsewhere does not matter
+    let elsewhere = selecting(pa("bar", "v1-off", T1, Mode::Disable), &[("version", "v1")]);
+    let m = resolve(
+        &[ns, elsewhere],
+        DEFAULT_ROOT_NAMESPACE,
+        "foo",
+        &PodLabels::Unknown,
+    );
+    assert_eq!((m.mode, m.source), (Mode::Strict, ModeSource::Namespace));
+}
+
+/// Over the bounds: unknown, with that reason.
+#[test]
+fn too_many_labels_make_a_selecting_policy_unknown() {
+    let many: BTreeMap<String, String> = (0..=MAX_POD_LABELS)
+        .map(|i| (format!("k{i}"), "v".to_owned()))
+        .chain([("app".to_owned(), "httpbin".to_owned())])
+        .collect();
     let p = [selecting(
         pa("foo", "httpbin", T1, Mode::Strict),
         &[("app", "httpbin")],
     )];
-    let none = BTreeMap::new();
-    let other = labels(&[("app", "web")]);
+    let m = resolve(&p, DEFAULT_ROOT_NAMESPACE, "foo", &PodLabels::of_pod(many));
+    assert_eq!(m.mode, Mode::Unknown);
+    let why = m.undecided.unwrap_or_default();
+    assert!(why.contains("more than 64 labels"), "{why}");
+}
+
+/// A selector on a per-pod key (`pod-template-hash`) cannot be told for the workload.
+#[test]
+fn a_selector_on_a_per_pod_key_is_unknown() {
+    let p = [selecting(
+        pa("foo", "one-rs", T1, Mode::Strict),
+        &[("pod-template-hash", "5b7c9f8d4")],
+    )];
+    let m = of(&p);
+    assert_eq!(m.mode, Mode::Unknown);
+    let why = m.undecided.unwrap_or_default();
+    assert!(
+        why.contains("`pod-template-hash` differs from pod to pod"),
+        "{why}"
+    );
+}
+
+/// An undecided policy matters only when it would win: older than the oldest sure match.
+#[test]
+fn an_undecided_policy_matters_only_if_it_is_older_than_the_sure_match() {
+    let v1 = PodLabels::of_pod(labels(&[("app", "httpbin"), ("version", "v1")]));
+    let v2 = PodLabels::of_pod(labels(&[("app", "httpbin"), ("version", "v2")]));
+    let split = v1.merge(&v2);
+    let sure = |t| selecting(pa("foo", "app", t, Mode::Strict), &[("app", "httpbin")]);
+    let unsure = |t| selecting(pa("foo", "v1", t, Mode::Disable), &[("version", "v1")]);
+    let m = resolve(
+        &[sure(T1), unsure(T2)],
+        DEFAULT_ROOT_NAMESPACE,
+        "foo",
+        &split,
+    );
+    assert_eq!(
+        (m.mode, m.policy.as_deref()),
+        (Mode::Strict, Some("foo/app"))
+    );
+    let m = resolve(
+        &[sure(T2), unsure(T1)],
+        DEFAULT_ROOT_NAMESPACE,
+        "foo",
+        &split,
+    );
+    assert_eq!(
+        (m.mode, m.policy.as_deref()),
+        (Mode::Unknown, Some("foo/v1"))
+    );
+    let why = m.undecided.unwrap_or_default();
+    assert!(
+        why.contains("its pods disagree on label `version`"),
+        "{why}"
+    );
+    // a label no pod carries decides `false` whatever the undecided one
+    let never = selecting(
+        pa("foo", "never", T1, Mode::Disable),
+        &[("version", "v1"), ("app", "web")],
+    );
+    let m = resolve(&[never], DEFAULT_ROOT_NAMESPACE, "foo", &split);
+    assert_eq!((m.mode, m.source), (Mode::Permissive, ModeSource::Default));
+}
+
+/// `modes_of`: a workload listed with pods that disagree is judged on what they share; a
+/// listing without labels adds nothing to one with labels; no labels at all is unknown.
+#[test]
+fn modes_of_merges_the_listings_of_one_workload() {
+    let p = [selecting(
+        pa("foo", "v1", T1, Mode::Strict),
+        &[("version", "v1")],
+    )];
+    let v1 = PodLabels::of_pod(labels(&[("app", "httpbin"), ("version", "v1")]));
+    let v2 = PodLabels::of_pod(labels(&[("app", "httpbin"), ("version", "v2")]));
+    let none = PodLabels::Unknown;
     let m = modes_of(
         &p,
         DEFAULT_ROOT_NAMESPACE,
         [
-            ("foo", "httpbin", &none),
-            ("foo", "web", &other),
+            ("foo", "httpbin", &v1),
+            ("foo", "httpbin", &v2),
+            ("foo", "web", &none),
+            ("foo", "web", &v1),
             ("foo", "sleep", &none),
+            ("foo", "other", &v2),
         ],
     );
-    let of = |w: &str| m.get(&("foo".to_owned(), w.to_owned())).map(|e| e.source);
-    assert_eq!(of("httpbin"), Some(ModeSource::Workload));
-    assert_eq!(of("web"), Some(ModeSource::Default));
-    assert_eq!(of("sleep"), Some(ModeSource::Default));
+    let of = |w: &str| m.get(&("foo".to_owned(), w.to_owned())).map(|e| e.mode);
+    assert_eq!(of("httpbin"), Some(Mode::Unknown));
+    assert_eq!(of("web"), Some(Mode::Strict));
+    assert_eq!(of("sleep"), Some(Mode::Unknown));
+    assert_eq!(of("other"), Some(Mode::Permissive));
+    assert_eq!(m.len(), 4);
+}
+
+#[test]
+fn unknown_is_no_api_mode() {
+    assert_eq!(Mode::parse("UNKNOWN"), None);
+    assert_eq!(Mode::parse_effective("UNKNOWN"), Some(Mode::Unknown));
+    assert_eq!(Mode::parse_effective("STRICT"), Some(Mode::Strict));
+    let pa = serde_json::json!({"metadata": {"namespace": "a", "name": "b"},
+        "spec": {"mtls": {"mode": "UNKNOWN"}}});
+    assert!(from_value(&pa).is_err());
 }

@@ -3,17 +3,19 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
+use crate::peer_auth::{PodLabels, APP_KEYS};
+
 /// Istio's root namespace, where a mesh-wide policy lives.
 pub const ROOT_NAMESPACE: &str = "istio-system";
 
 /// What the policy applies to.
 #[derive(Debug, Clone, Copy)]
 pub enum PolicyScope<'a> {
-    /// One workload, selected by its labels (`app: <workload>` when none are known).
+    /// One workload, selected by its labels ([`selector`]).
     Workload {
         namespace: &'a str,
         workload: &'a str,
-        labels: &'a BTreeMap<String, String>,
+        labels: &'a PodLabels,
     },
     Namespace(&'a str),
     Mesh,
@@ -45,11 +47,8 @@ pub fn peer_authentication(scope: &PolicyScope<'_>, strict_ports: Option<&[u16]>
     } = scope
     {
         y.push_str("  selector:\n    matchLabels:\n");
-        if labels.is_empty() {
-            let _ = writeln!(y, "      app: {}", quote(workload));
-        }
-        for (k, v) in labels.iter() {
-            let _ = writeln!(y, "      {}: {}", quote(k), quote(v));
+        for (k, v) in selector(workload, labels) {
+            let _ = writeln!(y, "      {}: {}", quote(&k), quote(&v));
         }
     }
     match strict_ports {
@@ -62,6 +61,28 @@ pub fn peer_authentication(scope: &PolicyScope<'_>, strict_ports: Option<&[u16]>
         }
     }
     y
+}
+
+/// The labels a workload's policy selects it by: its `app` (or `app.kubernetes.io/name`) label
+/// when every pod carries it; else every label all its pods carry alike, less Istio's own
+/// (`*istio.io/…`, set on every injected pod of the mesh); with none of these known,
+/// `app: <workload>`.
+fn selector(workload: &str, labels: &PodLabels) -> BTreeMap<String, String> {
+    if let Some((k, v)) = APP_KEYS.iter().find_map(|k| labels.get(k).map(|v| (*k, v))) {
+        return BTreeMap::from([(k.to_owned(), v.to_owned())]);
+    }
+    let own: BTreeMap<String, String> = labels
+        .common()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| !k.contains("istio.io/"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if own.is_empty() {
+        BTreeMap::from([("app".to_owned(), workload.to_owned())])
+    } else {
+        own
+    }
 }
 
 /// Kubernetes names are DNS labels and need no quoting; anything else is quoted.

@@ -57,13 +57,13 @@ fn find<'a>(v: &'a Verdicts, dest: &Peer) -> &'a Verdict {
         .expect("verdict for destination")
 }
 
-static NO_LABELS: BTreeMap<String, String> = BTreeMap::new();
+static NO_LABELS: PodLabels = PodLabels::Unknown;
 
 fn workload<'a>(ns: &'a str, name: &'a str) -> KnownWorkload<'a> {
     KnownWorkload {
         namespace: ns,
         workload: name,
-        labels: &NO_LABELS,
+        labels: std::borrow::Cow::Borrowed(&NO_LABELS),
         mesh: None,
     }
 }
@@ -277,7 +277,7 @@ fn a_workload_outside_the_mesh_is_not_judged() {
         edge(ip("10.3.3.3"), d.clone(), 5432, Security::Plaintext, 4),
         edge(wl("a", "c"), d.clone(), 5432, Security::IstioMtls, 9),
     ];
-    let v = evaluate(&edges, &Policy::default(), &[known]);
+    let v = evaluate(&edges, &Policy::default(), &[known.clone()]);
     let w = find(&v, &d);
     assert_eq!(w.verdict, Readiness::NotInMesh);
     assert!(w.reason.contains("STRICT has no effect"), "{}", w.reason);
@@ -415,21 +415,67 @@ fn namespace_and_mesh_roll_ups() {
 fn policy_yaml_quotes_what_yaml_would_retype() {
     let labels: std::collections::BTreeMap<String, String> = [
         ("version".to_owned(), "1".to_owned()),
-        ("app".to_owned(), "web".to_owned()),
+        ("tier".to_owned(), "web".to_owned()),
     ]
     .into();
     let y = peer_authentication(
         &PolicyScope::Workload {
             namespace: "a",
             workload: "web",
-            labels: &labels,
+            labels: &PodLabels::of_pod(labels),
         },
         None,
     );
     assert!(
-        y.contains("version: \"1\"") && y.contains("app: web"),
+        y.contains("version: \"1\"") && y.contains("tier: web"),
         "{y}"
     );
+}
+
+/// The suggested selector: `app` (or `app.kubernetes.io/name`) alone when all pods carry it;
+/// else the labels all pods carry alike, less Istio's; else `app: <workload>`.
+#[test]
+fn suggested_selector_prefers_app_then_the_common_labels() {
+    let pods = |pairs: &[(&str, &str)]| {
+        PodLabels::of_pod(
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )
+    };
+    let selector_of = |labels: &PodLabels| {
+        let y = peer_authentication(
+            &PolicyScope::Workload {
+                namespace: "a",
+                workload: "web",
+                labels,
+            },
+            None,
+        );
+        let start = y.find("matchLabels:\n").map_or(0, |i| i + 13);
+        let end = y.find("  mtls:").unwrap_or(y.len());
+        y.get(start..end).unwrap_or_default().to_owned()
+    };
+    let app = pods(&[
+        ("app", "web-app"),
+        ("version", "v1"),
+        ("pod-template-hash", "5b7c9f8d4"),
+    ]);
+    assert_eq!(selector_of(&app), "      app: web-app\n");
+    let named = pods(&[("app.kubernetes.io/name", "web"), ("tier", "front")]);
+    assert_eq!(selector_of(&named), "      app.kubernetes.io/name: web\n");
+    let neither = pods(&[
+        ("istio", "ingressgateway"),
+        ("security.istio.io/tlsMode", "istio"),
+        ("pod-template-hash", "5b7c9f8d4"),
+    ]);
+    assert_eq!(selector_of(&neither), "      istio: ingressgateway\n");
+    // pods that disagree on `app`: their common labels
+    let split = pods(&[("app", "web"), ("tier", "front")])
+        .merge(&pods(&[("app", "web2"), ("tier", "front")]));
+    assert_eq!(selector_of(&split), "      tier: front\n");
+    assert_eq!(selector_of(&PodLabels::Unknown), "      app: web\n");
 }
 
 /// Plaintext from a node to an app port is a kubelet probe with the rewrite off, a hostNetwork
@@ -526,6 +572,7 @@ fn effective(mode: Mode, source: crate::peer_auth::ModeSource, policy: &str) -> 
         source,
         policy: Some(policy.to_owned()),
         ports: BTreeMap::new(),
+        undecided: None,
     }
 }
 
@@ -724,4 +771,47 @@ fn a_namespace_already_strict_gets_no_policy_again() {
     ]);
     let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&one));
     assert!(v.namespaces[0].suggested_policy.is_some());
+}
+
+/// A mode that cannot be told is shown as unknown, with why: plaintext to it is an ordinary
+/// blocker (not broken clients), and a ready workload still gets its policy.
+#[test]
+fn an_unknown_mode_is_said_and_never_taken_for_strict() {
+    let d = wl("foo", "httpbin");
+    let edges = [
+        edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10),
+        edge(wl("legacy", "x"), d.clone(), 8000, Security::Plaintext, 3),
+    ];
+    let unknown = EffectiveMode {
+        mode: Mode::Unknown,
+        source: ModeSource::Workload,
+        policy: Some("foo/v1-strict".into()),
+        ports: BTreeMap::new(),
+        undecided: Some(
+            "whether foo/v1-strict selects it cannot be told: its pods disagree on label `version`"
+                .into(),
+        ),
+    };
+    let m = modes(&[("foo", "httpbin", unknown.clone())]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Blocked);
+    assert!(w.blockers.iter().all(|b| !b.broken));
+    assert!(
+        w.reason.ends_with(
+            "; the mode today is UNKNOWN (workload foo/v1-strict): whether foo/v1-strict selects it cannot be told: its pods disagree on label `version`"
+        ),
+        "{}",
+        w.reason
+    );
+    let json = serde_json::to_value(w).unwrap_or_default();
+    assert_eq!(json["peer_authentication"]["mode"], "UNKNOWN");
+    assert!(json["peer_authentication"]["undecided"]
+        .as_str()
+        .is_some_and(|s| s.contains("`version`")));
+    let ready = evaluate_with_modes(&edges[..1], &Policy::default(), &[], Some(&m));
+    let w = find(&ready, &d);
+    assert_eq!(w.verdict, Readiness::Ready);
+    assert!(w.suggested_policy.is_some());
+    assert!(ready.namespaces[0].suggested_policy.is_some());
 }

@@ -1,19 +1,24 @@
 //! `--agent URL` (repeatable): each agent's `/api/v1/edges` summed into one set of edges and
-//! judged here with `meshwatch::verdict::evaluate`, the one verdict implementation.
+//! judged here with `meshwatch::verdict::evaluate_with_modes`, the one verdict implementation.
 //!
 //! Each connection is in exactly one agent's edges: the agent of the destination pod's node
 //! reports it (`reporter="destination"`); the client's agent only when the destination is no
 //! pod of the cluster. So the edges of all agents add up — an edge in several agents' answers is
 //! a workload with pods on several nodes. What the agents know of workloads (outside the mesh,
 //! idle, their labels) comes from their `/api/v1/verdicts`; an agent that cannot be read makes
-//! the evidence incomplete (its node's connections are missing).
+//! the evidence incomplete (its node's connections are missing). The agents that watch the
+//! PeerAuthentications give each verdict the workload's mode today (`peer_authentication`):
+//! combined as the Prometheus view does ([`meshwatch::cluster::modes::combine`]: the strictest
+//! where agents disagree), and unknown (not PERMISSIVE) when no agent gives any.
 
 use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use meshwatch::aggregate::{Edge, EdgeKey, EdgeStats};
 use meshwatch::classify::Mesh;
-use meshwatch::verdict::{evaluate, KnownWorkload, Policy};
+use meshwatch::cluster::modes::combine;
+use meshwatch::peer_auth::PodLabels;
+use meshwatch::verdict::{evaluate_with_modes, KnownWorkload, Modes, Policy};
 use serde::Deserialize;
 
 use super::access::Access;
@@ -241,10 +246,11 @@ fn key_of(e: &Edge) -> EdgeKey {
 }
 
 /// What the agents know of a workload: outside the mesh (any agent says so) and the labels of
-/// the policy an agent suggested for it (else the engine's default `app: <workload>`).
+/// the policy an agent suggested for it (for the suggested policy here; no selector is decided
+/// from them: the modes come resolved from the agents).
 #[derive(Debug, Default)]
 struct Known {
-    labels: BTreeMap<String, String>,
+    labels: PodLabels,
     not_in_mesh: bool,
 }
 
@@ -262,10 +268,22 @@ fn known_workloads(agents: &[AgentData]) -> BTreeMap<(String, String), Known> {
             .and_then(|y| crate::policy::target(y).ok())
             .and_then(|t| t.selector);
         if let Some(labels) = selector {
-            k.labels = labels;
+            k.labels = PodLabels::declared(labels);
         }
     }
     known
+}
+
+/// The modes the agents give (`None` when none watches the PeerAuthentications).
+fn agents_modes(agents: &[AgentData]) -> Option<Modes> {
+    let mut modes = Modes::new();
+    for v in agents.iter().flat_map(|a| &a.verdicts) {
+        let (Some((ns, w)), Some(m)) = (v.destination.workload_name(), &v.mode) else {
+            continue;
+        };
+        combine(&mut modes, (ns.to_owned(), w.to_owned()), m.clone());
+    }
+    (!modes.is_empty()).then_some(modes)
 }
 
 /// What the agents' answers (and silences) say about the evidence.
@@ -332,7 +350,7 @@ pub fn judge(
         .map(|((ns, w), k)| KnownWorkload {
             namespace: ns,
             workload: w,
-            labels: &k.labels,
+            labels: std::borrow::Cow::Borrowed(&k.labels),
             mesh: k.not_in_mesh.then_some(Mesh::None),
         })
         .collect();
@@ -341,7 +359,8 @@ pub fn judge(
         evidence_incomplete: policy.evidence_incomplete || incomplete,
         ..policy.clone()
     };
-    let verdicts = evaluate(&edges, &judged_with, &known_views);
+    let modes = agents_modes(up);
+    let verdicts = evaluate_with_modes(&edges, &judged_with, &known_views, modes.as_ref());
     let views = VerdictsView::from_engine(&verdicts)?;
     let evidence = Evidence {
         evidence_incomplete: judged_with.evidence_incomplete,

@@ -35,6 +35,33 @@ async fn fake_agent(n: u8) -> SocketAddr {
     serve_router(r).await
 }
 
+/// Node `n`'s answers, its verdicts carrying the modes given (`(namespace, workload, mode)`):
+/// an agent that watches the PeerAuthentications.
+async fn fake_agent_with_modes(n: u8, modes: &[(&str, &str, serde_json::Value)]) -> SocketAddr {
+    let mut verdicts: serde_json::Value =
+        serde_json::from_str(&answer(&format!("node-{n}.verdicts.json"))).unwrap_or_default();
+    for v in verdicts["verdicts"].as_array_mut().into_iter().flatten() {
+        for (ns, w, mode) in modes {
+            if v["namespace"] == *ns && v["workload"] == *w {
+                v["peer_authentication"] = mode.clone();
+            }
+        }
+    }
+    let mut r = Router::new();
+    for what in ["edges", "verdicts", "status"] {
+        let body = if what == "verdicts" {
+            verdicts.to_string()
+        } else {
+            answer(&format!("node-{n}.{what}.json"))
+        };
+        r = r.route(
+            &format!("/api/v1/{what}"),
+            route_get(move || async move { ([(header::CONTENT_TYPE, "application/json")], body) }),
+        );
+    }
+    serve_router(r).await
+}
+
 /// An address where nothing listens.
 async fn dead_address() -> SocketAddr {
     let l = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -214,4 +241,66 @@ async fn an_agent_down_is_named_and_nothing_is_ready_without_it() {
         &format!("no agent answered: http://{dead} (/api/v1/edges: cannot connect"),
     );
     assert_eq!(get(none, "/api/overview").await.status, 503);
+}
+
+/// Agents that watch the PeerAuthentications: the verdicts show each workload's mode today,
+/// the strictest where the agents disagree (one has seen a policy change the other has not
+/// yet), an unknown mode as unknown; a STRICT workload that still receives plaintext has
+/// broken clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_modes_are_shown_the_strictest_winning() {
+    let ns_mode = |mode: &str| serde_json::json!({"mode": mode, "source": "namespace", "policy": "foo/default"});
+    let unknown = serde_json::json!({"mode": "UNKNOWN", "source": "workload",
+        "policy": "bar/v1-strict",
+        "undecided": "whether bar/v1-strict selects it cannot be told: its pods disagree on label `version`"});
+    let a1 = fake_agent_with_modes(
+        1,
+        &[
+            ("foo", "httpbin", ns_mode("PERMISSIVE")),
+            ("bar", "httpbin", unknown.clone()),
+        ],
+    )
+    .await;
+    let a2 = fake_agent_with_modes(
+        2,
+        &[
+            ("foo", "httpbin", ns_mode("STRICT")),
+            ("bar", "httpbin", unknown),
+        ],
+    )
+    .await;
+    let urls = [format!("http://{a1}"), format!("http://{a2}")];
+    let addr = serve_app(agents_app(&urls).await).await;
+    let s = get(addr, "/api/snapshot").await.json();
+    let verdicts: Vec<VerdictView> =
+        serde_json::from_value(s["verdicts"].clone()).unwrap_or_else(|e| panic!("{e}"));
+    let foo = find(&verdicts, "foo", "httpbin");
+    assert_eq!(
+        foo.mode.as_ref().map(|m| m.describe()).as_deref(),
+        Some("STRICT (namespace foo/default)")
+    );
+    assert_eq!(foo.verdict, Readiness::BrokenClients, "{}", foo.reason);
+    assert!(foo.blockers.iter().all(|b| b.broken));
+    let bar = find(&verdicts, "bar", "httpbin");
+    assert_eq!(bar.verdict, Readiness::Ready);
+    assert_eq!(
+        bar.mode.as_ref().map(|m| m.mode),
+        Some(meshwatch::peer_auth::Mode::Unknown)
+    );
+    assert!(
+        bar.reason.contains("its pods disagree on label `version`"),
+        "{}",
+        bar.reason
+    );
+    assert!(
+        find(&verdicts, "foo", "sleep").mode.is_none(),
+        "no agent gave its mode"
+    );
+    let w = page(addr, "/workload?ns=foo&name=httpbin").await;
+    has(
+        &w,
+        "PeerAuthentication today: <strong>STRICT (namespace foo/default)</strong>",
+    );
+    let w = page(addr, "/workload?ns=bar&name=httpbin").await;
+    has(&w, "PeerAuthentication today: <strong>UNKNOWN (workload bar/v1-strict): whether bar/v1-strict selects it cannot be told: its pods disagree on label `version`</strong>");
 }

@@ -42,7 +42,7 @@ fn hostile_workloads() -> String {
     let big = big();
     format!(
         "workloads:\n\
-  - {{namespace: {bar}, workload: {a}, ips: [\"10.244.1.21\"], labels: {{app: {a}, {s}: {js}}}}}\n\
+  - {{namespace: {bar}, workload: {a}, ips: [\"10.244.1.21\"], labels: {{tier: {a}, {s}: {js}}}}}\n\
   - {{namespace: {bar}, workload: {qt}, ips: [\"10.244.1.22\"]}}\n\
   - {{namespace: {foo}, workload: {big}, ips: [\"10.244.1.11\"]}}\n\
   - {{namespace: {foo}, workload: {js}, ips: [\"10.244.1.12\"]}}\n\
@@ -210,11 +210,14 @@ async fn hostile_names_are_text_on_every_page_and_data_in_every_api() {
     )
     .await;
     // the YAML the engine wrote for these names (quoted YAML strings), escaped as HTML text
-    let labels: std::collections::BTreeMap<String, String> = [
-        ("app".to_owned(), H_ATTR.to_owned()),
-        (H_SCRIPT.to_owned(), H_JS.to_owned()),
-    ]
-    .into();
+    // no `app` label: the selector is every label, the hostile key among them
+    let labels = meshwatch::peer_auth::PodLabels::declared(
+        [
+            ("tier".to_owned(), H_ATTR.to_owned()),
+            (H_SCRIPT.to_owned(), H_JS.to_owned()),
+        ]
+        .into(),
+    );
     let strict = peer_authentication(
         &PolicyScope::Workload {
             namespace: H_SCRIPT,

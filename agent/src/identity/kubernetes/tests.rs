@@ -108,10 +108,7 @@ fn owners_resolve_like_istio() {
     let web = ids[2].as_ref().expect("web-0");
     assert_eq!(web.ips, [ip("10.244.1.30"), ip("fd00:10:244:1::1e")]);
     assert_eq!(
-        web.workload
-            .labels
-            .get("app.kubernetes.io/name")
-            .map(String::as_str),
+        web.workload.labels.get("app.kubernetes.io/name"),
         Some("web")
     );
     assert_eq!(cronjob_of("backup-29012345"), Some("backup"));
@@ -171,7 +168,7 @@ fn list_watch_relist() {
             other => panic!("IP reuse lost the new pod: {other:?}"),
         };
         assert_eq!(w.workload, "httpbin");
-        assert_eq!(w.labels.get("app").map(String::as_str), Some("httpbin"));
+        assert_eq!(w.labels.get("app"), Some("httpbin"));
     }
     relist(&mut applier, pods(PODS_2));
     let m = map.read().expect("map");
