@@ -699,3 +699,32 @@ fn a_midstream_connection_is_announced_after_its_views_had_time() {
         "once"
     );
 }
+
+proptest! {
+    /// Eviction's choice: the `n` smallest `(last seen, key)` pairs, as sorting them all says —
+    /// with many flows seen at the same moment (ties broken by key).
+    #[test]
+    fn oldest_are_the_smallest_time_key_pairs(
+        ages in proptest::collection::vec((0u64..6, any::<[u8; 4]>(), any::<u16>()), 0..80),
+        n in 0usize..90,
+    ) {
+        let mut pairs: Vec<(u64, FlowKey)> = ages
+            .iter()
+            .map(|(t, ip, port)| {
+                (*t, FlowKey::new((IpAddr::from(*ip), *port), (IpAddr::from([10, 0, 0, 1]), 80)).0)
+            })
+            .collect();
+        // one age per key, as in a table
+        pairs.sort_unstable_by_key(|p| p.1);
+        pairs.dedup_by_key(|p| p.1);
+        let mut want: Vec<FlowKey> = {
+            let mut sorted = pairs.clone();
+            sorted.sort_unstable();
+            sorted.into_iter().take(n).map(|p| p.1).collect()
+        };
+        let mut got = super::table::oldest(pairs.iter().copied(), n);
+        want.sort_unstable();
+        got.sort_unstable();
+        prop_assert_eq!(got, want);
+    }
+}
