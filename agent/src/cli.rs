@@ -300,6 +300,8 @@ Examples:
   meshwatch verdicts --prometheus http://prometheus:9090
   meshwatch verdicts --prometheus http://prometheus:9090 --window 7d --namespace foo
   meshwatch verdicts --prometheus https://thanos-query.monitoring:9090 --format json > cluster.json
+  meshwatch verdicts --prometheus https://prometheus-k8s.monitoring:9091 \\
+    --ca /etc/meshwatch/ca.crt --token-file /var/run/secrets/kubernetes.io/serviceaccount/token
 
 Counts each connection of the window once across the agents (also with older agents, which
 reported a connection between two nodes from both), from its first sample on, through agent
@@ -349,6 +351,25 @@ pub struct PrometheusArgs {
     /// Judge only the destinations of this namespace.
     #[arg(long, value_name = "NAMESPACE", env = "MESHWATCH_NAMESPACE")]
     pub namespace: Option<String>,
+
+    /// PEM bundle of the CAs that sign Prometheus' certificate (an https:// URL behind
+    /// kube-rbac-proxy or an ingress); without it the bundled webpki (Mozilla) roots are trusted.
+    #[arg(long, value_name = "FILE", env = "MESHWATCH_PROMETHEUS_CA")]
+    pub ca: Option<std::path::PathBuf>,
+
+    /// A file holding the bearer token sent to Prometheus (e.g. a service-account token). Only
+    /// sent over https://.
+    #[arg(long, value_name = "FILE", env = "MESHWATCH_PROMETHEUS_TOKEN_FILE")]
+    pub token_file: Option<std::path::PathBuf>,
+
+    /// LABS ONLY: accept any certificate from Prometheus. The traffic is encrypted, but whoever
+    /// sits on the path can read the token and forge the answers.
+    #[arg(
+        long,
+        conflicts_with = "ca",
+        env = "MESHWATCH_PROMETHEUS_INSECURE_SKIP_VERIFY"
+    )]
+    pub insecure_skip_verify: bool,
 
     #[command(flatten)]
     pub verdict: VerdictArgs,

@@ -7,9 +7,11 @@
 //! ([`series`]) and judges them with [`crate::verdict::evaluate_with_modes`], the one
 //! implementation — with each workload's PeerAuthentication mode when agents export it
 //! ([`modes`]).
-//! [`command`] is `meshwatch verdicts` and `meshwatch check`.
+//! [`command`] is `meshwatch verdicts` and `meshwatch check`; [`credentials`] reads `--ca` and
+//! `--token-file` for them and for the dashboard.
 
 pub mod command;
+pub mod credentials;
 mod http;
 pub mod modes;
 pub mod promql;
@@ -84,7 +86,18 @@ pub fn from_prometheus(
     policy: &Policy,
     namespace: Option<&str>,
 ) -> Result<ClusterReport, ClusterError> {
-    let client = Client::new(url)?;
+    from_prometheus_with(url, &Access::default(), window, policy, namespace)
+}
+
+/// [`from_prometheus`] reached with `access` (a CA, a bearer token, or no verification).
+pub fn from_prometheus_with(
+    url: &str,
+    access: &Access,
+    window: Duration,
+    policy: &Policy,
+    namespace: Option<&str>,
+) -> Result<ClusterReport, ClusterError> {
+    let client = Client::with_access(url, access)?;
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -2,6 +2,8 @@
 //! answers recorded from a real Prometheus scraping two agents (tests/live/cluster_e2e.py
 //! --record): the report, its JSON, `verdicts` and `check` with their exit codes, and every
 //! error — unreachable, a bad URL, a refused query, not Prometheus, no agents, no connections.
+//! The same server behind TLS with a bearer token (a test CA) checks `--ca`, `--token-file`
+//! and `--insecure-skip-verify`.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -35,7 +37,58 @@ fn serve(handler: Arc<Handler>) -> String {
     url
 }
 
-fn answer(mut stream: TcpStream, handler: &Handler) {
+/// The same behind TLS (a certificate for 127.0.0.1 signed by a fresh CA), answering 401
+/// without `Authorization: Bearer {token}`; returns the base URL and the CA's PEM.
+fn serve_tls(handler: Arc<Handler>, token: &'static str) -> (String, String) {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).expect("ca").pem();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let issuer = rcgen::Issuer::from_params(&ca_params, &ca_key);
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &issuer)
+        .expect("leaf");
+    let certs = vec![CertificateDer::from_pem_slice(leaf.pem().as_bytes()).expect("cert")];
+    let key = PrivateKeyDer::from_pem_slice(key.serialize_pem().as_bytes()).expect("key");
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .expect("config");
+    let config = Arc::new(config);
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("https://{}", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let (handler, config) = (handler.clone(), config.clone());
+            std::thread::spawn(move || {
+                let Ok(tls) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                answer_with(
+                    rustls::StreamOwned::new(tls, stream),
+                    &*handler,
+                    Some(token),
+                );
+            });
+        }
+    });
+    (url, ca_pem)
+}
+
+fn answer(stream: TcpStream, handler: &Handler) {
+    answer_with(stream, handler, None);
+}
+
+/// Answer one request; with `token`, only one that carries it as a bearer token.
+fn answer_with(mut stream: impl Read + Write, handler: &Handler, token: Option<&str>) {
     let mut request = Vec::new();
     let mut buf = [0u8; 4096];
     while !request.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -52,7 +105,18 @@ fn answer(mut stream: TcpStream, handler: &Handler) {
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (decode(k), decode(v)))
         .collect();
-    let (status, body) = handler(path, &params);
+    let authorized = token.is_none_or(|t| {
+        text.lines().any(|l| {
+            l.split_once(':').is_some_and(|(name, value)| {
+                name.eq_ignore_ascii_case("authorization") && value.trim() == format!("Bearer {t}")
+            })
+        })
+    });
+    let (status, body) = if authorized {
+        handler(path, &params)
+    } else {
+        (401, "Unauthorized".to_owned())
+    };
     let kind = if body.starts_with('{') {
         "application/json"
     } else {
@@ -592,4 +656,118 @@ fn modes_from_the_agents_info_metric() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("STRICT (namespace beta/default)"), "{table}");
     assert!(table.contains("beta/db has broken clients"), "{table}");
+}
+
+/// A Prometheus behind TLS and a bearer token (kube-rbac-proxy's shape): `verdicts` and
+/// `check` with `--ca` and `--token-file`, and every way the flags can be wrong, each error
+/// naming the flag, the file or the URL and what to fix.
+#[test]
+fn prometheus_over_https_with_a_ca_and_a_token() {
+    let handler: Arc<Handler> = Arc::new(|path, params| {
+        assert_eq!(path, "/api/v1/query");
+        match params.get("query").and_then(|q| route(q)) {
+            Some((name, ns)) => (200, recorded("", name, ns)),
+            None => (400, NOT_ASKED.to_owned()),
+        }
+    });
+    let (url, ca_pem) = serve_tls(handler, "reader-token");
+    let dir = std::env::temp_dir().join(format!("meshwatch-cluster-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).expect("write");
+        p.display().to_string()
+    };
+    let (ca, token) = (file("ca.pem", &ca_pem), file("token", "reader-token\n"));
+    let (wrong, empty) = (file("wrong", "someone-else"), file("empty", " \n"));
+    let not_ca = file("not-ca.pem", "hello");
+
+    let (code, out, err) = check(
+        &url,
+        &["--namespace", "alpha", "--ca", &ca, "--token-file", &token],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("namespace: alpha"), "{out}");
+    let out = meshwatch(&[
+        "verdicts",
+        "--prometheus",
+        &url,
+        "--window",
+        "10m",
+        "--format",
+        "json",
+        "--ca",
+        &ca,
+        "--token-file",
+        &token,
+    ]);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    assert_eq!(
+        report["source"],
+        url.as_str(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // labs: any certificate
+    let (code, _, err) = check(
+        &url,
+        &[
+            "--namespace",
+            "alpha",
+            "--insecure-skip-verify",
+            "--token-file",
+            &token,
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+
+    for (extra, expected) in [
+        (
+            vec!["--ca", &ca],
+            "answered HTTP 401, not Prometheus' query API (is the URL right?): Unauthorized — it wants credentials: pass --token-file (a bearer token)",
+        ),
+        (
+            vec!["--ca", &ca, "--token-file", &wrong],
+            "Unauthorized — the --token-file token was not accepted",
+        ),
+        (
+            vec!["--token-file", &token],
+            &format!("cannot reach Prometheus at {url}: TLS handshake failed: invalid peer certificate: UnknownIssuer"),
+        ),
+        (
+            vec!["--ca", &not_ca, "--token-file", &token],
+            &format!("--ca {not_ca}: no certificate in it"),
+        ),
+        (
+            vec!["--ca", &ca, "--token-file", &empty],
+            &format!("--token-file {empty}: empty"),
+        ),
+    ] {
+        let mut args = vec!["--namespace", "alpha"];
+        args.extend(extra.iter().copied());
+        let (code, _, err) = check(&url, &args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    let (code, _, err) = check(&url, &["--ca", &ca, "--insecure-skip-verify"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("cannot be used with"), "{err}");
+
+    // a token over plain HTTP is refused before anything is sent
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let plain = serve(Arc::new(move |_, _| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        (400, NOT_ASKED.to_owned())
+    }));
+    let (code, _, err) = check(&plain, &["--token-file", &token]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&format!(
+            "--prometheus {plain}: plain HTTP would send the --token-file token in clear: use https://"
+        )),
+        "{err}"
+    );
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

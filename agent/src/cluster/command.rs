@@ -12,8 +12,9 @@
 use std::io::{self, IsTerminal, Write};
 use std::time::Duration;
 
-use super::{from_prometheus, ClusterError, ClusterReport};
-use crate::cli::{CheckArgs, Format, VerdictsArgs, When};
+use super::credentials::{credential_hint, read_ca_file, read_token_file, token_over_plain_http};
+use super::{from_prometheus_with, Access, ClusterError, ClusterReport, Secret};
+use crate::cli::{CheckArgs, Format, PrometheusArgs, VerdictsArgs, When};
 use crate::report::table::{self, Style};
 use crate::report::{format_time, Report, Summary};
 use crate::verdict::{Readiness, Verdict};
@@ -25,6 +26,15 @@ pub enum CommandError {
     Cluster(#[from] ClusterError),
     #[error("{0}")]
     Scope(String),
+    /// A credential flag that cannot work (`--ca`, `--token-file`, a token over http://).
+    #[error("{0}")]
+    Access(String),
+    /// Prometheus refused the credentials (or their absence): what to fix.
+    #[error("{error}{hint}")]
+    Refused {
+        error: ClusterError,
+        hint: &'static str,
+    },
     #[error("cannot write the output: {0}")]
     Output(#[from] io::Error),
 }
@@ -48,15 +58,63 @@ pub fn check_exit_code(outcome: &Result<Readiness, CommandError>) -> u8 {
     }
 }
 
-/// `meshwatch verdicts`: the report as a table or JSON on stdout, warnings on stderr.
-pub fn run_verdicts(args: &VerdictsArgs) -> Result<(), CommandError> {
-    let src = &args.source;
-    let report = from_prometheus(
+/// How to reach the Prometheus of `args`: `--ca` read and checked, the `--token-file` token
+/// (only over https://), `--insecure-skip-verify`. Each error names the flag, file or URL.
+pub fn access(args: &PrometheusArgs) -> Result<Access, CommandError> {
+    let ca = match &args.ca {
+        Some(path) => Some(
+            read_ca_file(path)
+                .map_err(|reason| {
+                    CommandError::Access(format!("--ca {}: {reason}", path.display()))
+                })?
+                .into_iter()
+                .map(|c| c.to_vec())
+                .collect(),
+        ),
+        None => None,
+    };
+    let bearer = match &args.token_file {
+        Some(path) => {
+            if let Some(reason) = token_over_plain_http(&args.prometheus) {
+                return Err(CommandError::Access(format!(
+                    "--prometheus {}: {reason}",
+                    args.prometheus.trim()
+                )));
+            }
+            let token = read_token_file(path).map_err(|reason| {
+                CommandError::Access(format!("--token-file {}: {reason}", path.display()))
+            })?;
+            Some(Secret(token))
+        }
+        None => None,
+    };
+    Ok(Access {
+        ca,
+        insecure_skip_verify: args.insecure_skip_verify,
+        bearer,
+    })
+}
+
+/// The report of `args`' Prometheus; a refusal says which credential flag to fix.
+fn report_of(src: &PrometheusArgs) -> Result<ClusterReport, CommandError> {
+    let access = access(src)?;
+    let with_token = access.bearer.is_some();
+    from_prometheus_with(
         &src.prometheus,
+        &access,
         src.window,
         &src.verdict.policy(),
         src.namespace.as_deref(),
-    )?;
+    )
+    .map_err(|error| match credential_hint(&error, with_token) {
+        "" => CommandError::Cluster(error),
+        hint => CommandError::Refused { error, hint },
+    })
+}
+
+/// `meshwatch verdicts`: the report as a table or JSON on stdout, warnings on stderr.
+pub fn run_verdicts(args: &VerdictsArgs) -> Result<(), CommandError> {
+    let report = report_of(&args.source)?;
     warn(&report);
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -118,12 +176,7 @@ pub fn render_table(report: &ClusterReport, style: Style, out: &mut dyn Write) -
 /// `meshwatch check`: the verdict of the scope; the policy to apply on stdout when it passes.
 pub fn run_check(args: &CheckArgs) -> Result<Readiness, CommandError> {
     let src = &args.source;
-    let report = from_prometheus(
-        &src.prometheus,
-        src.window,
-        &src.verdict.policy(),
-        src.namespace.as_deref(),
-    )?;
+    let report = report_of(src)?;
     warn(&report);
     let scope = Scope::of(&report, src.namespace.as_deref(), args.workload.as_deref())?;
     let mut err = io::stderr().lock();

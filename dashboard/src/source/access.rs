@@ -3,23 +3,21 @@
 //! for labs) and the bearer token it sends (`--token-file FILE`, read again at each refresh, so
 //! a projected service-account token that the kubelet rotates is picked up).
 //!
-//! Parsing is pure ([`parse_ca_bundle`], [`parse_token`]); the files are read by [`Access`].
+//! Reading and parsing the CA bundle and the token are the agent library's
+//! ([`meshwatch::cluster::credentials`], shared with `meshwatch verdicts|check`); [`Access`]
+//! holds what the flags name.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
-use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
-use super::SourceError;
+use meshwatch::cluster::credentials::{read_ca_file, read_token_file};
 
-/// The largest token accepted (the agent refuses longer ones too).
-pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-/// The largest CA bundle read.
-const MAX_CA_BYTES: u64 = 4 << 20;
+use super::SourceError;
 
 /// Which server certificates are trusted.
 #[derive(Debug, Clone)]
@@ -95,13 +93,12 @@ impl Access {
         let Some(path) = &self.token_file else {
             return Ok(None);
         };
-        let bad = |reason: String| SourceError::Token {
-            path: path.clone(),
-            reason,
-        };
-        let bytes = read_bounded(path, MAX_TOKEN_BYTES as u64 + 1).map_err(bad)?;
-        let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".to_owned()))?;
-        parse_token(&text).map(Some).map_err(bad)
+        read_token_file(path)
+            .map(Some)
+            .map_err(|reason| SourceError::Token {
+                path: path.clone(),
+                reason,
+            })
     }
 
     /// The rustls configuration of this trust (ring, TLS 1.2 and 1.3).
@@ -149,55 +146,10 @@ impl Access {
 }
 
 fn read_bundle(path: &Path) -> Result<Vec<CertificateDer<'static>>, SourceError> {
-    let bad = |reason: String| SourceError::Ca {
+    read_ca_file(path).map_err(|reason| SourceError::Ca {
         path: path.to_owned(),
         reason,
-    };
-    let bytes = read_bounded(path, MAX_CA_BYTES).map_err(bad)?;
-    parse_ca_bundle(&bytes).map_err(bad)
-}
-
-/// A file's bytes, refused past `limit` bytes.
-fn read_bounded(path: &Path, limit: u64) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
-    let mut bytes = Vec::new();
-    file.take(limit + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| e.to_string())?;
-    if bytes.len() as u64 > limit {
-        return Err(format!("larger than {limit} bytes"));
-    }
-    Ok(bytes)
-}
-
-/// The certificates of a PEM bundle (other PEM sections are skipped); at least one.
-pub fn parse_ca_bundle(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("not a PEM bundle: {e}"))?;
-    if certs.is_empty() {
-        return Err(
-            "no certificate in it (expected PEM `-----BEGIN CERTIFICATE-----` blocks)".to_owned(),
-        );
-    }
-    Ok(certs)
-}
-
-/// The token of a token file: its text without surrounding whitespace (a trailing newline is
-/// common); never empty, no spaces or control characters inside, at most [`MAX_TOKEN_BYTES`].
-pub fn parse_token(text: &str) -> Result<String, String> {
-    let token = text.trim();
-    if token.is_empty() {
-        return Err("empty".to_owned());
-    }
-    if token.len() > MAX_TOKEN_BYTES {
-        return Err(format!("a token longer than {MAX_TOKEN_BYTES} bytes"));
-    }
-    if token.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Err("whitespace or control characters inside the token".to_owned());
-    }
-    Ok(token.to_owned())
+    })
 }
 
 /// `--insecure-skip-verify`: any certificate, any name; the handshake's signatures are still
@@ -247,42 +199,5 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_are_trimmed_and_checked() {
-        assert_eq!(parse_token("abc.def\n"), Ok("abc.def".to_owned()));
-        assert_eq!(parse_token("  eyJ.x.y  "), Ok("eyJ.x.y".to_owned()));
-        assert!(parse_token("").is_err());
-        assert!(parse_token(" \n").is_err());
-        assert!(parse_token("a b").is_err());
-        assert!(parse_token("a\u{7}b").is_err());
-        assert!(parse_token(&"x".repeat(MAX_TOKEN_BYTES + 1)).is_err());
-        assert!(parse_token(&"x".repeat(MAX_TOKEN_BYTES)).is_ok());
-    }
-
-    #[test]
-    fn a_bundle_without_certificates_is_refused_with_the_reason() {
-        let e = parse_ca_bundle(b"hello").err().unwrap_or_default();
-        assert!(e.contains("no certificate"), "{e}");
-        let e = parse_ca_bundle(b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")
-            .err()
-            .unwrap_or_default();
-        assert!(e.contains("no certificate"), "{e}");
-        let one = rcgen::generate_simple_self_signed(vec!["a".into()])
-            .map(|c| c.cert.pem())
-            .unwrap_or_default();
-        let two = rcgen::generate_simple_self_signed(vec!["b".into()])
-            .map(|c| c.cert.pem())
-            .unwrap_or_default();
-        let bundle = format!("# a comment\n{one}\n{two}");
-        assert_eq!(parse_ca_bundle(bundle.as_bytes()).map(|c| c.len()), Ok(2));
-        let truncated = &one[..one.len() / 2];
-        assert!(parse_ca_bundle(truncated.as_bytes()).is_err());
     }
 }

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use futures::future::join_all;
 use meshwatch::aggregate::{Edge, EdgeKey, EdgeStats};
 use meshwatch::classify::Mesh;
+use meshwatch::cluster::credentials::token_over_plain_http;
 use meshwatch::cluster::modes::combine;
 use meshwatch::peer_auth::PodLabels;
 use meshwatch::verdict::{evaluate_with_modes, KnownWorkload, Modes, Policy};
@@ -108,11 +109,13 @@ impl Agents {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if access.has_token() {
-            if let Some(plain) = urls.iter().find(|u| !u.is_https()) {
+            let plain = urls
+                .iter()
+                .find_map(|u| Some((u, token_over_plain_http(u.as_str())?)));
+            if let Some((url, reason)) = plain {
                 return Err(SourceError::BadUrl {
-                    url: plain.as_str().to_owned(),
-                    reason: "plain HTTP would send the --token-file token in clear: use https://"
-                        .to_owned(),
+                    url: url.as_str().to_owned(),
+                    reason: reason.to_owned(),
                 });
             }
         }

@@ -6,6 +6,7 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use meshwatch::cluster::credentials::{credential_hint, token_over_plain_http};
 use meshwatch::cluster::{self, ClusterError, ClusterReport, Secret};
 use meshwatch::verdict::Policy;
 
@@ -38,9 +39,13 @@ impl Prometheus {
 
     /// Reached with `access` (a token only over HTTPS).
     pub fn with_access(self, access: Access) -> Result<Self, SourceError> {
-        if access.has_token() && !self.url.trim().starts_with("https://") {
+        if let Some(reason) = access
+            .has_token()
+            .then(|| token_over_plain_http(&self.url))
+            .flatten()
+        {
             return Err(SourceError::Flag(format!(
-                "--prometheus {}: plain HTTP would send the --token-file token in clear: use https://",
+                "--prometheus {}: {reason}",
                 self.url
             )));
         }
@@ -83,19 +88,10 @@ impl Prometheus {
     }
 }
 
-/// The cluster reader's error, with what a refused credential means for the flags.
+/// The cluster reader's error, with what a refused credential means for the flags (the
+/// hint `meshwatch verdicts|check` gives too).
 fn explain(e: &ClusterError, with_token: bool) -> String {
-    let hint = match e {
-        ClusterError::Http { status: 401, .. } if with_token => {
-            " — the --token-file token was not accepted"
-        }
-        ClusterError::Http { status: 401, .. } => {
-            " — it wants credentials: pass --token-file (a bearer token)"
-        }
-        ClusterError::Http { status: 403, .. } => " — the token's user may not query Prometheus",
-        _ => "",
-    };
-    format!("{e}{hint}")
+    format!("{e}{}", credential_hint(e, with_token))
 }
 
 /// The snapshot of a cluster report.

@@ -288,13 +288,23 @@ async fn destinations_without_identity_have_pages_too() {
 
 /// The report of `istio-migration-before` judged with the cluster's PeerAuthentications
 /// (`analyze --peer-authentications`): foo STRICT namespace-wide, so legacy/sleep's plaintext to
-/// foo/httpbin is a broken client; bar/httpbin STRICT by its own policy.
+/// foo/httpbin is a broken client; bar/httpbin STRICT by its own policy (`app: httpbin`: the
+/// workloads file gets the pods' labels here, without which that cannot be told).
 fn report_with_modes() -> String {
     use meshwatch::identity::file::WorkloadsFile;
     let root = crate::support::repo();
     let pcaps = root.join("pcaps");
-    let ids = WorkloadsFile::load(&pcaps.join("istio-migration-before.workloads.yaml"))
+    let text = std::fs::read_to_string(pcaps.join("istio-migration-before.workloads.yaml"))
         .unwrap_or_else(|e| panic!("{e}"));
+    let labelled = text.replace(
+        "workload: httpbin, service_account: httpbin, ips: [\"10.244.1.21\"]",
+        "workload: httpbin, service_account: httpbin, ips: [\"10.244.1.21\"], labels: {app: httpbin}",
+    );
+    assert_ne!(
+        text, labelled,
+        "the workloads file changed: update this test"
+    );
+    let ids = WorkloadsFile::parse(&labelled, None).unwrap_or_else(|e| panic!("{e}"));
     let policy = meshwatch::verdict::Policy::default();
     let (mut report, _) = meshwatch::analyze::analyze(
         &[pcaps.join("istio-migration-before.pcap")],
