@@ -22,8 +22,13 @@ UID_WORKLOAD = "meshwatch-workload"
 UID_AGENT = "meshwatch-agent"
 
 # label sets
+# an edge as the recording rules key it; `origin` says how the client came (direct,
+# kubelet_probe, nodeport: a kubelet probe is not just "node"), `direct` for the series of
+# agents that did not label it
 EDGE = ("source_namespace", "source_workload", "destination_namespace", "destination_workload",
-        "destination_port", "security", "mesh")
+        "destination_port", "security", "mesh", "origin")
+# what matches one connection's series across reporters (older agents' carry no origin)
+EDGE_REPORTED = EDGE[:7]
 DEST = ("destination_namespace", "destination_workload")
 
 

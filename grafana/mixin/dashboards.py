@@ -255,8 +255,10 @@ def migration(c):
             Row("Plaintext to-do list"),
             table_panel("Plaintext and non-mesh TLS: sources -> destinations",
                         "The connections STRICT would refuse, in the window, with when each edge was "
-                        "last seen. Exempt ports are left out; node sources are included (kubelet "
-                        "probes without Istio's rewrite, hostNetwork clients, NodePort traffic).",
+                        "last seen. Exempt ports are left out; node sources are included, and "
+                        "`origin` tells them apart: kubelet_probe (kubelet's probes without Istio's "
+                        "rewrite), nodeport (NodePort/LoadBalancer traffic SNAT'd to the node), direct "
+                        "(anything else: a hostNetwork client).",
                         [query(f"topk(50, meshwatch:edge_connections:window{{{BLOCKING}, {not_exempt}, {edge}}} > 0)",
                                instant=True, fmt_table=True),
                          query(f"meshwatch:edge_blocking_last_seen:timestamp{{{not_exempt}, {edge}}} * 1000",
@@ -317,7 +319,9 @@ def workload(c):
                        [query(f"meshwatch:destination_attempts:window{{{dst}}}", instant=True)], span=4),
             Row("Inbound edges"),
             table_panel("Blockers", "Sources whose plaintext or non-mesh TLS STRICT would refuse, "
-                        "with their port, count in the window and when last seen.",
+                        "with their port, how they came (`origin`: direct, kubelet_probe — kubelet's "
+                        "probes without Istio's rewrite —, nodeport), count in the window and when "
+                        "last seen.",
                         [query(f"meshwatch:edge_connections:window{{{BLOCKING}, {not_exempt}, {edge}}} > 0",
                                instant=True, fmt_table=True),
                          query(f"meshwatch:edge_blocking_last_seen:timestamp{{{not_exempt}, {edge}}} * 1000",

@@ -34,13 +34,19 @@ What PromQL cannot reproduce: exempt *source addresses* (ambient's 169.254.7.127
 judged. Verdicts of unknown addresses (the agent names them by IP) are not computed: metrics
 fold every unknown address into `unknown`.
 """
-from .config import DEST, EDGE, RUNBOOK_BASE, by
+from .config import DEST, EDGE, EDGE_REPORTED, RUNBOOK_BASE, by
 
 CONN = "meshwatch_connections_total"
 ATTEMPTS = "meshwatch_connection_attempts_total"
 DROPS = "meshwatch_capture_dropped_packets_total"
 BLOCKING = 'security=~"plaintext|tls"'
 DEST_REAL = 'destination_namespace!~"unknown|node"'
+
+
+def with_origin(expr):
+    """`expr` with `origin="direct"` where its series carry no origin (older agents)."""
+    inner = expr.replace("\n", "\n  ")
+    return f'label_replace(\n    {inner},\n    "origin", "direct", "origin", ""\n  )'
 
 
 def seconds(duration):
@@ -96,15 +102,17 @@ def recording_rules(c):
         {"record": "meshwatch:connection_attempts:window_by_series", "expr": window_count(ATTEMPTS, w)},
         {"record": "meshwatch:capture_dropped_packets:window", "expr": window_count(DROPS, w)},
         {"record": "meshwatch:edge_connections:window", "expr": f"""sum by ({by(EDGE)}) (
-    meshwatch:connections:window_by_series{{reporter="destination"}}
-  or
-    (
-      meshwatch:connections:window_by_series{{reporter="source"}}
-      unless on ({by(EDGE)})
-        meshwatch:connections:window_by_series{{reporter="destination"}}
-      unless on ({d})
-        {as_destination(f"max_over_time(meshwatch_workload_info[{w}])")}
-    )
+  {with_origin(f'''(
+      meshwatch:connections:window_by_series{{reporter="destination"}}
+    or
+      (
+        meshwatch:connections:window_by_series{{reporter="source"}}
+        unless on ({by(EDGE_REPORTED)})
+          meshwatch:connections:window_by_series{{reporter="destination"}}
+        unless on ({d})
+          {as_destination(f"max_over_time(meshwatch_workload_info[{w}])")}
+      )
+  )''')}
 )
 """},
         {"record": "meshwatch:edge_attempts:window", "expr": f"""sum by ({by(EDGE[:5])}) (
@@ -125,12 +133,14 @@ def recording_rules(c):
         # seen (late by at most `resolution`, which must not be shorter than the evaluation
         # interval)
         {"record": "meshwatch:edge_blocking_seen:timestamp", "expr": f"""max by ({by(EDGE)}) (
-  (
-      {CONN}{{{BLOCKING}}} != {CONN}{{{BLOCKING}}} offset {step}
-    or
-      {CONN}{{{BLOCKING}}} unless {CONN}{{{BLOCKING}}} offset {step}
-  )
-  * 0 + time()
+  {with_origin(f'''(
+      (
+          {CONN}{{{BLOCKING}}} != {CONN}{{{BLOCKING}}} offset {step}
+        or
+          {CONN}{{{BLOCKING}}} unless {CONN}{{{BLOCKING}}} offset {step}
+      )
+      * 0 + time()
+  )''')}
 )
 """},
         {"record": "meshwatch:edge_blocking_last_seen:timestamp",

@@ -209,7 +209,7 @@ def lab_edges(connections):
 
 def prom_edges():
     out = {}
-    for r in query("sum without (mesh) (meshwatch:edge_connections:window)"):
+    for r in query("sum without (mesh, origin) (meshwatch:edge_connections:window)"):
         m = r["metric"]
         v = float(r["value"][1])
         if v > 0:
