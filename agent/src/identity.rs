@@ -1161,5 +1161,42 @@ mod tests {
             bytes / 1024
         );
         assert!(bytes < 4 << 20, "{bytes} bytes for 10k pods");
+        // with the labels an injected Deployment's pods carry (the hash is not kept)
+        let mut labelled = IdentityMap::default();
+        for i in 0..10_000u32 {
+            let ip = IpAddr::from([10, 244, (i >> 8) as u8, i as u8]);
+            let name = format!("deploy-{}", i % 500);
+            let labels = [
+                ("app", name.as_str()),
+                ("version", "v1"),
+                ("team", "payments"),
+                ("security.istio.io/tlsMode", "istio"),
+                ("service.istio.io/canonical-name", name.as_str()),
+                ("service.istio.io/canonical-revision", "v1"),
+                ("pod-template-hash", "5b7c9f8d4"),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+            labelled.upsert_pod(
+                u64::from(i),
+                &[ip],
+                Workload {
+                    labels: PodLabels::of_pod(labels),
+                    ..w("ns", &name)
+                },
+                false,
+            );
+        }
+        let with_labels = labelled.heap_bytes();
+        println!(
+            "identity map: the same with 6 labels per workload: ~{} KiB",
+            with_labels / 1024
+        );
+        assert_eq!(labelled.workload_count(), 500);
+        assert!(
+            with_labels > bytes && with_labels < 4 << 20,
+            "{with_labels}"
+        );
     }
 }

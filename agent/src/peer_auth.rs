@@ -212,15 +212,10 @@ impl EffectiveMode {
         }
     }
 
-    /// "STRICT (namespace foo/default)", "PERMISSIVE (default)"; an unknown mode says why.
+    /// "STRICT (namespace foo/default)", "PERMISSIVE (default)", "UNKNOWN (workload foo/v1)"
+    /// (why it is unknown: [`EffectiveMode::undecided`]).
     pub fn describe(&self) -> String {
-        match &self.undecided {
-            Some(why) => format!(
-                "{}: {why}",
-                describe(self.mode, self.source, self.policy.as_deref())
-            ),
-            None => describe(self.mode, self.source, self.policy.as_deref()),
-        }
+        describe(self.mode, self.source, self.policy.as_deref())
     }
 
     /// Whether the mode is known.

@@ -448,7 +448,8 @@ fn disable_note(mode: Option<&EffectiveMode>) -> String {
     };
     let mut notes = Vec::new();
     if m.mode == Mode::Unknown {
-        notes.push(format!("the mode today is {}", m.describe()));
+        let why = m.undecided.as_deref().unwrap_or("it cannot be told");
+        notes.push(format!("the mode today is {}: {why}", m.describe()));
     }
     if m.mode == Mode::Disable {
         notes.push(format!("the workload is {} today", m.describe()));

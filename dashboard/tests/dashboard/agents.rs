@@ -302,5 +302,9 @@ async fn the_agents_modes_are_shown_the_strictest_winning() {
         "PeerAuthentication today: <strong>STRICT (namespace foo/default)</strong>",
     );
     let w = page(addr, "/workload?ns=bar&name=httpbin").await;
-    has(&w, "PeerAuthentication today: <strong>UNKNOWN (workload bar/v1-strict): whether bar/v1-strict selects it cannot be told: its pods disagree on label `version`</strong>");
+    has(
+        &w,
+        "PeerAuthentication today: <strong>UNKNOWN (workload bar/v1-strict)</strong>",
+    );
+    has(&w, "the mode today is UNKNOWN (workload bar/v1-strict): whether bar/v1-strict selects it cannot be told: its pods disagree on label `version`");
 }
