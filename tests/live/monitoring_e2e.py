@@ -412,7 +412,11 @@ def main():
                       f"{edges.get(key, 0):g} in the window = {expected.get(key, 0)} made",
                       edges.get(key, 0) == expected.get(key, 0))
             del got
-            attempts = query('sum(meshwatch:edge_attempts:window{destination_workload="httpbin",destination_namespace="bar"})')
+            # An attempt is announced once its retry linger (10 s) has passed, then scraped and
+            # recorded: wait for it rather than read it once.
+            attempts_query = 'sum(meshwatch:edge_attempts:window{destination_workload="httpbin",destination_namespace="bar"})'
+            wait_for(lambda: query(attempts_query), 20)
+            attempts = query(attempts_query)
             check("the refused connection is an attempt, once", attempts and float(attempts[0]["value"][1]) == 1,
                   str(attempts))
             rules_healthy()
