@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 capture=$1; shift
 bin=${MESHWATCH_BIN:-target/release/meshwatch}
-ns=mw-bench
+ns=mwb-live            # scratch namespaces of the bench scripts are mwb-*
 port=19480
 
 cleanup() { ip netns pids $ns 2>/dev/null | xargs -r kill 2>/dev/null || true; ip netns del $ns 2>/dev/null || true; }

@@ -30,8 +30,8 @@ use crate::server::{
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
 /// Longest wait for packets before the capture thread looks at the stop flag and the clock.
 const POLL_TIMEOUT_MS: u16 = 100;
-/// Packets read between two looks at the stop flag (it is also looked at whenever the capture
-/// has nothing to read).
+/// Packets read between two looks at the stop flag and the clock (both are also looked at
+/// whenever the capture has nothing to read): 1,024 packets are 2.5 ms at 400k pps.
 const STOP_CHECK_EVERY: u32 = 1024;
 /// How often workloads without pods are looked for (they go `--window` after their last pod).
 const FORGET_EVERY: Duration = Duration::from_secs(60);
@@ -329,40 +329,36 @@ fn capture_loop(
     let mut pipeline = Pipeline::live(limits);
     let mut last_publish = Instant::now();
     recorder.set_running(true);
-    let mut since_stop_check = 0u32;
     let result = loop {
-        // the stop flag is a lock inside tokio's watch: looked at between bursts, not per packet
-        since_stop_check += 1;
-        if since_stop_check >= STOP_CHECK_EVERY && *stop.borrow() {
+        // the stop flag (a lock inside tokio's watch) and the clock (a vDSO call) are looked at
+        // between bursts of at most STOP_CHECK_EVERY packets, not per packet
+        if *stop.borrow() {
             break Ok(());
         }
-        if since_stop_check >= STOP_CHECK_EVERY {
-            since_stop_check = 0;
-        }
-        match capture.next_packet() {
-            Ok(packet) => {
-                let ts = packet.header.ts;
-                let nanos =
-                    (ts.tv_sec.max(0) as u64) * 1_000_000_000 + (ts.tv_usec.max(0) as u64) * 1000;
-                pipeline.on_frame(&Frame {
-                    ts: nanos,
-                    link,
-                    data: packet.data,
-                    wire_len: packet.header.len,
-                    loopback,
-                });
-            }
-            Err(pcap::Error::TimeoutExpired) => {
-                since_stop_check = STOP_CHECK_EVERY;
-                wait_readable(&capture)
-            }
-            Err(e) => break Err(e),
-        }
-        hand_over(&mut pipeline, &mut recorder);
         if last_publish.elapsed() >= PUBLISH_EVERY {
             last_publish = Instant::now();
             pipeline.tick(now());
             publish(&mut capture, &pipeline, &mut recorder);
+        }
+        // pcap_dispatch hands each packet over where it lies in the ring; pcap_next_ex would
+        // copy it out first (libpcap's one-shot callback on Linux memcpys every packet)
+        let burst = capture.dispatch(Some(STOP_CHECK_EVERY as usize), |packet| {
+            let ts = packet.header.ts;
+            let nanos =
+                (ts.tv_sec.max(0) as u64) * 1_000_000_000 + (ts.tv_usec.max(0) as u64) * 1000;
+            pipeline.on_frame(&Frame {
+                ts: nanos,
+                link,
+                data: packet.data,
+                wire_len: packet.header.len,
+                loopback,
+            });
+            hand_over(&mut pipeline, &mut recorder);
+        });
+        match burst {
+            Ok(0) => wait_readable(&capture),
+            Ok(_) => {}
+            Err(e) => break Err(e),
         }
     };
     pipeline.finish();

@@ -27,13 +27,16 @@ use crate::flow::{Connection, FlowRecord, TableStats};
 use crate::identity::kubernetes::SyncState;
 use crate::identity::{Identity, IdentitySource, SharedIdentities, Workload};
 use crate::metrics::{
-    AttemptLabels, BytesLabels, ConnectionLabels, Direction, DropLabels, DropPoint, Metrics,
-    PortLabels, ReasonLabels, Reporter, WorkloadLabels,
+    ConnectionLabels, DropLabels, DropPoint, Metrics, PortLabels, ReasonLabels, Reporter,
+    WorkloadLabels,
 };
 use crate::pipeline::PacketStats;
 use crate::verdict::{self, KnownWorkload, Policy, Verdicts};
 use crate::window::WindowedEdges;
 use crate::Nanos;
+
+mod series;
+use series::SeriesCache;
 
 /// Finished flows kept for `/api/v1/flows`.
 pub const RECENT_FLOWS: usize = 10_000;
@@ -231,6 +234,8 @@ impl LiveState {
 pub struct Recorder {
     state: Arc<LiveState>,
     ports: PortLabels,
+    /// The metric series of the edges counted so far.
+    series: SeriesCache,
     /// Packet counters already published (to add deltas).
     published: PacketStats,
     /// Finished flows not yet in the shared ring (a reader held it).
@@ -238,16 +243,7 @@ pub struct Recorder {
     cpu_seconds: f64,
 }
 
-/// One end's names for the labels.
-fn names(id: Identity<'_>) -> (String, String) {
-    match id {
-        Identity::Workload(w) => (w.namespace.clone(), w.workload.clone()),
-        Identity::Node(n) => ("node".to_owned(), n.to_owned()),
-        Identity::Unknown => ("unknown".to_owned(), "unknown".to_owned()),
-    }
-}
-
-/// A destination peer's names for the labels (a Service's backend has no address of its own).
+/// A peer's names for the labels (a Service's backend has no address of its own).
 fn peer_names(p: &Peer) -> (String, String) {
     match (&p.namespace, &p.workload, &p.node) {
         (Some(ns), Some(w), _) => (ns.clone(), w.clone()),
@@ -256,11 +252,35 @@ fn peer_names(p: &Peer) -> (String, String) {
     }
 }
 
+/// The metric labels of an edge as `reporter` counts it: named by its peers (a source peer is
+/// named as its address's identity is), its port label from `ports`.
+fn connection_labels(
+    ports: &mut PortLabels,
+    key: &EdgeKey,
+    reporter: Reporter,
+) -> ConnectionLabels {
+    let (source_namespace, source_workload) = peer_names(&key.source);
+    let (destination_namespace, destination_workload) = peer_names(&key.destination);
+    let destination_port = ports.label(&destination_namespace, &destination_workload, key.port);
+    ConnectionLabels {
+        reporter,
+        source_workload,
+        source_namespace,
+        destination_workload,
+        destination_namespace,
+        destination_port,
+        security: key.security,
+        mesh: key.mesh,
+        origin: key.origin,
+    }
+}
+
 impl Recorder {
     pub fn new(state: Arc<LiveState>) -> Self {
         Recorder {
             state,
             ports: PortLabels::default(),
+            series: SeriesCache::default(),
             published: PacketStats::default(),
             spill: Vec::new(),
             cpu_seconds: 0.0,
@@ -272,9 +292,9 @@ impl Recorder {
         self.state.status.running.store(running, Ordering::Relaxed);
     }
 
-    /// The edge key and metric labels of a connection this agent reports, if it does: judged
+    /// The edge key of a connection this agent reports, and as which side, if it does: judged
     /// at its backend (after DNAT), named by its client.
-    fn describe(&mut self, c: &Connection) -> Option<(EdgeKey, ConnectionLabels)> {
+    fn describe(&self, c: &Connection) -> Option<(EdgeKey, Reporter)> {
         let ids = self.state.identities.read().ok()?;
         let backend = backend_of((c.dst, c.dport), c.alt_dst.into_iter(), &*ids);
         let (src, security, mesh) = (c.src, c.security, c.mesh);
@@ -287,8 +307,6 @@ impl Recorder {
             BackendKind::Service(..) => return None,
         };
         let (destination, dport) = backend.peer(&*ids);
-        let (source_namespace, source_workload) = names(ids.lookup(src));
-        let (destination_namespace, destination_workload) = peer_names(&destination);
         let key = EdgeKey {
             destination,
             port: dport,
@@ -297,22 +315,7 @@ impl Recorder {
             mesh,
             origin: Origin::of(c.kube_probe, backend.through_node),
         };
-        drop(ids);
-        let destination_port =
-            self.ports
-                .label(&destination_namespace, &destination_workload, dport);
-        let labels = ConnectionLabels {
-            reporter,
-            source_workload,
-            source_namespace,
-            destination_workload,
-            destination_namespace,
-            destination_port,
-            security,
-            mesh,
-            origin: key.origin,
-        };
-        Some((key, labels))
+        Some((key, reporter))
     }
 
     /// A connection was classified (or finished unclassified): count it once — as an attempt
@@ -326,16 +329,18 @@ impl Recorder {
         if c.view {
             return; // its first view counts it
         }
-        let Some((key, labels)) = self.describe(c) else {
+        let Some((key, reporter)) = self.describe(c) else {
             return;
         };
         let m = &self.state.metrics.connections;
+        let ports = &mut self.ports;
+        let series = self
+            .series
+            .get(&key, reporter, || connection_labels(ports, &key, reporter));
         if c.attempt {
-            m.attempts
-                .get_or_create(&AttemptLabels::from(&labels))
-                .inc();
+            series.attempts(m).inc();
         } else {
-            m.connections.get_or_create(&labels).inc();
+            series.connections(m).inc();
         }
         let delta = EdgeStats {
             connections: u64::from(!c.attempt),
@@ -348,22 +353,14 @@ impl Recorder {
     /// A flow finished: its bytes and packets, and the recent-flows list.
     pub fn on_finished(&mut self, r: FlowRecord) {
         if !r.local && !r.view {
-            if let Some((key, connection)) = self.describe(&Connection::from(&r)) {
-                for (direction, n) in [
-                    (Direction::to_server, r.bytes_to_server),
-                    (Direction::to_client, r.bytes_to_client),
-                ] {
-                    let labels = BytesLabels {
-                        connection: connection.clone(),
-                        direction,
-                    };
-                    self.state
-                        .metrics
-                        .connections
-                        .bytes
-                        .get_or_create(&labels)
-                        .inc_by(n);
-                }
+            if let Some((key, reporter)) = self.describe(&Connection::from(&r)) {
+                let ports = &mut self.ports;
+                let series = self
+                    .series
+                    .get(&key, reporter, || connection_labels(ports, &key, reporter));
+                let [to_server, to_client] = series.bytes(&self.state.metrics.connections);
+                to_server.inc_by(r.bytes_to_server);
+                to_client.inc_by(r.bytes_to_client);
                 let delta = EdgeStats {
                     packets: r.packets,
                     bytes: r.bytes,
@@ -372,18 +369,20 @@ impl Recorder {
                 self.state.edges.add(key, r.last_seen, delta);
             }
         }
-        self.spill.push(r);
-        if self.spill.len() > RECENT_FLOWS {
-            let excess = self.spill.len() - RECENT_FLOWS;
-            self.spill.drain(..excess);
-        }
-        if let Ok(mut ring) = self.state.flows.try_lock() {
-            for r in self.spill.drain(..) {
-                if ring.len() >= RECENT_FLOWS {
-                    ring.pop_front();
-                }
-                ring.push_back(r);
+        // straight into the ring when no reader holds it (one copy less of a large record)
+        let Ok(mut ring) = self.state.flows.try_lock() else {
+            self.spill.push(r);
+            if self.spill.len() > RECENT_FLOWS {
+                let excess = self.spill.len() - RECENT_FLOWS;
+                self.spill.drain(..excess);
             }
+            return;
+        };
+        for r in self.spill.drain(..).chain(std::iter::once(r)) {
+            if ring.len() >= RECENT_FLOWS {
+                ring.pop_front();
+            }
+            ring.push_back(r);
         }
     }
 

@@ -9,7 +9,9 @@
 //! needs while it sorts or serializes.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
+use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
 use crate::aggregate::{fold_when_full, Edge, EdgeKey, EdgeStats, Peer, OTHER_PORTS};
@@ -31,6 +33,9 @@ pub struct WindowedEdges {
     window: Nanos,
     bucket: Nanos,
     edges: DashMap<EdgeKey, VecDeque<Bucket>, foldhash::fast::RandomState>,
+    /// How many edges `edges` holds, counted as they come and go (each under its shard's lock):
+    /// `DashMap::len` would lock every shard on every add.
+    count: AtomicUsize,
 }
 
 impl WindowedEdges {
@@ -40,6 +45,7 @@ impl WindowedEdges {
             window,
             bucket: (window / BUCKETS_PER_WINDOW).max(MIN_BUCKET),
             edges: DashMap::default(),
+            count: AtomicUsize::new(0),
         }
     }
 
@@ -53,7 +59,7 @@ impl WindowedEdges {
         let edges = &self.edges;
         fold_when_full(
             &mut key,
-            edges.len(),
+            self.count.load(Ordering::Relaxed),
             |k| edges.contains_key(k),
             |k| k.source = Peer::other_sources(),
             |k| {
@@ -62,7 +68,13 @@ impl WindowedEdges {
             },
         );
         let start = ts - ts % self.bucket;
-        let mut buckets = self.edges.entry(key).or_default();
+        let mut buckets = match self.edges.entry(key) {
+            Entry::Occupied(e) => e.into_ref(),
+            Entry::Vacant(e) => {
+                self.count.fetch_add(1, Ordering::Relaxed);
+                e.insert(VecDeque::new())
+            }
+        };
         let bucket = match buckets.iter_mut().rev().find(|b| b.start == start) {
             Some(b) => b,
             None => {
@@ -93,7 +105,11 @@ impl WindowedEdges {
             while buckets.front().is_some_and(|b| b.start + bucket <= horizon) {
                 buckets.pop_front();
             }
-            !buckets.is_empty()
+            let keep = !buckets.is_empty();
+            if !keep {
+                self.count.fetch_sub(1, Ordering::Relaxed);
+            }
+            keep
         });
     }
 
@@ -115,12 +131,13 @@ impl WindowedEdges {
         out.into_iter().map(|(k, stats)| k.edge(stats)).collect()
     }
 
+    /// How many edges are kept (with or without counts in the window).
     pub fn len(&self) -> usize {
-        self.edges.len()
+        self.count.load(Ordering::Relaxed)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.edges.is_empty()
+        self.len() == 0
     }
 }
 
@@ -181,6 +198,24 @@ mod tests {
         w.prune(170 * S);
         assert_eq!(w.len(), 1);
         w.prune(1000 * S);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn the_edge_count_follows_adds_and_prunes() {
+        let w = WindowedEdges::new(60 * S);
+        let mut k = key(Security::Plaintext);
+        for port in 0..100u16 {
+            k.port = port;
+            w.add(k.clone(), (100 + u64::from(port)) * S, delta(1, 1, 1));
+            w.add(k.clone(), (100 + u64::from(port)) * S, delta(1, 1, 1));
+        }
+        assert_eq!((w.len(), w.edges.len()), (100, 100));
+        // buckets are a second wide: ports 0..=49 were last seen more than 60 s before 210 s
+        w.prune(210 * S);
+        assert_eq!((w.len(), w.edges.len()), (50, 50));
+        w.prune(1000 * S);
+        assert_eq!((w.len(), w.edges.len()), (0, 0));
         assert!(w.is_empty());
     }
 
