@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline benchmark, side by side on the same files: tcpdump -r (libpcap's read floor),
-# ndpiReader (nDPI), tshark (on the small file only: slow), meshwatch analyze (1 and 2 threads).
+# ndpiReader (nDPI), tshark (on the small file only: slow), meshwatch analyze (1 and 2 threads),
+# on a mixed capture, a churn of short connections, a 1M-SYN flood and a small mixed one.
 # Wall time is the best of RUNS warm runs; peak RSS from /usr/bin/time -v (mapped file pages
 # count). Then the classification counts of the peers against ours. Prints Markdown.
 # Usage: bench/run.sh [DATA_DIR]     (captures are generated there if missing)
@@ -8,12 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${1:-bench/data}
 runs=${RUNS:-3}
-bin=target/release/meshwatch
+bin=${MESHWATCH_BIN:-target/release/meshwatch}   # another build (e.g. an older commit) to compare
 mkdir -p "$data"
 [ -f "$data/mixed-20k.pcap" ] || python3 bench/gen_capture.py mixed "$data/mixed-20k.pcap" 20000 >&2
 [ -f "$data/churn-1m.pcap" ] || python3 bench/gen_capture.py churn "$data/churn-1m.pcap" 1000000 >&2
 [ -f "$data/mixed-2k.pcap" ] || python3 bench/gen_capture.py mixed "$data/mixed-2k.pcap" 2000 >&2
-cargo build --release --locked -q
+[ -f "$data/synflood-1m.pcap" ] || python3 bench/gen_capture.py synflood "$data/synflood-1m.pcap" 1000000 >&2
+[ -n "${MESHWATCH_BIN:-}" ] || cargo build --release --locked -q
 
 best() { # best wall seconds and max RSS (KiB) of RUNS runs: "secs kib"
     local best=999999 rss=0 t
@@ -39,7 +41,7 @@ PY
 
 echo "| capture | tool | wall s (best of $runs) | Mpackets/s | Gbit/s | peak RSS MiB | vs tcpdump -r |"
 echo "|---|---|---|---|---|---|---|"
-for f in mixed-20k churn-1m mixed-2k; do
+for f in mixed-20k churn-1m synflood-1m mixed-2k; do
     file="$data/$f.pcap"
     cat "$file" > /dev/null   # warm the page cache for everyone
     pkts=$(capinfos -c -M "$file" | awk '/Number of packets/ {print $NF}')
