@@ -24,6 +24,7 @@ pub mod kubernetes;
 use std::collections::hash_map::Entry::{Occupied, Vacant};
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
@@ -209,6 +210,8 @@ pub struct IdentityMap {
     services: HashMap<IpAddr, Vec<(u16, ServiceBackend)>>,
     /// The cluster's PeerAuthentications, when watched and listed (`None`: unknown).
     peer_authentications: Option<Arc<Vec<PeerAuthentication>>>,
+    /// Changes with every change of what the map answers ([`IdentityMap::generation`]).
+    generation: u64,
 }
 
 /// The map shared between its feeder and its readers (read per flow event, never per packet).
@@ -217,7 +220,24 @@ pub type SharedIdentities = Arc<RwLock<IdentityMap>>;
 /// Slot index meaning "forgotten" while the table is compacted.
 const GONE: u32 = u32::MAX;
 
+/// Generations of every map of the process, handed out in turn: a map that replaces another
+/// (a reloaded workloads file is a new map) never shows a generation the replaced one had.
+static GENERATIONS: AtomicU64 = AtomicU64::new(1);
+
 impl IdentityMap {
+    /// Changes whenever what the map answers may have changed (pods, nodes, namespaces,
+    /// Services, PeerAuthentications, workloads forgotten); equal generations mean equal
+    /// contents, also across maps (a fresh map is 0, and empty). Readers that derive something
+    /// from the map (the agent's `meshwatch_workload_info`) skip the work when it is unchanged.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// The map changed: a new generation.
+    fn changed(&mut self) {
+        self.generation = GENERATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn intern(&mut self, mut workload: Workload, pod_mesh: Option<PodMesh>) -> u32 {
         if let Some(signal) = pod_mesh {
             let ambient = self.ambient_namespaces.contains(&workload.namespace);
@@ -272,6 +292,7 @@ impl IdentityMap {
     /// Record a workload declared by the source (known even without addresses, for namespace
     /// verdicts): it is never forgotten.
     pub fn add_workload(&mut self, w: Workload) {
+        self.changed();
         let i = self.intern(w, None);
         if let Some(s) = self.slots.get_mut(i as usize) {
             s.pinned = true;
@@ -281,6 +302,7 @@ impl IdentityMap {
     /// A pod's addresses now belong to it (a new pod reusing an address wins). Its mesh is what
     /// `workload.mesh` says (a workloads file).
     pub fn upsert_pod(&mut self, uid: u64, ips: &[IpAddr], workload: Workload, local: bool) {
+        self.changed();
         let workload = self.intern(workload, None);
         for ip in ips {
             self.hold(
@@ -297,6 +319,7 @@ impl IdentityMap {
     /// The same for a pod whose mesh follows its own signal and its namespace's label
     /// (Kubernetes: always known, so `mesh` is always `Some`).
     pub fn apply_pod(&mut self, pod: PodIdentity) {
+        self.changed();
         let PodIdentity {
             uid,
             ips,
@@ -323,12 +346,14 @@ impl IdentityMap {
             if matches!(self.by_ip.get(ip), Some(Entry::Pod { uid: u, .. }) if *u == uid) {
                 let gone = self.by_ip.remove(ip);
                 self.release(gone);
+                self.changed();
             }
         }
     }
 
     /// Remove every pod's addresses (their workloads stay, without pods).
     pub fn clear_pods(&mut self) {
+        self.changed();
         self.by_ip.retain(|_, e| matches!(e, Entry::Node(_)));
         for s in &mut self.slots {
             s.addresses = 0;
@@ -338,6 +363,7 @@ impl IdentityMap {
     /// A relist: these are all the pods there are. The workload table is rebuilt from them
     /// (plus the workloads the source declared): workloads without pods are dropped now.
     pub fn replace_pods(&mut self, pods: impl IntoIterator<Item = PodIdentity>) {
+        self.changed();
         self.clear_pods();
         self.retain_slots(|s| s.pinned);
         for p in pods {
@@ -348,6 +374,7 @@ impl IdentityMap {
 
     /// A node's addresses. Node addresses win over pods (hostNetwork pods share them).
     pub fn upsert_node(&mut self, name: &str, ips: &[IpAddr]) {
+        self.changed();
         let n = self.intern_node(name);
         for ip in ips {
             self.hold(*ip, Entry::Node(n));
@@ -355,6 +382,7 @@ impl IdentityMap {
     }
 
     pub fn remove_node(&mut self, name: &str) {
+        self.changed();
         if let Some(n) = self.nodes.iter().position(|x| x == name) {
             let n = n as u32;
             self.by_ip.retain(|_, e| *e != Entry::Node(n));
@@ -363,6 +391,7 @@ impl IdentityMap {
 
     /// Remove every node (before a relist replaces them); their names go too.
     pub fn clear_nodes(&mut self) {
+        self.changed();
         self.by_ip.retain(|_, e| !matches!(e, Entry::Node(_)));
         self.nodes.clear();
     }
@@ -375,12 +404,14 @@ impl IdentityMap {
             self.ambient_namespaces.remove(namespace)
         };
         if changed {
+            self.changed();
             self.refresh_mesh(Some(namespace));
         }
     }
 
     /// A relist of namespaces: exactly these are labelled for ambient.
     pub fn replace_ambient_namespaces(&mut self, namespaces: impl IntoIterator<Item = String>) {
+        self.changed();
         self.ambient_namespaces = namespaces.into_iter().collect();
         self.refresh_mesh(None);
     }
@@ -434,6 +465,10 @@ impl IdentityMap {
         } else {
             0
         };
+        // a sweep that only starts idle clocks or gives back space changes no answer
+        if forgotten > 0 {
+            self.changed();
+        }
         self.shrink_if_sparse();
         forgotten
     }
@@ -500,6 +535,7 @@ impl IdentityMap {
         if ports.is_empty() {
             return;
         }
+        self.changed();
         for ip in cluster_ips {
             let at = self.services.entry(*ip).or_default();
             let new = ports
@@ -522,6 +558,7 @@ impl IdentityMap {
 
     /// Forget a Service's ClusterIPs (before it is set again, or when it is deleted).
     pub fn remove_service_ips(&mut self, cluster_ips: &[IpAddr]) {
+        self.changed();
         for ip in cluster_ips {
             self.services.remove(ip);
         }
@@ -529,6 +566,7 @@ impl IdentityMap {
 
     /// Forget every Service (before a relist sets them again).
     pub fn clear_services(&mut self) {
+        self.changed();
         self.services.clear();
     }
 
@@ -548,6 +586,7 @@ impl IdentityMap {
 
     /// Set the cluster's PeerAuthentications (`None`: not known).
     pub fn set_peer_authentications(&mut self, policies: Option<Vec<PeerAuthentication>>) {
+        self.changed();
         self.peer_authentications = policies.map(Arc::new);
     }
 
@@ -1198,5 +1237,136 @@ mod tests {
             with_labels > bytes && with_labels < 4 << 20,
             "{with_labels}"
         );
+    }
+
+    /// A change of every kind gives the map a new generation (the agent rebuilds
+    /// `meshwatch_workload_info` only then); what changes no answer keeps it. Every public
+    /// `&mut self` method of the map must be in the list.
+    #[test]
+    fn every_change_gives_a_new_generation_and_no_change_none() {
+        fn ip(s: &str) -> IpAddr {
+            s.parse().expect("ip")
+        }
+        fn pod(uid: u64, addr: &str) -> PodIdentity {
+            PodIdentity {
+                uid,
+                ips: vec![ip(addr)],
+                workload: w("a", "web"),
+                local: true,
+                pod_mesh: PodMesh::Unlabelled,
+            }
+        }
+        fn backend() -> ServiceBackend {
+            ServiceBackend {
+                namespace: "a".into(),
+                workload: "web".into(),
+                target_port: 8080,
+            }
+        }
+        // something of every kind, so each change below is a real one
+        fn base() -> IdentityMap {
+            let mut m = IdentityMap::default();
+            m.upsert_pod(1, &[ip("10.0.0.1")], w("a", "web"), true);
+            m.apply_pod(pod(2, "10.0.0.2"));
+            m.upsert_node("node-1", &[ip("10.0.1.1")]);
+            m.set_service(&[ip("10.96.0.1")], &[(80, 8080)], &backend());
+            m
+        }
+        fn nothing(_: &mut IdentityMap) {}
+        type Step = fn(&mut IdentityMap);
+        // (method, what prepares the map for it, the change)
+        let changes: [(&str, Step, Step); 16] = [
+            ("add_workload", nothing, |m| {
+                m.add_workload(w("b", "declared"))
+            }),
+            ("upsert_pod", nothing, |m| {
+                m.upsert_pod(3, &[ip("10.0.0.3")], w("a", "web"), true)
+            }),
+            ("apply_pod", nothing, |m| m.apply_pod(pod(4, "10.0.0.4"))),
+            ("remove_pod", nothing, |m| {
+                m.remove_pod(1, &[ip("10.0.0.1")])
+            }),
+            ("clear_pods", nothing, IdentityMap::clear_pods),
+            ("replace_pods", nothing, |m| {
+                m.replace_pods([pod(5, "10.0.0.5")])
+            }),
+            ("upsert_node", nothing, |m| {
+                m.upsert_node("node-2", &[ip("10.0.1.2")])
+            }),
+            ("remove_node", nothing, |m| m.remove_node("node-1")),
+            ("clear_nodes", nothing, IdentityMap::clear_nodes),
+            ("set_namespace_ambient", nothing, |m| {
+                m.set_namespace_ambient("a", true)
+            }),
+            ("replace_ambient_namespaces", nothing, |m| {
+                m.replace_ambient_namespaces(["a".to_owned()])
+            }),
+            (
+                "forget_idle",
+                |m| {
+                    m.clear_pods();
+                    m.forget_idle(100, 50); // idle from now on
+                },
+                |m| {
+                    assert_eq!(m.forget_idle(200, 50), 2, "both pod variants of a/web go");
+                },
+            ),
+            ("set_service", nothing, |m| {
+                m.set_service(&[ip("10.96.0.2")], &[(443, 8443)], &backend())
+            }),
+            ("remove_service_ips", nothing, |m| {
+                m.remove_service_ips(&[ip("10.96.0.1")])
+            }),
+            ("clear_services", nothing, IdentityMap::clear_services),
+            ("set_peer_authentications", nothing, |m| {
+                m.set_peer_authentications(Some(Vec::new()))
+            }),
+        ];
+        for (name, prepare, change) in changes {
+            let mut m = base();
+            prepare(&mut m);
+            let before = m.generation();
+            change(&mut m);
+            assert_ne!(
+                m.generation(),
+                before,
+                "{name} changed the map, not its generation"
+            );
+        }
+        // the list covers every public method that takes the map mutably
+        let source = include_str!("identity.rs");
+        let code = source
+            .split("#[cfg(test)]\nmod tests")
+            .next()
+            .unwrap_or(source);
+        for (at, _) in code.match_indices("    pub fn ") {
+            let signature = &code[at..];
+            let signature = &signature[..signature.find(')').unwrap_or(signature.len())];
+            let name = signature["    pub fn ".len()..]
+                .split(['(', '<'])
+                .next()
+                .unwrap_or_default();
+            if signature.contains("&mut self") {
+                assert!(
+                    changes.iter().any(|(n, ..)| *n == name),
+                    "IdentityMap::{name} takes &mut self: add it to this test"
+                );
+            }
+        }
+        // what changes no answer keeps the generation
+        let mut m = base();
+        let before = m.generation();
+        m.remove_pod(99, &[ip("10.0.0.1")]); // not its pod
+        m.set_namespace_ambient("a", false); // already not ambient
+        m.set_service(&[ip("10.96.0.1")], &[], &backend()); // no port
+        assert_eq!(m.forget_idle(100, 50), 0, "nothing idle");
+        assert_eq!(
+            m.generation(),
+            before,
+            "nothing changed, yet a new generation"
+        );
+        // a map built the same way again (a reloaded workloads file) has another generation
+        assert_ne!(base().generation(), base().generation());
+        assert_eq!(IdentityMap::default().generation(), 0);
     }
 }
