@@ -191,6 +191,73 @@ fn workload_info_lists_this_nodes_workloads() {
     assert!(series(&text, "meshwatch_identity_synced").contains(&"meshwatch_identity_synced 1"));
 }
 
+fn publish(rec: &mut Recorder) {
+    rec.publish(
+        &PacketStats::default(),
+        crate::flow::TableStats::default(),
+        0,
+        None,
+    );
+}
+
+/// The workload series are rebuilt when the identity map changed, and only then: a series taken
+/// away behind the publisher's back stays away while the map is unchanged, and a change brings
+/// the series back with the new workload.
+#[test]
+fn workload_info_is_rebuilt_only_when_the_identities_change() {
+    let state = state(HTTPBIN_HERE, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    publish(&mut rec);
+    let text = state.metrics_text();
+    assert_eq!(series(&text, "meshwatch_workload_info").len(), 1, "{text}");
+    assert!(series(&text, "meshwatch_peer_authentication_info").is_empty());
+
+    state.metrics.identity.workloads.clear();
+    publish(&mut rec);
+    publish(&mut rec);
+    let text = state.metrics_text();
+    assert!(
+        series(&text, "meshwatch_workload_info").is_empty(),
+        "rebuilt from an unchanged map:\n{text}"
+    );
+
+    {
+        let mut m = state.identities.write().expect("identities");
+        m.upsert_pod(
+            7,
+            &["10.244.1.12".parse().expect("ip")],
+            Workload {
+                namespace: "foo".into(),
+                workload: "sleep".into(),
+                service_account: None,
+                labels: crate::peer_auth::PodLabels::Unknown,
+                mesh: Some(Mesh::Sidecar),
+            },
+            true,
+        );
+    }
+    publish(&mut rec);
+    let text = state.metrics_text();
+    let info = series(&text, "meshwatch_workload_info");
+    assert_eq!(info.len(), 2, "not rebuilt after a change:\n{text}");
+    assert!(info.iter().any(|l| l.contains("workload=\"sleep\"")));
+    assert!(info.iter().any(|l| l.contains("workload=\"httpbin\"")));
+
+    // the PeerAuthentications become known: a change too
+    state
+        .identities
+        .write()
+        .expect("identities")
+        .set_peer_authentications(Some(Vec::new()));
+    publish(&mut rec);
+    let text = state.metrics_text();
+    assert_eq!(
+        series(&text, "meshwatch_peer_authentication_info").len(),
+        2,
+        "the policies are known: each local workload's mode (the default):\n{text}"
+    );
+}
+
 /// A connection from a pod here to a pod on another node is that node's agent's to report (as
 /// `destination`); one to an address that is no pod is reported here, as `source`. Summed over
 /// agents, each counts once.
