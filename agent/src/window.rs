@@ -9,7 +9,7 @@
 //! needs while it sorts or serializes.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -36,6 +36,9 @@ pub struct WindowedEdges {
     /// How many edges `edges` holds, counted as they come and go (each under its shard's lock):
     /// `DashMap::len` would lock every shard on every add.
     count: AtomicUsize,
+    /// No bucket starts before this (`u64::MAX`: none kept): [`WindowedEdges::prune`] sweeps
+    /// the store only when a bucket may have left the window, not every time it is asked.
+    earliest: AtomicU64,
 }
 
 impl WindowedEdges {
@@ -46,6 +49,7 @@ impl WindowedEdges {
             bucket: (window / BUCKETS_PER_WINDOW).max(MIN_BUCKET),
             edges: DashMap::default(),
             count: AtomicUsize::new(0),
+            earliest: AtomicU64::new(u64::MAX),
         }
     }
 
@@ -68,6 +72,10 @@ impl WindowedEdges {
             },
         );
         let start = ts - ts % self.bucket;
+        // a plain load first: events come in time order, so the minimum rarely moves
+        if start < self.earliest.load(Ordering::Relaxed) {
+            self.earliest.fetch_min(start, Ordering::Relaxed);
+        }
         let mut buckets = match self.edges.entry(key) {
             Entry::Occupied(e) => e.into_ref(),
             Entry::Vacant(e) => {
@@ -97,19 +105,31 @@ impl WindowedEdges {
         });
     }
 
-    /// Drop buckets that ended before the window and edges left empty.
+    /// Drop buckets that ended before the window and edges left empty. The agent asks once a
+    /// second; the store is swept only when its earliest bucket has ended before the window
+    /// (once a bucket width, 1/60th of the window), since an edge is left empty only by a sweep.
     pub fn prune(&self, now: Nanos) {
         let horizon = now.saturating_sub(self.window);
         let bucket = self.bucket;
+        if self.earliest.load(Ordering::Relaxed).saturating_add(bucket) > horizon {
+            return;
+        }
+        // the sweep finds the new earliest (an add meanwhile lowers it on its own)
+        self.earliest.store(u64::MAX, Ordering::Relaxed);
         self.edges.retain(|_, buckets| {
             while buckets.front().is_some_and(|b| b.start + bucket <= horizon) {
                 buckets.pop_front();
             }
-            let keep = !buckets.is_empty();
-            if !keep {
-                self.count.fetch_sub(1, Ordering::Relaxed);
+            match buckets.front() {
+                Some(b) => {
+                    self.earliest.fetch_min(b.start, Ordering::Relaxed);
+                    true
+                }
+                None => {
+                    self.count.fetch_sub(1, Ordering::Relaxed);
+                    false
+                }
             }
-            keep
         });
     }
 
@@ -216,6 +236,31 @@ mod tests {
         assert_eq!((w.len(), w.edges.len()), (50, 50));
         w.prune(1000 * S);
         assert_eq!((w.len(), w.edges.len()), (0, 0));
+        assert!(w.is_empty());
+    }
+
+    /// Pruning skips the sweep while no bucket can have left the window, and still drops what a
+    /// sweep would: also a late event whose bucket was out of the window when it came.
+    #[test]
+    fn a_late_event_already_out_of_the_window_is_pruned_too() {
+        let w = WindowedEdges::new(60 * S);
+        let (a, b) = (key(Security::IstioMtls), key(Security::Plaintext));
+        w.add(a.clone(), 200 * S, delta(1, 1, 1));
+        w.prune(210 * S);
+        assert_eq!(w.len(), 1);
+        // 10 s: 140 s before the horizon when it arrives
+        w.add(b, 10 * S, delta(1, 1, 1));
+        w.add(a, 205 * S, delta(1, 1, 1));
+        assert_eq!(w.len(), 2);
+        w.prune(211 * S);
+        assert_eq!((w.len(), w.edges.len()), (1, 1), "the late edge goes");
+        w.prune(262 * S);
+        assert_eq!(w.len(), 1, "200 s and 205 s are within 60 s of 262 s");
+        w.prune(266 * S);
+        assert!(w.is_empty(), "205 s ended before 206 s");
+        // and it fills again
+        w.add(key(Security::Tls), 300 * S, delta(1, 1, 1));
+        w.prune(361 * S);
         assert!(w.is_empty());
     }
 
