@@ -165,6 +165,12 @@ impl FlowTable {
         self.flows.len()
     }
 
+    /// Flows the map can hold before it grows.
+    #[cfg(test)]
+    pub fn capacity(&self) -> usize {
+        self.flows.capacity()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.flows.is_empty()
     }
@@ -236,6 +242,14 @@ impl FlowTable {
             // a lone RST (or SYN+RST): nothing more will come
             self.retire(&key, flow, reason, done);
             return outcome;
+        }
+        if self.flows.len() == self.limits.max_flows / 4 {
+            // Given its final size now, while small: under eviction churn at the bound the table
+            // settles at ~2x the bound in slots, and growing there later holds the old and the
+            // new table at once (a 1M-SYN flood's peak memory). Below a quarter of the bound (a
+            // churn of short connections) it stays small and cache-resident.
+            let room = self.limits.max_flows.saturating_mul(2);
+            self.flows.reserve(room.saturating_sub(self.flows.len()));
         }
         self.flows.insert(MapKey(key), flow);
         self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);

@@ -383,6 +383,36 @@ fn a_syn_flood_is_held_to_the_flow_bound() {
     assert_eq!(t.stats().peak_flows, 10_000);
 }
 
+/// The map takes its final size once a quarter of the bound is reached (not at the bound, where
+/// growing holds two tables at once); a table that never gets there stays small.
+#[test]
+fn the_flow_map_takes_its_final_size_early_and_only_when_it_fills() {
+    let limits = TableLimits {
+        max_flows: 8_000,
+        ..TableLimits::default()
+    };
+    let (mut t, mut done) = (FlowTable::new(limits), Outputs::default());
+    let syn = |i: u32| {
+        let src = IpAddr::from([10, 1, (i >> 8) as u8, i as u8]);
+        seg((src, 40000), (addr("10.0.0.2"), 8000), i, 0, SYN, &[])
+    };
+    for i in 0..1_999u32 {
+        t.on_segment(&syn(i), u64::from(i), &mut done);
+    }
+    assert!(t.capacity() < 8_000, "{}", t.capacity());
+    for i in 1_999..2_100u32 {
+        t.on_segment(&syn(i), u64::from(i), &mut done);
+    }
+    assert!(t.capacity() >= 16_000, "{}", t.capacity());
+    let before = t.capacity();
+    for i in 2_100..40_000u32 {
+        t.on_segment(&syn(i), u64::from(i), &mut done);
+        done.finished.clear();
+    }
+    // (tombstones take room until the next in-place rehash: never more than before)
+    assert!(t.capacity() <= before, "no growth under eviction churn");
+}
+
 /// Mid-stream (no SYN seen), the client is chosen from what the capture knows, not from who
 /// happened to speak first.
 #[test]
