@@ -10,7 +10,7 @@ CARGO ?= cargo
 DEMO_PCAP ?= pcaps/istio-migration-before.pcap
 DEMO_WORKLOADS ?= pcaps/istio-migration-before.workloads.yaml
 
-.PHONY: demo test deps build lint deny unit generator e2e fuzz fuzz-long bench pcaps
+.PHONY: demo test deps build lint deny unit generator e2e fuzz fuzz-long bench bench-live pcaps
 .PHONY: monitoring monitoring-e2e deploy-check image image-test nat-e2e e2e-cluster auth-e2e dashboard-demo dashboard-browser
 
 deps:
@@ -94,11 +94,17 @@ fuzz-long: deps
 test: lint deny unit generator e2e nat-e2e e2e-cluster auth-e2e fuzz monitoring deploy-check image-test monitoring-e2e dashboard-browser
 
 # Benchmarks (see BENCHMARKS.md): offline side by side with tcpdump, nDPI, tshark; criterion
-# micro-benchmarks; the live replay (root).
+# micro-benchmarks; the live replay (root); the agent's CPU and RSS on a node (root).
 bench: deps
 	bench/run.sh
 	$(CARGO) bench -p meshwatch-agent --bench hot_path
 	bench/live.sh bench/data/mixed-20k.pcap
+	$(MAKE) bench-live
+
+# What the agent costs on a node against tcpdump, at fixed replay rates (root; see
+# BENCHMARKS.md, "Agent on a node"; RATES, TOOLS, SECONDS_PER_RATE and captures as arguments).
+bench-live: build
+	bench/live_cpu.sh
 
 # Regenerate the committed captures (root): then review and commit pcaps/.
 pcaps: deps
