@@ -290,18 +290,8 @@ pub fn judge_with_modes(
     policies: &[PeerAuthentication],
 ) {
     let known = identities.known_workloads();
-    let no_labels = crate::peer_auth::PodLabels::Unknown;
-    let unlisted = report.edges.iter().filter_map(|e| {
-        Some((
-            e.destination.namespace.as_deref()?,
-            e.destination.workload.as_deref()?,
-        ))
-    });
-    let workloads = unlisted
-        .map(|(ns, wl)| (ns, wl, &no_labels))
-        .chain(known.iter().map(|k| (k.namespace, k.workload, &*k.labels)));
-    let modes = crate::peer_auth::modes_of(policies, &policy.istio_root_namespace, workloads);
-    let v = verdict::evaluate_with_modes(&report.edges, policy, &known, Some(&modes));
+    // the modes today, and every suggestion simulated with the policies
+    let v = verdict::evaluate_with_policies(&report.edges, policy, &known, policies);
     report.verdicts = v.workloads;
     report.namespaces = v.namespaces;
     report.mesh = v.mesh;

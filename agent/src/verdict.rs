@@ -12,6 +12,7 @@
 //! being refused now, which is an outage to fix, not a migration step.
 
 mod policy_yaml;
+mod suggest;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,10 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{Edge, Origin, Peer};
 use crate::classify::{Mesh, Security, SecurityCounts};
-use crate::peer_auth::{EffectiveMode, Mode, PodLabels};
+use crate::peer_auth::{EffectiveMode, Mode, PeerAuthentication, PodLabels};
 use crate::Nanos;
 
-pub use policy_yaml::{peer_authentication, PolicyScope};
+pub use policy_yaml::{peer_authentication, render, PolicyScope};
 
 /// Istio's own plaintext ports (merged metrics and rewritten probes, health, Envoy stats) and
 /// istiod's control-plane ports (xDS, CA, monitoring, webhooks: no sidecar, no
@@ -240,7 +241,9 @@ pub struct Verdict {
     pub blockers: Vec<Blocker>,
     pub ports: Vec<PortVerdict>,
     /// The PeerAuthentication to apply: STRICT when ready; when only some ports are ready,
-    /// PERMISSIVE with `portLevelMtls` STRICT for exactly those ports.
+    /// the mode today kept and `portLevelMtls` STRICT for exactly those ports. It edits the
+    /// workload-level policy in force, else it is a new one whose selector selects this
+    /// workload alone; none when that cannot be shown (the reason says why).
     pub suggested_policy: Option<String>,
     /// The effective PeerAuthentication mode today, when the policies are known.
     #[serde(
@@ -264,7 +267,12 @@ pub struct NamespaceVerdict {
     pub idle: usize,
     /// Workloads outside the mesh (STRICT has no effect on them).
     pub not_in_mesh: usize,
+    /// The namespace-wide STRICT policy: the one in force edited, else a new `default`.
     pub suggested_policy: Option<String>,
+    /// What the suggestion leaves out (workloads whose own policy overrides it), or why there
+    /// is none although the namespace is ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion_note: Option<String>,
 }
 
 /// The whole mesh's roll-up.
@@ -326,13 +334,77 @@ pub fn evaluate(edges: &[Edge], policy: &Policy, known: &[KnownWorkload<'_>]) ->
 }
 
 /// [`evaluate`], with each workload's effective mode when the PeerAuthentications are known
-/// (`modes`; a workload missing from it has no mode shown).
+/// (`modes`; a workload missing from it has no mode shown). The policies themselves are not:
+/// a suggestion that would edit one is withheld, and none is simulated.
 pub fn evaluate_with_modes(
     edges: &[Edge],
     policy: &Policy,
     known: &[KnownWorkload<'_>],
     modes: Option<&Modes>,
 ) -> Verdicts {
+    evaluate_inner(edges, policy, known, modes, None)
+}
+
+/// [`evaluate`] with the PeerAuthentications in force: each workload's mode today, and every
+/// suggested policy checked by simulating it with them ([`crate::peer_auth::resolve`]).
+/// A workload seen in `edges` but not `known` has unknown labels.
+pub fn evaluate_with_policies(
+    edges: &[Edge],
+    policy: &Policy,
+    known: &[KnownWorkload<'_>],
+    policies: &[PeerAuthentication],
+) -> Verdicts {
+    let labels = labels_by_namespace(known, edges);
+    let workloads = labels
+        .iter()
+        .flat_map(|(ns, wls)| wls.iter().map(move |(wl, l)| (*ns, *wl, &**l)));
+    let modes = crate::peer_auth::modes_of(policies, &policy.istio_root_namespace, workloads);
+    evaluate_inner(edges, policy, known, Some(&modes), Some(policies))
+}
+
+/// Every workload known or seen (as source or destination) by namespace, with its pods' labels
+/// (unknown for one only seen; merged for one known twice).
+type Labels<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Cow<'a, PodLabels>>>;
+
+static UNKNOWN_LABELS: PodLabels = PodLabels::Unknown;
+
+fn labels_by_namespace<'a>(known: &'a [KnownWorkload<'a>], edges: &'a [Edge]) -> Labels<'a> {
+    let mut out = Labels::new();
+    let seen = edges.iter().flat_map(|e| [&e.source, &e.destination]);
+    for peer in seen.filter(|p| !p.is_folded() && !p.is_node()) {
+        if let (Some(ns), Some(wl)) = (&peer.namespace, &peer.workload) {
+            out.entry(ns.as_str())
+                .or_default()
+                .entry(wl.as_str())
+                .or_insert(Cow::Borrowed(&UNKNOWN_LABELS));
+        }
+    }
+    for k in known {
+        let slot = out.entry(k.namespace).or_default().entry(k.workload);
+        match slot {
+            std::collections::btree_map::Entry::Occupied(mut e) if !e.get().is_unknown() => {
+                let merged = e.get().merge(&k.labels);
+                e.insert(Cow::Owned(merged));
+            }
+            std::collections::btree_map::Entry::Occupied(mut e) => {
+                e.insert(Cow::Borrowed(&*k.labels));
+            }
+            std::collections::btree_map::Entry::Vacant(e) => {
+                e.insert(Cow::Borrowed(&*k.labels));
+            }
+        }
+    }
+    out
+}
+
+fn evaluate_inner(
+    edges: &[Edge],
+    policy: &Policy,
+    known: &[KnownWorkload<'_>],
+    modes: Option<&Modes>,
+    policies: Option<&[PeerAuthentication]>,
+) -> Verdicts {
+    let labels = labels_by_namespace(known, edges);
     let known: BTreeMap<Peer, &KnownWorkload<'_>> = known.iter().map(|k| (k.peer(), k)).collect();
     let mut tallies: BTreeMap<Peer, Tally> = known
         .keys()
@@ -349,7 +421,7 @@ pub fn evaluate_with_modes(
             .or_default()
             .add(edge, policy);
     }
-    let workloads: Vec<Verdict> = tallies
+    let mut workloads: Vec<Verdict> = tallies
         .into_iter()
         .map(|(peer, t)| {
             let k = known.get(&peer).copied();
@@ -357,7 +429,10 @@ pub fn evaluate_with_modes(
             judge(peer, t, policy, k, mode)
         })
         .collect();
-    let namespaces = roll_up_namespaces(&workloads);
+    for v in &mut workloads {
+        suggest_for(v, &labels, policy, policies);
+    }
+    let namespaces = roll_up_namespaces(&workloads, &labels, policy, policies);
     let mesh = roll_up_mesh(&namespaces);
     Verdicts {
         workloads,
@@ -565,11 +640,8 @@ fn judge(
     } else {
         Vec::new()
     };
-    let suggested_policy = if fully_strict(mode.as_ref()) {
-        None // nothing to apply: the workload is STRICT already
-    } else {
-        suggest(&peer, verdict, &ports, known)
-    };
+    // written by `suggest_for`, which sees the other workloads of the namespace
+    let suggested_policy = None;
     Verdict {
         destination: peer,
         verdict,
@@ -584,34 +656,97 @@ fn judge(
     }
 }
 
-/// STRICT for a ready workload; for one that is not, PERMISSIVE with STRICT on exactly the
-/// ports that are ready by the same rules (never on a port without enough evidence).
-fn suggest(
-    peer: &Peer,
-    verdict: Readiness,
-    ports: &[PortVerdict],
-    known: Option<&KnownWorkload<'_>>,
-) -> Option<String> {
-    let (Some(namespace), Some(workload)) = (&peer.namespace, &peer.workload) else {
-        return None; // an unknown address has no selector to put in a policy
+/// The workload's suggested policy ([`suggest::for_workload`]): none when it is STRICT already,
+/// not in the mesh or refusing clients now; when one cannot be shown to do what it says, none
+/// and the reason says why.
+fn suggest_for(
+    v: &mut Verdict,
+    labels: &Labels<'_>,
+    policy: &Policy,
+    policies: Option<&[PeerAuthentication]>,
+) {
+    let judged = matches!(
+        v.verdict,
+        Readiness::Ready | Readiness::Blocked | Readiness::Insufficient
+    );
+    if !judged || fully_strict(v.mode.as_ref()) {
+        return;
+    }
+    let (Some(namespace), Some(workload)) = (&v.destination.namespace, &v.destination.workload)
+    else {
+        return; // an unknown address has no selector to put in a policy
     };
-    let unknown = PodLabels::Unknown;
-    let scope = PolicyScope::Workload {
+    let in_namespace = labels.get(namespace.as_str());
+    let own = in_namespace
+        .and_then(|m| m.get(workload.as_str()))
+        .map_or(&UNKNOWN_LABELS, |l| &**l);
+    let judged_ports: Vec<u16> = v.ports.iter().map(|p| p.port).collect();
+    let ready_ports: Vec<u16> = v
+        .ports
+        .iter()
+        .filter(|p| p.verdict == Readiness::Ready)
+        .map(|p| p.port)
+        .collect();
+    let ctx = suggest::Context {
+        policies,
+        root_namespace: &policy.istio_root_namespace,
+        workloads: in_namespace
+            .map(|m| m.iter().map(|(w, l)| (*w, &**l)).collect())
+            .unwrap_or_default(),
+    };
+    let ask = suggest::WorkloadAsk {
         namespace,
         workload,
-        labels: known.map_or(&unknown, |k| &*k.labels),
+        labels: own,
+        ready: v.verdict == Readiness::Ready,
+        judged_ports: &judged_ports,
+        ready_ports: &ready_ports,
+        mode: v.mode.as_ref(),
     };
-    match verdict {
-        Readiness::Ready => Some(peer_authentication(&scope, None)),
-        Readiness::Blocked | Readiness::Insufficient => {
-            let ready: Vec<u16> = ports
-                .iter()
-                .filter(|p| p.verdict == Readiness::Ready)
-                .map(|p| p.port)
-                .collect();
-            (!ready.is_empty()).then(|| peer_authentication(&scope, Some(&ready)))
+    match suggest::for_workload(&ask, &ctx) {
+        suggest::Suggestion::Policy(p) => v.suggested_policy = Some(render(&p)),
+        suggest::Suggestion::Nothing => {}
+        suggest::Suggestion::Withheld(why) => {
+            v.reason = format!("{}; no policy suggested: {why}", v.reason);
         }
-        Readiness::NotInMesh | Readiness::BrokenClients => None,
+    }
+}
+
+/// A ready namespace's policy and its note ([`suggest::for_namespace_wide`]).
+fn suggest_namespace(
+    namespace: &str,
+    vs: &[&Verdict],
+    labels: &Labels<'_>,
+    policy: &Policy,
+    policies: Option<&[PeerAuthentication]>,
+) -> (Option<String>, Option<String>) {
+    if namespace == policy.istio_root_namespace {
+        return (
+            None,
+            Some(
+                "a policy without a selector in Istio's root namespace is mesh-wide: see the mesh"
+                    .to_owned(),
+            ),
+        );
+    }
+    let ctx = suggest::Context {
+        policies,
+        root_namespace: &policy.istio_root_namespace,
+        workloads: labels
+            .get(namespace)
+            .map(|m| m.iter().map(|(w, l)| (*w, &**l)).collect())
+            .unwrap_or_default(),
+    };
+    let modes: Vec<(&str, Option<&EffectiveMode>)> = vs
+        .iter()
+        .filter_map(|v| Some((v.destination.workload.as_deref()?, v.mode.as_ref())))
+        .collect();
+    match suggest::for_namespace_wide(namespace, &ctx, &modes) {
+        (suggest::Suggestion::Policy(p), note) => (Some(render(&p)), note),
+        (suggest::Suggestion::Nothing, note) => (None, note),
+        (suggest::Suggestion::Withheld(why), _) => {
+            (None, Some(format!("no policy suggested: {why}")))
+        }
     }
 }
 
@@ -619,7 +754,12 @@ fn is_idle(v: &Verdict) -> bool {
     v.connections.total() == 0 && v.exempted == 0 && v.verdict == Readiness::Insufficient
 }
 
-fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
+fn roll_up_namespaces(
+    workloads: &[Verdict],
+    labels: &Labels<'_>,
+    policy: &Policy,
+    policies: Option<&[PeerAuthentication]>,
+) -> Vec<NamespaceVerdict> {
     let mut by_ns: BTreeMap<&str, Vec<&Verdict>> = BTreeMap::new();
     for v in workloads {
         if let (Some(ns), Some(_)) = (&v.destination.namespace, &v.destination.workload) {
@@ -648,6 +788,14 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
             } else {
                 Readiness::Insufficient
             };
+            // nothing to apply when every workload is STRICT already
+            let (suggested_policy, suggestion_note) = if verdict == Readiness::Ready
+                && !vs.iter().all(|v| fully_strict(v.mode.as_ref()))
+            {
+                suggest_namespace(namespace, &vs, labels, policy, policies)
+            } else {
+                (None, None)
+            };
             NamespaceVerdict {
                 namespace: namespace.to_owned(),
                 verdict,
@@ -657,10 +805,8 @@ fn roll_up_namespaces(workloads: &[Verdict]) -> Vec<NamespaceVerdict> {
                 broken_clients,
                 idle,
                 not_in_mesh,
-                // nothing to apply when every workload is STRICT already
-                suggested_policy: (verdict == Readiness::Ready
-                    && !vs.iter().all(|v| fully_strict(v.mode.as_ref())))
-                .then(|| peer_authentication(&PolicyScope::Namespace(namespace), None)),
+                suggested_policy,
+                suggestion_note,
             }
         })
         .collect()

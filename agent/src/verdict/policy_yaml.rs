@@ -1,9 +1,10 @@
-//! PeerAuthentication (`security.istio.io/v1`) YAML for a suggested STRICT policy.
+//! PeerAuthentication (`security.istio.io/v1`) YAML: a suggested policy ([`render`]), and a
+//! STRICT policy for a scope ([`peer_authentication`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-use crate::peer_auth::{PodLabels, APP_KEYS};
+use crate::peer_auth::{Mode, PeerAuthentication, PodLabels, APP_KEYS};
 
 /// Istio's root namespace, where a mesh-wide policy lives.
 pub const ROOT_NAMESPACE: &str = "istio-system";
@@ -23,41 +24,61 @@ pub enum PolicyScope<'a> {
 
 /// A STRICT PeerAuthentication; with `strict_ports`, PERMISSIVE for the workload and STRICT
 /// through `portLevelMtls` for exactly those ports (Istio honours `portLevelMtls` only with a
-/// workload selector).
+/// workload selector). The workload's selector is its preferred labels ([`selector`]), NOT
+/// checked to select it alone: the verdict engine writes its suggestions with [`render`]
+/// after choosing a selector that does and simulating the result (`verdict::suggest`).
 pub fn peer_authentication(scope: &PolicyScope<'_>, strict_ports: Option<&[u16]>) -> String {
-    let (name, namespace) = match scope {
+    let (name, namespace, selector) = match scope {
         PolicyScope::Workload {
             namespace,
             workload,
-            ..
-        } => (format!("{workload}-strict"), *namespace),
-        PolicyScope::Namespace(ns) => ("default".to_owned(), *ns),
-        PolicyScope::Mesh => ("default".to_owned(), ROOT_NAMESPACE),
+            labels,
+        } => (
+            format!("{workload}-strict"),
+            *namespace,
+            Some(selector(workload, labels)),
+        ),
+        PolicyScope::Namespace(ns) => ("default".to_owned(), *ns, None),
+        PolicyScope::Mesh => ("default".to_owned(), ROOT_NAMESPACE, None),
     };
+    let (mode, port_level) = match strict_ports {
+        None => (Mode::Strict, BTreeMap::new()),
+        Some(ports) => (
+            Mode::Permissive,
+            ports.iter().map(|&p| (p, Mode::Strict)).collect(),
+        ),
+    };
+    render(&PeerAuthentication {
+        namespace: namespace.to_owned(),
+        name,
+        created: String::new(),
+        selector,
+        mode,
+        port_level,
+    })
+}
+
+/// A PeerAuthentication as YAML for `kubectl apply` (its creation time is not written).
+pub fn render(p: &PeerAuthentication) -> String {
     let mut y = String::new();
     // Writing to a String cannot fail.
     let _ = write!(
         y,
         "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n",
-        quote(&name),
-        quote(namespace)
+        quote(&p.name),
+        quote(&p.namespace)
     );
-    if let PolicyScope::Workload {
-        workload, labels, ..
-    } = scope
-    {
+    if let Some(selector) = &p.selector {
         y.push_str("  selector:\n    matchLabels:\n");
-        for (k, v) in selector(workload, labels) {
-            let _ = writeln!(y, "      {}: {}", quote(&k), quote(&v));
+        for (k, v) in selector {
+            let _ = writeln!(y, "      {}: {}", quote(k), quote(v));
         }
     }
-    match strict_ports {
-        None => y.push_str("  mtls:\n    mode: STRICT\n"),
-        Some(ports) => {
-            y.push_str("  mtls:\n    mode: PERMISSIVE\n  portLevelMtls:\n");
-            for port in ports {
-                let _ = writeln!(y, "    {port}:\n      mode: STRICT");
-            }
+    let _ = writeln!(y, "  mtls:\n    mode: {}", p.mode.as_str());
+    if !p.port_level.is_empty() {
+        y.push_str("  portLevelMtls:\n");
+        for (port, mode) in &p.port_level {
+            let _ = writeln!(y, "    {port}:\n      mode: {}", mode.as_str());
         }
     }
     y

@@ -68,6 +68,19 @@ fn workload<'a>(ns: &'a str, name: &'a str) -> KnownWorkload<'a> {
     }
 }
 
+/// A known workload whose pods all carry `labels`.
+fn labelled<'a>(ns: &'a str, name: &'a str, labels: &[(&str, &str)]) -> KnownWorkload<'a> {
+    KnownWorkload {
+        labels: std::borrow::Cow::Owned(PodLabels::of_pod(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        )),
+        ..workload(ns, name)
+    }
+}
+
 #[test]
 fn the_istio_migration_task() {
     let foo = wl("foo", "httpbin");
@@ -104,7 +117,11 @@ fn the_istio_migration_task() {
             2,
         ),
     ];
-    let v = evaluate(&edges, &Policy::default(), &[]);
+    let known = [
+        labelled("bar", "httpbin", &[("app", "httpbin")]),
+        labelled("bar", "sleep", &[("app", "sleep")]),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &known);
     let f = find(&v, &foo);
     assert_eq!(f.verdict, Readiness::Blocked);
     assert_eq!(f.blockers.len(), 1);
@@ -219,14 +236,17 @@ fn plaintext_on_some_ports_suggests_port_level_mtls() {
         edge(wl("a", "c"), d.clone(), 8080, Security::IstioMtls, 10),
         edge(ip("10.3.3.3"), d.clone(), 9090, Security::Plaintext, 2),
     ];
-    let v = evaluate(&edges, &Policy::default(), &[]);
+    let known = [
+        labelled("a", "web", &[("app", "web")]),
+        labelled("a", "c", &[("app", "c")]),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &known);
     let w = find(&v, &d);
     assert_eq!(w.verdict, Readiness::Blocked);
     let yaml = w.suggested_policy.as_deref().expect("port-level policy");
+    // the mode today is kept (UNSET inherits it: never a downgrade), STRICT on the ready port
     assert!(
-        yaml.contains(
-            "mtls:\n    mode: PERMISSIVE\n  portLevelMtls:\n    8080:\n      mode: STRICT"
-        ),
+        yaml.contains("mtls:\n    mode: UNSET\n  portLevelMtls:\n    8080:\n      mode: STRICT"),
         "{yaml}"
     );
     assert!(!yaml.contains("9090:"), "{yaml}");
@@ -243,7 +263,11 @@ fn port_verdicts_follow_the_policy() {
         edge(wl("a", "c"), d.clone(), 8082, Security::Unknown, 3),
         edge(ip("10.3.3.3"), d.clone(), 9090, Security::Plaintext, 2),
     ];
-    let v = evaluate(&edges, &Policy::default(), &[]);
+    let known = [
+        labelled("a", "web", &[("app", "web")]),
+        labelled("a", "c", &[("app", "c")]),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &known);
     let w = find(&v, &d);
     let port = |p: u16| w.ports.iter().find(|x| x.port == p).expect("port");
     assert_eq!(port(8080).verdict, Readiness::Ready);
@@ -690,7 +714,11 @@ fn already_strict_and_all_mtls_is_ready_with_nothing_to_apply() {
     );
     // PERMISSIVE today: the policy to apply is suggested
     let m = modes(&[("foo", "httpbin", EffectiveMode::default())]);
-    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    let known = [
+        labelled("foo", "httpbin", &[("app", "httpbin")]),
+        labelled("foo", "sleep", &[("app", "sleep")]),
+    ];
+    let v = evaluate_with_modes(&edges, &Policy::default(), &known, Some(&m));
     assert!(find(&v, &d).suggested_policy.is_some());
 }
 
@@ -809,9 +837,20 @@ fn an_unknown_mode_is_said_and_never_taken_for_strict() {
     assert!(json["peer_authentication"]["undecided"]
         .as_str()
         .is_some_and(|s| s.contains("`version`")));
+    // ready, but no policy can be shown to take effect: none, and the reason says why
     let ready = evaluate_with_modes(&edges[..1], &Policy::default(), &[], Some(&m));
     let w = find(&ready, &d);
     assert_eq!(w.verdict, Readiness::Ready);
-    assert!(w.suggested_policy.is_some());
-    assert!(ready.namespaces[0].suggested_policy.is_some());
+    assert_eq!(w.suggested_policy, None);
+    assert!(
+        w.reason
+            .contains("no policy suggested: the mode today is UNKNOWN (workload foo/v1-strict)"),
+        "{}",
+        w.reason
+    );
+    assert_eq!(ready.namespaces[0].suggested_policy, None);
+    assert!(ready.namespaces[0]
+        .suggestion_note
+        .as_deref()
+        .is_some_and(|n| n.contains("UNKNOWN")));
 }

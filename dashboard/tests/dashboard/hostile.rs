@@ -5,7 +5,8 @@
 
 use std::collections::BTreeSet;
 
-use meshwatch::verdict::{peer_authentication, PolicyScope};
+use meshwatch::peer_auth::{Mode, PeerAuthentication};
+use meshwatch::verdict::render;
 use meshwatch_dashboard::pages::encode;
 
 use crate::support::{has, lacks, page, report_with_workloads, serve_report};
@@ -37,13 +38,14 @@ fn q(s: &str) -> String {
 }
 
 /// istio-migration-before's pods under hostile names (bar/httpbin keeps all-mTLS traffic,
-/// so its hostile names also reach the suggested PeerAuthentication YAML).
+/// so its hostile names also reach the suggested PeerAuthentication YAML; every workload of
+/// its namespace has labels, or no selector could be shown to select it alone).
 fn hostile_workloads() -> String {
     let big = big();
     format!(
         "workloads:\n\
   - {{namespace: {bar}, workload: {a}, ips: [\"10.244.1.21\"], labels: {{tier: {a}, {s}: {js}}}}}\n\
-  - {{namespace: {bar}, workload: {qt}, ips: [\"10.244.1.22\"]}}\n\
+  - {{namespace: {bar}, workload: {qt}, ips: [\"10.244.1.22\"], labels: {{tier: {qt}}}}}\n\
   - {{namespace: {foo}, workload: {big}, ips: [\"10.244.1.11\"]}}\n\
   - {{namespace: {foo}, workload: {js}, ips: [\"10.244.1.12\"]}}\n\
   - {{namespace: {big}, workload: sleep, ips: [\"10.244.1.31\"], mesh: none}}\n\
@@ -210,22 +212,15 @@ async fn hostile_names_are_text_on_every_page_and_data_in_every_api() {
     )
     .await;
     // the YAML the engine wrote for these names (quoted YAML strings), escaped as HTML text
-    // no `app` label: the selector is every label, the hostile key among them
-    let labels = meshwatch::peer_auth::PodLabels::declared(
-        [
-            ("tier".to_owned(), H_ATTR.to_owned()),
-            (H_SCRIPT.to_owned(), H_JS.to_owned()),
-        ]
-        .into(),
-    );
-    let strict = peer_authentication(
-        &PolicyScope::Workload {
-            namespace: H_SCRIPT,
-            workload: H_ATTR,
-            labels: &labels,
-        },
-        None,
-    );
+    // no `app` label: its first label in order (the hostile key) tells it from the other
+    let strict = render(&PeerAuthentication {
+        namespace: H_SCRIPT.to_owned(),
+        name: format!("{H_ATTR}-strict"),
+        created: String::new(),
+        selector: Some([(H_SCRIPT.to_owned(), H_JS.to_owned())].into()),
+        mode: Mode::Strict,
+        port_level: Default::default(),
+    });
     has(
         &httpbin,
         &format!(
