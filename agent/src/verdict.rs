@@ -279,7 +279,13 @@ pub struct NamespaceVerdict {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MeshVerdict {
     pub verdict: Readiness,
+    /// The mesh-wide STRICT policy (in Istio's root namespace): the one in force edited, else a
+    /// new `default`; none when every workload is STRICT already.
     pub suggested_policy: Option<String>,
+    /// What the suggestion leaves out (workloads whose namespace or own policy overrides it),
+    /// or why there is none although the mesh is ready.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggestion_note: Option<String>,
 }
 
 /// All verdicts of one evaluation.
@@ -433,7 +439,7 @@ fn evaluate_inner(
         suggest_for(v, &labels, policy, policies);
     }
     let namespaces = roll_up_namespaces(&workloads, &labels, policy, policies);
-    let mesh = roll_up_mesh(&namespaces);
+    let mesh = roll_up_mesh(&namespaces, &workloads, policy, policies);
     Verdicts {
         workloads,
         namespaces,
@@ -815,17 +821,47 @@ fn roll_up_namespaces(
 /// The mesh is as ready as its least ready namespace; namespaces where no meshed workload
 /// received a connection (only clients, nothing seen, or only workloads outside the mesh) are
 /// left out: STRICT changes nothing there.
-fn roll_up_mesh(namespaces: &[NamespaceVerdict]) -> MeshVerdict {
+fn roll_up_mesh(
+    namespaces: &[NamespaceVerdict],
+    workloads: &[Verdict],
+    policy: &Policy,
+    policies: Option<&[PeerAuthentication]>,
+) -> MeshVerdict {
     let verdict = namespaces
         .iter()
         .filter(|n| n.ready + n.blocked + n.insufficient + n.broken_clients > 0)
         .map(|n| n.verdict)
         .min()
         .unwrap_or(Readiness::Insufficient);
+    let named: Vec<(String, Option<&EffectiveMode>)> = workloads
+        .iter()
+        .filter(|v| v.destination.workload.is_some())
+        .map(|v| (v.destination.display(), v.mode.as_ref()))
+        .collect();
+    // as for a namespace: nothing to apply when every workload is STRICT already
+    let (suggested_policy, suggestion_note) =
+        if verdict == Readiness::Ready && !named.iter().all(|(_, m)| fully_strict(*m)) {
+            let ctx = suggest::Context {
+                policies,
+                root_namespace: &policy.istio_root_namespace,
+                workloads: Vec::new(),
+            };
+            let modes: Vec<(&str, Option<&EffectiveMode>)> =
+                named.iter().map(|(w, m)| (w.as_str(), *m)).collect();
+            match suggest::for_namespace_wide(&policy.istio_root_namespace, &ctx, &modes) {
+                (suggest::Suggestion::Policy(p), note) => (Some(render(&p)), note),
+                (suggest::Suggestion::Nothing, note) => (None, note),
+                (suggest::Suggestion::Withheld(why), _) => {
+                    (None, Some(format!("no policy suggested: {why}")))
+                }
+            }
+        } else {
+            (None, None)
+        };
     MeshVerdict {
         verdict,
-        suggested_policy: (verdict == Readiness::Ready)
-            .then(|| peer_authentication(&PolicyScope::Mesh, None)),
+        suggested_policy,
+        suggestion_note,
     }
 }
 

@@ -422,3 +422,41 @@ fn a_suggestion_the_resolution_would_not_make_effective_is_withheld() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The mesh roll-up as the namespace's: nothing to apply when every workload is STRICT already
+/// (here by namespace-wide policies), and the mesh-wide policy in force is the one edited.
+#[test]
+fn the_mesh_suggests_nothing_when_all_is_strict_and_edits_its_policy_in_force() {
+    let strict_ns = "metadata: {name: default, namespace: bar, creationTimestamp: '2024-01-01T00:00:00Z'}\nspec: {mtls: {mode: STRICT}}\n";
+    let ks = bar_workloads();
+    let v = evaluate_with_policies(&bar_edges(), &Policy::default(), &ks, &[policy(strict_ns)]);
+    assert_eq!(v.mesh.verdict, Readiness::Ready);
+    assert_eq!(v.namespaces[0].suggested_policy, None);
+    assert_eq!(
+        v.mesh.suggested_policy, None,
+        "every workload is STRICT already"
+    );
+
+    let mesh = "metadata: {name: mesh-permissive, namespace: istio-system, creationTimestamp: '2023-01-01T00:00:00Z'}\nspec: {mtls: {mode: PERMISSIVE}}\n";
+    let policies = vec![policy(mesh), policy(PERMISSIVE_NS)];
+    let v = evaluate_with_policies(&bar_edges(), &Policy::default(), &ks, &policies);
+    let yaml = v.mesh.suggested_policy.as_deref().expect("mesh policy");
+    assert!(
+        yaml.contains("name: mesh-permissive\n  namespace: istio-system"),
+        "{yaml}"
+    );
+    let after = apply(&policies, yaml);
+    assert_eq!(
+        mode_after(&after, "elsewhere", &PodLabels::Unknown),
+        Mode::Strict
+    );
+    // bar keeps its own PERMISSIVE: named
+    assert!(
+        v.mesh
+            .suggestion_note
+            .as_deref()
+            .is_some_and(|n| n.starts_with("bar/httpbin, bar/sleep keep the mode")),
+        "{:?}",
+        v.mesh.suggestion_note
+    );
+}
