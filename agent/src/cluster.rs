@@ -152,8 +152,18 @@ pub fn report(
         })
         .collect();
     // the modes when some agent watches the PeerAuthentications (else unknown, not PERMISSIVE)
-    let modes = (!answers.peer_authentications.is_empty())
-        .then(|| modes::modes(&answers.peer_authentications));
+    // with since when each holds (to a step, plus the margin an edge's last step needs)
+    let modes = (!answers.peer_authentications.is_empty()).then(|| {
+        let mut m = modes::modes(&answers.peer_authentications);
+        modes::stamp_since(
+            &mut m,
+            &answers.peer_authentications,
+            &answers.peer_authentications_first_shown,
+            &answers.peer_authentications_last_shown,
+            &resolution,
+        );
+        m
+    });
     let verdicts = verdict::evaluate_with_modes(&edges, &policy, &known, modes.as_ref());
     Ok(ClusterReport {
         window_seconds: resolution.window,
@@ -172,6 +182,8 @@ struct Answers {
     agents_down: Vec<Sample>,
     workloads: Vec<Sample>,
     peer_authentications: Vec<Sample>,
+    peer_authentications_first_shown: Vec<Sample>,
+    peer_authentications_last_shown: Vec<Sample>,
 }
 
 /// Run the report's queries at once (each is a request of its own); the first failure, in the
@@ -188,6 +200,8 @@ fn run_all(client: &Client, q: &Queries, at: u64) -> Result<Answers, ClusterErro
         &q.agents_down,
         &q.workloads,
         &q.peer_authentications,
+        &q.peer_authentications_first_shown,
+        &q.peer_authentications_last_shown,
     ];
     let results: Vec<Result<Vec<Sample>, ClusterError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = texts
@@ -221,6 +235,8 @@ fn run_all(client: &Client, q: &Queries, at: u64) -> Result<Answers, ClusterErro
         agents_down: next()?,
         workloads: next()?,
         peer_authentications: next()?,
+        peer_authentications_first_shown: next()?,
+        peer_authentications_last_shown: next()?,
     })
 }
 

@@ -35,7 +35,9 @@ use crate::verdict::{self, KnownWorkload, Policy, Verdicts};
 use crate::window::WindowedEdges;
 use crate::Nanos;
 
+mod mode_clock;
 mod series;
+use mode_clock::ModeClock;
 use series::SeriesCache;
 
 /// Finished flows kept for `/api/v1/flows`.
@@ -91,6 +93,8 @@ pub struct LiveState {
     policy: Policy,
     interface: String,
     started: Instant,
+    /// Since when each workload's PeerAuthentication mode holds, as this agent saw it.
+    mode_clock: Mutex<ModeClock>,
 }
 
 impl LiveState {
@@ -114,6 +118,14 @@ impl LiveState {
             policy,
             interface,
             started: Instant::now(),
+            mode_clock: Mutex::new(ModeClock::default()),
+        }
+    }
+
+    /// Stamp every workload's modes with since when they hold, as this agent saw them.
+    fn stamp_modes(&self, modes: &mut verdict::Modes, now: Nanos) {
+        if let Ok(mut clock) = self.mode_clock.lock() {
+            clock.stamp(modes, now);
         }
     }
 
@@ -193,13 +205,16 @@ impl LiveState {
             })
             .unwrap_or_default();
         let known: Vec<KnownWorkload<'_>> = known.iter().map(Workload::as_known).collect();
-        // with the PeerAuthentications watched, each verdict shows the workload's mode today
+        // with the PeerAuthentications watched, each verdict shows the workload's mode today,
+        // and since when it holds
         let modes = peer_authentications.map(|policies| {
-            crate::peer_auth::modes_of(
+            let mut modes = crate::peer_auth::modes_of(
                 &policies,
                 &policy.istio_root_namespace,
                 known.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
-            )
+            );
+            self.stamp_modes(&mut modes, now);
+            modes
         });
         verdict::evaluate_with_modes(&edges, &policy, &known, modes.as_ref())
     }

@@ -510,6 +510,7 @@ mod tests {
             policy: Some("foo/default".into()),
             ports: BTreeMap::new(),
             undecided: None,
+            since: None,
         };
         m.ports.insert(
             9090,

@@ -189,6 +189,42 @@ pub struct EffectiveMode {
     /// With [`Mode::Unknown`]: why it cannot be told (`policy` is the policy in question).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub undecided: Option<String>,
+    /// Since when this mode holds, and how that is known: the verdict calls plaintext refused
+    /// only when it arrived after this; `None`: not known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<Since>,
+}
+
+/// Since when a mode holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Since {
+    /// Nanoseconds since the epoch.
+    pub at: crate::Nanos,
+    pub basis: SinceBasis,
+}
+
+/// How [`Since::at`] is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SinceBasis {
+    /// The most recent `creationTimestamp` of the policies that decide the mode.
+    Created,
+    /// The agent saw the mode take effect then (or it started then and found it).
+    Agent,
+    /// The agents' info series of the mode first showed then, in the window (to a step,
+    /// plus a scrape margin).
+    Prometheus,
+}
+
+impl SinceBasis {
+    /// How it is known, in words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            SinceBasis::Created => "the deciding policies' creationTimestamp (an edit since, or a deletion that let them decide, is not seen)",
+            SinceBasis::Agent => "when the agent saw it take effect, or started and found it",
+            SinceBasis::Prometheus => "when the agents' info series first showed it in the window, plus a scrape margin",
+        }
+    }
 }
 
 impl Default for EffectiveMode {
@@ -199,6 +235,7 @@ impl Default for EffectiveMode {
             policy: None,
             ports: BTreeMap::new(),
             undecided: None,
+            since: None,
         }
     }
 }
@@ -279,6 +316,7 @@ pub fn resolve(
                 "whether {} selects it cannot be told: {why}",
                 p.id()
             )),
+            since: None,
         };
     }
     let mut out = EffectiveMode::default();
@@ -443,10 +481,40 @@ pub fn modes_of<'a>(
     labels
         .into_iter()
         .map(|((ns, wl), l)| {
-            let mode = resolve(policies, root_namespace, ns, &l);
+            let mut mode = resolve(policies, root_namespace, ns, &l);
+            mode.since = created_since(&mode, policies);
             ((ns.to_owned(), wl.to_owned()), mode)
         })
         .collect()
+}
+
+/// Since when `mode` holds as far as the policies' `creationTimestamp` tells: the most recent
+/// creation among the policies that decide it (the workload's and its ports'). `None` when
+/// a default decides or a time is missing or unreadable. An edit of a policy, or a deletion
+/// that let these decide, is later and not seen in a listing: the caller says so.
+pub fn created_since(mode: &EffectiveMode, policies: &[PeerAuthentication]) -> Option<Since> {
+    let deciding: std::collections::BTreeSet<&str> = mode
+        .policy
+        .iter()
+        .map(String::as_str)
+        .chain(mode.ports.values().map(|p| p.policy.as_str()))
+        .collect();
+    if deciding.is_empty() || mode.mode == Mode::Unknown {
+        return None;
+    }
+    deciding
+        .into_iter()
+        .map(|id| {
+            let p = policies.iter().find(|p| p.id() == id)?;
+            let t = humantime::parse_rfc3339(&p.created).ok()?;
+            let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+            crate::Nanos::try_from(d.as_nanos()).ok()
+        })
+        .try_fold(0, |latest: crate::Nanos, t| Some(latest.max(t?)))
+        .map(|at| Since {
+            at,
+            basis: SinceBasis::Created,
+        })
 }
 
 #[cfg(test)]

@@ -545,46 +545,161 @@ fn disable_note(mode: Option<&EffectiveMode>) -> String {
     }
 }
 
-/// The workload's readiness and why, from its tally and its mode today.
+/// Whether traffic to `port` last seen at `last_seen` is refused now: STRICT applies there
+/// and it arrived after the mode took effect. When that time is not known, never.
+fn refused_now(mode: Option<&EffectiveMode>, port: u16, last_seen: Nanos) -> bool {
+    strict_on(mode, port) && mode.and_then(|m| m.since).is_some_and(|s| last_seen > s.at)
+}
+
+/// The blockers of a tally by what STRICT does to them today.
+#[derive(Default)]
+struct BlockersToday<'a> {
+    /// On a STRICT port, seen after the mode took effect: refused now.
+    refused: Vec<(&'a BlockerKey, u64)>,
+    /// On a STRICT port, last seen before the mode took effect (or when that is not known).
+    earlier: Vec<(&'a BlockerKey, u64)>,
+    /// On a port STRICT does not apply to yet: the migration's to-do list.
+    open: Vec<(&'a BlockerKey, u64)>,
+}
+
+impl<'a> BlockersToday<'a> {
+    fn of(t: &'a Tally, mode: Option<&EffectiveMode>, port: Option<u16>) -> Self {
+        let mut out = BlockersToday::default();
+        for (k, &(n, last_seen)) in t
+            .blockers
+            .iter()
+            .filter(|(k, _)| port.is_none_or(|p| k.4 == p))
+        {
+            let list = if refused_now(mode, k.4, last_seen) {
+                &mut out.refused
+            } else if strict_on(mode, k.4) {
+                &mut out.earlier
+            } else {
+                &mut out.open
+            };
+            list.push((k, n));
+        }
+        out
+    }
+}
+
+/// The connections of `blockers` by class.
+fn counts_of(blockers: &[(&BlockerKey, u64)]) -> SecurityCounts {
+    let mut c = SecurityCounts::default();
+    for ((_, security, ..), n) in blockers {
+        c.add(*security, *n);
+    }
+    c
+}
+
+/// `c` without the connections of `blockers` (which are among them).
+fn counts_without(c: &SecurityCounts, blockers: &[(&BlockerKey, u64)]) -> SecurityCounts {
+    let gone = counts_of(blockers);
+    SecurityCounts {
+        plaintext: c.plaintext.saturating_sub(gone.plaintext),
+        tls: c.tls.saturating_sub(gone.tls),
+        ..*c
+    }
+}
+
+/// "3 sources": the distinct sources of `blockers`.
+fn sources_of(blockers: &[(&BlockerKey, u64)]) -> String {
+    let n = blockers
+        .iter()
+        .map(|((p, ..), _)| p)
+        .collect::<BTreeSet<_>>()
+        .len();
+    format!("{n} source{}", if n == 1 { "" } else { "s" })
+}
+
+/// Traffic on a STRICT port that is not known to be refused now, in words: it arrived before
+/// the mode took effect, or when that was is not known.
+fn earlier_note(m: &EffectiveMode, earlier: &[(&BlockerKey, u64)]) -> String {
+    let traffic = blocking_traffic(&counts_of(earlier));
+    match m.since {
+        Some(since) => format!(
+            "{traffic} from {} was last seen before {}, from when the mode {} is known to hold ({}): not counted as refused",
+            sources_of(earlier),
+            crate::timestamp::format(since.at),
+            m.describe(),
+            since.basis.describe()
+        ),
+        None => format!(
+            "{traffic} from {} arrived in the window while the mode is {} now; since when it is STRICT is not known, so whether they are refused cannot be told",
+            sources_of(earlier),
+            m.describe()
+        ),
+    }
+}
+
+/// The workload's readiness and why, from its tally and its mode today. Only traffic seen
+/// after the mode became STRICT makes `broken_clients`; traffic of the window from before
+/// (or from an unknown time) is said, not counted as refused.
 fn workload_readiness(
     t: &Tally,
     policy: &Policy,
     in_mesh: bool,
     mode: Option<&EffectiveMode>,
 ) -> (Readiness, String) {
-    let c = &t.counts;
-    let sources = |broken_only: bool| {
-        let n = t
-            .blockers
-            .keys()
-            .filter(|k| !broken_only || strict_on(mode, k.4))
-            .map(|(p, ..)| p)
-            .collect::<BTreeSet<_>>()
-            .len();
-        format!("{n} source{}", if n == 1 { "" } else { "s" })
-    };
     if !in_mesh {
         return (Readiness::NotInMesh, NOT_IN_MESH.to_owned());
     }
-    let mut refused = SecurityCounts::default();
-    for (_, counts) in t.by_port.iter().filter(|(&p, _)| strict_on(mode, p)) {
-        refused.add(Security::Plaintext, counts.plaintext);
-        refused.add(Security::Tls, counts.tls);
-    }
-    if let (true, Some(m)) = (refused.plaintext + refused.tls > 0, mode) {
+    let today = BlockersToday::of(t, mode, None);
+    let Some(m) = mode else {
+        return open_or_evidence(t, policy, &today, mode);
+    };
+    if let Some(since) = m.since.filter(|_| !today.refused.is_empty()) {
         let reason = format!(
-            "already {}, yet {} from {} arrived: those clients are refused now",
+            "already {}, known since {} ({}), yet {} sent {} in the window, some after that: those clients are refused now",
             m.describe(),
-            blocking_traffic(&refused),
-            sources(true)
+            crate::timestamp::format(since.at),
+            since.basis.describe(),
+            sources_of(&today.refused),
+            blocking_traffic(&counts_of(&today.refused)),
         );
         return (Readiness::BrokenClients, reason);
     }
-    if !t.blockers.is_empty() {
-        let reason = format!("{} from {}", blocking_traffic(c), sources(false));
+    if today.earlier.is_empty() || !today.open.is_empty() {
+        let (verdict, reason) = open_or_evidence(t, policy, &today, mode);
+        return match today.earlier.is_empty() {
+            true => (verdict, reason),
+            false => (
+                verdict,
+                format!("{reason}; {}", earlier_note(m, &today.earlier)),
+            ),
+        };
+    }
+    if m.since.is_none() {
+        return (Readiness::Insufficient, earlier_note(m, &today.earlier));
+    }
+    // all of it before the mode became STRICT: judged on the rest
+    let rest = counts_without(&t.counts, &today.earlier);
+    let (verdict, reason) = evidence(&rest, policy);
+    (
+        verdict,
+        format!(
+            "{reason}; apart from that, {}",
+            earlier_note(m, &today.earlier)
+        ),
+    )
+}
+
+/// Blocked by the blockers STRICT does not apply to yet, else judged by the evidence rules.
+fn open_or_evidence(
+    t: &Tally,
+    policy: &Policy,
+    today: &BlockersToday<'_>,
+    mode: Option<&EffectiveMode>,
+) -> (Readiness, String) {
+    if !today.open.is_empty() {
+        let reason = format!(
+            "{} from {}",
+            blocking_traffic(&counts_of(&today.open)),
+            sources_of(&today.open)
+        );
         return (Readiness::Blocked, reason + &disable_note(mode));
     }
-    let (verdict, reason) = evidence(c, policy);
+    let (verdict, reason) = evidence(&t.counts, policy);
     match mode {
         Some(m) if verdict == Readiness::Ready && fully_strict(mode) => (
             verdict,
@@ -609,10 +724,9 @@ fn judge(
         .iter()
         .map(|(&port, counts)| {
             let (verdict, reason) = match port_readiness(counts, policy) {
-                (Readiness::Blocked, why) if strict_on(mode.as_ref(), port) => (
-                    Readiness::BrokenClients,
-                    format!("already STRICT, yet {why}: refused now"),
-                ),
+                (Readiness::Blocked, why) if strict_on(mode.as_ref(), port) => {
+                    strict_port_readiness(&t, policy, mode.as_ref(), port, counts, why)
+                }
                 other => other,
             };
             PortVerdict {
@@ -638,7 +752,7 @@ fn judge(
                         last_seen,
                         kind,
                         remedy: kind.remedy(),
-                        broken: strict_on(mode.as_ref(), port),
+                        broken: refused_now(mode.as_ref(), port, last_seen),
                     }
                 },
             )
@@ -659,6 +773,38 @@ fn judge(
         ports,
         suggested_policy,
         mode,
+    }
+}
+
+/// A STRICT port that received plaintext or non-mesh TLS in the window: refused now when some
+/// arrived after the mode took effect; else judged as the workload is (see
+/// [`workload_readiness`]).
+fn strict_port_readiness(
+    t: &Tally,
+    policy: &Policy,
+    mode: Option<&EffectiveMode>,
+    port: u16,
+    counts: &SecurityCounts,
+    why: String,
+) -> (Readiness, String) {
+    let today = BlockersToday::of(t, mode, Some(port));
+    match mode {
+        Some(_) if !today.refused.is_empty() => (
+            Readiness::BrokenClients,
+            format!("already STRICT, yet {why}, some after it took effect: refused now"),
+        ),
+        Some(m @ EffectiveMode { since: Some(_), .. }) => {
+            let (verdict, reason) = evidence(&counts_without(counts, &today.earlier), policy);
+            (
+                verdict,
+                format!(
+                    "{reason}; apart from that, {}",
+                    earlier_note(m, &today.earlier)
+                ),
+            )
+        }
+        Some(m) => (Readiness::Insufficient, earlier_note(m, &today.earlier)),
+        None => (Readiness::Blocked, why),
     }
 }
 

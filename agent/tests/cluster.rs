@@ -179,6 +179,14 @@ fn route(query: &str) -> Option<(&'static str, Option<&'static str>)> {
             (&q.agents_down, "agents_down"),
             (&q.workloads, "workloads"),
             (&q.peer_authentications, "peer_authentications"),
+            (
+                &q.peer_authentications_first_shown,
+                "peer_authentications_first_shown",
+            ),
+            (
+                &q.peer_authentications_last_shown,
+                "peer_authentications_last_shown",
+            ),
         ];
         if let Some((_, name)) = names.iter().find(|(text, _)| text.as_str() == query) {
             return Some((name, ns));
@@ -201,7 +209,7 @@ fn recorded(prefix: &str, name: &str, namespace: Option<&str>) -> String {
         .map_or_else(|| EMPTY.to_owned(), |f| fixture(&f));
     let mut v: Value = serde_json::from_str(&text).expect("json");
     if let (Some(ns), Some(result)) = (namespace, v["data"]["result"].as_array_mut()) {
-        let label = if name == "workloads" || name == "peer_authentications" {
+        let label = if name == "workloads" || name.starts_with("peer_authentications") {
             "namespace"
         } else {
             "destination_namespace"
@@ -575,9 +583,10 @@ fn verdicts_command() {
 }
 
 /// With agents that export the PeerAuthentication modes (`modes_`: the recorded answers plus
-/// written modes: beta STRICT namespace-wide, alpha/api STRICT by its own policy): beta/db's
-/// plaintext client is a broken client, alpha/api has nothing to apply, and `check` fails
-/// the namespace with the broken client on stderr.
+/// written modes: beta STRICT namespace-wide, alpha/api STRICT by its own policy, each shown
+/// from the window's first step): beta/db's plaintext client, last seen at the window's end,
+/// is a broken client, alpha/api has nothing to apply, and `check` fails the namespace with
+/// the broken client on stderr.
 #[test]
 fn modes_from_the_agents_info_metric() {
     let url = prometheus("modes_");
@@ -656,6 +665,29 @@ fn modes_from_the_agents_info_metric() {
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(table.contains("STRICT (namespace beta/default)"), "{table}");
     assert!(table.contains("beta/db has broken clients"), "{table}");
+}
+
+/// beta's STRICT series first showed 100 s before the window's end (`late_`), after the
+/// plaintext of legacy/cron was last seen (within a step and the lookback): that plaintext
+/// arrived before the change, so no broken clients, and `check` does not fail on it.
+#[test]
+fn plaintext_from_before_strict_showed_is_not_broken() {
+    let url = prometheus("late_");
+    let r = report(&url, None).expect("report");
+    let db = verdict(&r, "beta", "db");
+    assert_ne!(db.verdict, Readiness::BrokenClients, "{}", db.reason);
+    assert!(db.blockers.iter().all(|b| !b.broken));
+    assert!(
+        db.reason
+            .contains("2 plaintext connection(s) from 1 source was last seen before 2026-11-27T"),
+        "{}",
+        db.reason
+    );
+    let since = db.mode.as_ref().and_then(|m| m.since).expect("since");
+    assert_eq!(since.at, (1_795_791_401 + 3 + 300) * 1_000_000_000);
+    let (code, _, err) = check(&url, &["--namespace", "beta"]);
+    assert_ne!(code, 1, "{err}");
+    assert!(!err.contains("broken"), "{err}");
 }
 
 /// A Prometheus behind TLS and a bearer token (kube-rbac-proxy's shape): `verdicts` and

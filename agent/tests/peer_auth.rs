@@ -84,7 +84,9 @@ fn verdicts_show_the_mode_and_broken_clients() {
     assert_eq!(foo["verdict"], "broken_clients", "{foo}");
     assert_eq!(
         foo["peer_authentication"],
-        serde_json::json!({"mode": "STRICT", "source": "namespace", "policy": "foo/default"})
+        serde_json::json!({"mode": "STRICT", "source": "namespace", "policy": "foo/default",
+            // foo/default's creationTimestamp, 2026-11-26T14:00:00Z: before the capture
+            "since": {"at": 1_795_701_600_000_000_000_u64, "basis": "created"}})
     );
     assert_eq!(foo["blockers"][0]["workload"], "sleep");
     assert_eq!(foo["blockers"][0]["namespace"], "legacy");
@@ -121,6 +123,41 @@ fn verdicts_show_the_mode_and_broken_clients() {
         "{table}"
     );
     assert!(table.contains("broken: legacy/sleep"), "{table}");
+}
+
+/// foo/default created after the capture (its `creationTimestamp`): the plaintext to
+/// foo/httpbin arrived before the policy existed, so it is named, not called refused.
+#[test]
+fn plaintext_before_the_policy_was_created_is_not_broken() {
+    let text = std::fs::read_to_string(policies()).expect("policies");
+    let later = text.replace(
+        "creationTimestamp: \"2026-11-26T14:00:00Z\"",
+        "creationTimestamp: \"2027-01-01T00:00:00Z\"",
+    );
+    assert_ne!(text, later, "the policies file changed: update this test");
+    let dir = std::env::temp_dir().join(format!("meshwatch-pa-later-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let path = dir.join("policies.yaml");
+    std::fs::write(&path, later).expect("write");
+    let out = analyze_with(
+        &labelled_workloads(),
+        &[
+            "--format",
+            "json",
+            "--peer-authentications",
+            &path.display().to_string(),
+        ],
+    );
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let foo = verdict(&report, "foo", "httpbin");
+    assert_ne!(foo["verdict"], "broken_clients", "{foo}");
+    assert!(foo["blockers"][0].get("broken").is_none(), "{foo}");
+    let reason = foo["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("was last seen before 2027-01-01T00:00:00.000000Z, from when the mode STRICT (namespace foo/default) is known to hold (the deciding policies' creationTimestamp"),
+        "{reason}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A workloads file without labels: whether bar/httpbin's `app: httpbin` policy selects it

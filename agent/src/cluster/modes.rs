@@ -12,8 +12,9 @@
 
 use std::collections::BTreeMap;
 
+use super::promql::Resolution;
 use super::series::Sample;
-use crate::peer_auth::{EffectiveMode, Mode, ModeSource, PortMode};
+use crate::peer_auth::{EffectiveMode, Mode, ModeSource, PortMode, Since, SinceBasis};
 use crate::verdict::Modes;
 
 pub const PEER_AUTH_INFO: &str = "meshwatch_peer_authentication_info";
@@ -25,6 +26,62 @@ pub const UNDECIDED_BY_AGENT: &str =
 /// (`own` is the `{namespace="…"}` matcher or empty).
 pub fn query(own: &str) -> String {
     format!("max by (namespace, workload, port, mode, source, policy) ({PEER_AUTH_INFO}{own})")
+}
+
+/// When each mode's series showed in the window, as the times of the subquery's steps it
+/// showed at: `agg` `min` the first step, `max` the last (a step time is at or after the sample
+/// it shows).
+pub fn shown_query(own: &str, r: &Resolution, agg: &str) -> String {
+    format!(
+        "{agg} by (namespace, workload, port, mode, source, policy) ({agg}_over_time(({PEER_AUTH_INFO}{own} * 0 + time()){}))",
+        r.subquery()
+    )
+}
+
+/// Stamp each workload's mode with since when it holds ([`SinceBasis::Prometheus`]): the
+/// latest of the first step at which each of its series now (`now`, the [`query`] answer)
+/// showed, and the step after the last at which any other of its series (a mode it had
+/// before) did; plus one step and the lookback, because an edge's last step (its
+/// `last_seen`) means a connection after that step's start less the lookback. Not known when a
+/// series now has no first step.
+pub fn stamp_since(
+    modes: &mut Modes,
+    now: &[Sample],
+    first: &[Sample],
+    last: &[Sample],
+    r: &Resolution,
+) {
+    let seconds = |s: &Sample| (s.value.is_finite() && s.value >= 0.0).then_some(s.value as u64);
+    let of = |s: &Sample, ns: &str, wl: &str| {
+        label(s, "namespace") == Some(ns) && label(s, "workload") == Some(wl)
+    };
+    for ((ns, wl), mode) in modes.iter_mut() {
+        let current: Vec<&Sample> = now
+            .iter()
+            .filter(|s| s.value > 0.0 && of(s, ns, wl))
+            .collect();
+        let first_shown = current.iter().try_fold(0, |latest: u64, c| {
+            let t = first
+                .iter()
+                .find(|f| f.labels == c.labels)
+                .and_then(seconds)?;
+            Some(latest.max(t))
+        });
+        let gone = last
+            .iter()
+            .filter(|s| of(s, ns, wl) && !current.iter().any(|c| c.labels == s.labels))
+            .filter_map(seconds)
+            .map(|t| t.saturating_add(r.step))
+            .max()
+            .unwrap_or(0);
+        mode.since = first_shown
+            .filter(|_| !current.is_empty())
+            .map(|t| t.max(gone).saturating_add(r.step + r.lookback))
+            .map(|s| Since {
+                at: s.saturating_mul(1_000_000_000),
+                basis: SinceBasis::Prometheus,
+            });
+    }
 }
 
 fn label<'a>(s: &'a Sample, name: &str) -> Option<&'a str> {
@@ -61,6 +118,7 @@ pub fn modes(samples: &[Sample]) -> Modes {
                     policy: policy.map(str::to_owned),
                     ports: BTreeMap::new(),
                     undecided: (mode == Mode::Unknown).then(|| UNDECIDED_BY_AGENT.to_owned()),
+                    since: None,
                 };
                 combine(&mut workloads, key, m);
             }
@@ -95,12 +153,20 @@ pub fn combine(modes: &mut Modes, key: (String, String), m: EffectiveMode) {
         policy,
         ports,
         undecided,
+        since,
     } = m;
     if strictest(seen.mode, mode) {
         seen.mode = mode;
         seen.source = source;
         seen.policy = policy;
         seen.undecided = undecided;
+        seen.since = since;
+    } else if seen.mode == mode {
+        // the later of the two (a view that does not know: not known)
+        seen.since = seen
+            .since
+            .zip(since)
+            .map(|(a, b)| if b.at > a.at { b } else { a });
     }
     for (port, p) in ports {
         combine_port(&mut seen.ports, port, p);
@@ -235,14 +301,6 @@ mod tests {
     /// gone; empty labels (`port` of the workload level) are dropped by Prometheus.
     #[test]
     fn the_query_on_prometheus_engine() {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let Some(promtool) = std::env::split_paths(&path)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-        else {
-            eprintln!("skipped: promtool is not installed (Debian package prometheus)");
-            return;
-        };
         let series = |instance: &str, labels: &str, values: &str| {
             format!(
                 "      - series: '{PEER_AUTH_INFO}{{instance=\"{instance}\", job=\"meshwatch\", namespace=\"foo\", {labels}}}'\n        values: '{values}'\n"
@@ -285,10 +343,23 @@ mod tests {
         for labels in expected {
             test += &format!("          - labels: '{{{labels}}}'\n            value: 1\n");
         }
-        let dir = std::env::temp_dir().join(format!("meshwatch-modes-{}", std::process::id()));
+        run_promtool("modes", &test);
+    }
+
+    /// Run a `promtool test rules` file; skipped when promtool is not installed.
+    fn run_promtool(name: &str, test: &str) {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let Some(promtool) = std::env::split_paths(&path)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+        else {
+            eprintln!("skipped: promtool is not installed (Debian package prometheus)");
+            return;
+        };
+        let dir = std::env::temp_dir().join(format!("meshwatch-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
-        let file = dir.join("modes_test.yaml");
-        std::fs::write(&file, &test).expect("write test");
+        let file = dir.join("test.yaml");
+        std::fs::write(&file, test).expect("write test");
         let out = std::process::Command::new(promtool)
             .args(["test", "rules"])
             .arg(&file)
@@ -301,5 +372,127 @@ mod tests {
             String::from_utf8_lossy(&out.stderr),
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The series of one agent in the `foo` namespace.
+    fn input_series(instance: &str, labels: &str, values: &str) -> String {
+        format!(
+            "      - series: '{PEER_AUTH_INFO}{{instance=\"{instance}\", job=\"meshwatch\", namespace=\"foo\", {labels}}}'\n        values: '{values}'\n"
+        )
+    }
+
+    const API_PERMISSIVE: &str =
+        r#"workload="api", port="", mode="PERMISSIVE", source="default", policy="""#;
+    const API_STRICT: &str =
+        r#"workload="api", port="", mode="STRICT", source="workload", policy="foo/api""#;
+    const WEB_STRICT: &str =
+        r#"workload="web", port="", mode="STRICT", source="namespace", policy="foo/default""#;
+
+    /// The first and last steps each mode's series showed at, on Prometheus' engine: api was
+    /// PERMISSIVE until 10m (stale at 11m) and STRICT from 11m, web STRICT all along (a
+    /// 20-minute window walked in 5 s steps, evaluated at 20m).
+    #[test]
+    fn the_shown_queries_on_prometheus_engine() {
+        let r = Resolution::of(1200);
+        assert_eq!((r.step, r.lookback), (5, 300));
+        let mut input = String::new();
+        input += &input_series("a", API_PERMISSIVE, "1x10 stale");
+        input += &input_series("a", API_STRICT, "_x11 1x9");
+        input += &input_series("a", WEB_STRICT, "1x20");
+        input += &input_series("b", WEB_STRICT, "_x5 1x15");
+        let own = "{namespace=\"foo\"}";
+        let labels = |l: &str| l.replace(r#"port="", "#, "").replace(r#", policy="""#, "");
+        let mut test = format!(
+            "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{input}    promql_expr_test:\n"
+        );
+        for (agg, expected) in [
+            (
+                "min",
+                [(API_PERMISSIVE, 5), (API_STRICT, 660), (WEB_STRICT, 5)],
+            ),
+            (
+                "max",
+                [
+                    (API_PERMISSIVE, 655),
+                    (API_STRICT, 1200),
+                    (WEB_STRICT, 1200),
+                ],
+            ),
+        ] {
+            test += &format!(
+                "      - expr: '{}'\n        eval_time: 20m\n        exp_samples:\n",
+                shown_query(own, &r, agg)
+            );
+            for (l, v) in expected {
+                test += &format!(
+                    "          - labels: '{{namespace=\"foo\", {}}}'\n            value: {v}\n",
+                    labels(l)
+                );
+            }
+        }
+        run_promtool("modes-shown", &test);
+    }
+
+    /// Since when a mode holds, from those answers: the latest of its series' first steps and
+    /// the step after its other modes' last, plus a step and the lookback; unknown without a
+    /// first step.
+    #[test]
+    fn since_is_when_the_mode_showed_plus_the_margin() {
+        let r = Resolution::of(1200);
+        let at = |pairs: &[(&str, &str)], value: f64| Sample {
+            value,
+            ..sample(pairs)
+        };
+        let api_strict = [
+            ("namespace", "foo"),
+            ("workload", "api"),
+            ("mode", "STRICT"),
+            ("source", "workload"),
+            ("policy", "foo/api"),
+        ];
+        let api_permissive = [
+            ("namespace", "foo"),
+            ("workload", "api"),
+            ("mode", "PERMISSIVE"),
+            ("source", "default"),
+        ];
+        let web = [
+            ("namespace", "foo"),
+            ("workload", "web"),
+            ("mode", "STRICT"),
+            ("source", "namespace"),
+            ("policy", "foo/default"),
+        ];
+        let now = [sample(&api_strict), sample(&web)];
+        let first = [
+            at(&api_permissive, 5.0),
+            at(&api_strict, 660.0),
+            at(&web, 5.0),
+        ];
+        let last = [
+            at(&api_permissive, 655.0),
+            at(&api_strict, 1200.0),
+            at(&web, 1200.0),
+        ];
+        let mut m = modes(&now);
+        stamp_since(&mut m, &now, &first, &last, &r);
+        let since = |m: &Modes, wl: &str| m[&("foo".to_owned(), wl.to_owned())].since;
+        let prometheus = |s: u64| {
+            Some(Since {
+                at: s * 1_000_000_000,
+                basis: SinceBasis::Prometheus,
+            })
+        };
+        assert_eq!(since(&m, "api"), prometheus(660 + 5 + 300));
+        assert_eq!(since(&m, "web"), prometheus(5 + 5 + 300));
+        // the PERMISSIVE series showed until later than STRICT first did (a flip back):
+        // since the step after it last showed
+        let last_late = [at(&api_permissive, 900.0)];
+        stamp_since(&mut m, &now, &first, &last_late, &r);
+        assert_eq!(since(&m, "api"), prometheus(905 + 5 + 300));
+        // no first step for a series of now: not known
+        stamp_since(&mut m, &now, &first[..1], &last, &r);
+        assert_eq!(since(&m, "api"), None);
+        assert_eq!(since(&m, "web"), None);
     }
 }

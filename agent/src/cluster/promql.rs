@@ -104,7 +104,7 @@ impl Resolution {
 
     /// The subquery range and step: a millisecond short of the walked window, so only steps
     /// after the window's start are taken.
-    fn subquery(&self) -> String {
+    pub fn subquery(&self) -> String {
         format!("[{}ms:{}s]", self.walked() * 1000 - 1, self.step)
     }
 
@@ -162,6 +162,10 @@ pub struct Queries {
     pub workloads: String,
     /// The PeerAuthentication modes of those workloads now ([`super::modes`]).
     pub peer_authentications: String,
+    /// The first and last step of the window each mode's series showed at: since when the
+    /// mode holds ([`super::modes::stamp_since`]).
+    pub peer_authentications_first_shown: String,
+    pub peer_authentications_last_shown: String,
 }
 
 impl Queries {
@@ -204,6 +208,8 @@ impl Queries {
                 "max by (namespace, workload, mesh) (last_over_time({WORKLOAD_INFO}{own}[{w}s]))"
             ),
             peer_authentications: super::modes::query(&own),
+            peer_authentications_first_shown: super::modes::shown_query(&own, r, "min"),
+            peer_authentications_last_shown: super::modes::shown_query(&own, r, "max"),
         }
     }
 }

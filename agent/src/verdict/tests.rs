@@ -597,6 +597,7 @@ fn effective(mode: Mode, source: crate::peer_auth::ModeSource, policy: &str) -> 
         policy: Some(policy.to_owned()),
         ports: BTreeMap::new(),
         undecided: None,
+        since: None,
     }
 }
 
@@ -611,7 +612,16 @@ fn port_override(mut m: EffectiveMode, port: u16, mode: Mode) -> EffectiveMode {
     m
 }
 
-use crate::peer_auth::ModeSource;
+use crate::peer_auth::{ModeSource, Since, SinceBasis};
+
+/// `m`, known to hold since `at` (as an agent saw it).
+fn since(mut m: EffectiveMode, at: Nanos) -> EffectiveMode {
+    m.since = Some(Since {
+        at,
+        basis: SinceBasis::Agent,
+    });
+    m
+}
 
 #[test]
 fn strict_with_plaintext_is_broken_clients() {
@@ -626,17 +636,15 @@ fn strict_with_plaintext_is_broken_clients() {
             3,
         ),
     ];
-    let m = modes(&[(
-        "foo",
-        "httpbin",
-        effective(Mode::Strict, ModeSource::Namespace, "foo/default"),
-    )]);
+    // STRICT since before the plaintext was last seen (2_003)
+    let strict = effective(Mode::Strict, ModeSource::Namespace, "foo/default");
+    let m = modes(&[("foo", "httpbin", since(strict, 1_500))]);
     let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
     let w = find(&v, &d);
     assert_eq!(w.verdict, Readiness::BrokenClients);
     assert!(
         w.reason.starts_with(
-            "already STRICT (namespace foo/default), yet 3 plaintext connection(s) from 1 source"
+            "already STRICT (namespace foo/default), known since 1970-01-01T00:00:00.000001Z (when the agent saw it take effect, or started and found it), yet 1 source sent 3 plaintext connection(s) in the window, some after that: those clients are refused now"
         ),
         "{}",
         w.reason
@@ -651,7 +659,8 @@ fn strict_with_plaintext_is_broken_clients() {
     let json = serde_json::to_value(w).unwrap_or_default();
     assert_eq!(
         json["peer_authentication"],
-        serde_json::json!({"mode": "STRICT", "source": "namespace", "policy": "foo/default"})
+        serde_json::json!({"mode": "STRICT", "source": "namespace", "policy": "foo/default",
+            "since": {"at": 1_500, "basis": "agent"}})
     );
     assert_eq!(json["verdict"], "broken_clients");
     assert_eq!(json["blockers"][0]["broken"], true);
@@ -671,7 +680,10 @@ fn a_permissive_port_of_a_strict_workload_is_a_migration_step() {
         edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10),
         edge(node(), d.clone(), 9090, Security::Plaintext, 3),
     ];
-    let strict = effective(Mode::Strict, ModeSource::Workload, "foo/httpbin");
+    let strict = since(
+        effective(Mode::Strict, ModeSource::Workload, "foo/httpbin"),
+        1_500,
+    );
     let m = modes(&[(
         "foo",
         "httpbin",
@@ -685,6 +697,106 @@ fn a_permissive_port_of_a_strict_workload_is_a_migration_step() {
     let m = modes(&[("foo", "httpbin", strict)]);
     let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
     assert_eq!(find(&v, &d).verdict, Readiness::BrokenClients);
+}
+
+/// STRICT applied after the plaintext was last seen: not refused now, and the verdict says
+/// so (no `broken_clients`, nothing for `check` to fail on); a client seen after the change is
+/// refused, even when it also sent plaintext before.
+#[test]
+fn plaintext_before_strict_took_effect_is_not_broken_after_is() {
+    let d = wl("foo", "httpbin");
+    let mtls = edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10);
+    // last seen at 2_003
+    let before = edge(
+        wl("legacy", "sleep"),
+        d.clone(),
+        8000,
+        Security::Plaintext,
+        3,
+    );
+    let strict = effective(Mode::Strict, ModeSource::Namespace, "foo/default");
+    let m = modes(&[("foo", "httpbin", since(strict.clone(), 2_003))]);
+    let v = evaluate_with_modes(
+        &[mtls.clone(), before.clone()],
+        &Policy::default(),
+        &[],
+        Some(&m),
+    );
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Ready, "{}", w.reason);
+    assert_eq!(
+        w.reason,
+        "all 10 inbound connections are Istio mTLS; apart from that, 3 plaintext connection(s) from 1 source was last seen before 1970-01-01T00:00:00.000002Z, from when the mode STRICT (namespace foo/default) is known to hold (when the agent saw it take effect, or started and found it): not counted as refused"
+    );
+    assert_eq!((w.blockers.len(), w.blockers[0].broken), (1, false));
+    assert_eq!(
+        w.ports[0].verdict,
+        Readiness::Ready,
+        "{}",
+        w.ports[0].reason
+    );
+    assert_eq!(v.namespaces[0].broken_clients, 0);
+    assert_eq!(v.mesh.verdict, Readiness::Ready);
+
+    // another client, also after the change (last seen at 2_600): refused now
+    let after = edge(
+        wl("legacy", "cron"),
+        d.clone(),
+        8000,
+        Security::Plaintext,
+        600,
+    );
+    let v = evaluate_with_modes(&[mtls, before, after], &Policy::default(), &[], Some(&m));
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::BrokenClients, "{}", w.reason);
+    assert!(
+        w.reason
+            .contains("yet 1 source sent 600 plaintext connection(s) in the window"),
+        "{}",
+        w.reason
+    );
+    let broken: Vec<(String, bool)> = w
+        .blockers
+        .iter()
+        .map(|b| (b.source.display(), b.broken))
+        .collect();
+    assert_eq!(
+        broken,
+        [
+            ("legacy/cron".to_owned(), true),
+            ("legacy/sleep".to_owned(), false)
+        ]
+    );
+    assert_eq!(w.ports[0].verdict, Readiness::BrokenClients);
+}
+
+/// STRICT now, but since when is not known: plaintext of the window is named, never called
+/// refused; not enough to tell, so `insufficient` (not `broken_clients`, not `blocked`).
+#[test]
+fn strict_since_an_unknown_time_never_claims_broken_clients() {
+    let d = wl("foo", "httpbin");
+    let edges = [
+        edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10),
+        edge(
+            wl("legacy", "sleep"),
+            d.clone(),
+            8000,
+            Security::Plaintext,
+            3,
+        ),
+    ];
+    let strict = effective(Mode::Strict, ModeSource::Namespace, "foo/default");
+    let m = modes(&[("foo", "httpbin", strict)]);
+    let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Insufficient);
+    assert_eq!(
+        w.reason,
+        "3 plaintext connection(s) from 1 source arrived in the window while the mode is STRICT (namespace foo/default) now; since when it is STRICT is not known, so whether they are refused cannot be told"
+    );
+    assert!(w.blockers.iter().all(|b| !b.broken));
+    assert_eq!(w.ports[0].verdict, Readiness::Insufficient);
+    assert_eq!(v.namespaces[0].broken_clients, 0);
 }
 
 #[test]
@@ -819,6 +931,7 @@ fn an_unknown_mode_is_said_and_never_taken_for_strict() {
             "whether foo/v1-strict selects it cannot be told: its pods disagree on label `version`"
                 .into(),
         ),
+        since: None,
     };
     let m = modes(&[("foo", "httpbin", unknown.clone())]);
     let v = evaluate_with_modes(&edges, &Policy::default(), &[], Some(&m));
