@@ -354,10 +354,20 @@ async fn no_peerauthentications(State(calls): State<Arc<Calls>>) -> Response {
 }
 
 const PEER_AUTH_PATH: &str = "/apis/security.istio.io/v1/peerauthentications";
+/// Istio before 1.22 serves only this version.
+const PEER_AUTH_V1BETA1_PATH: &str = "/apis/security.istio.io/v1beta1/peerauthentications";
 
-/// The identity watches with the PeerAuthentication route given.
+/// The identity watches with the PeerAuthentication route given (`v1`; `v1beta1` not served).
 async fn start(
     peer_auth: axum::routing::MethodRouter<Arc<Calls>>,
+) -> (Arc<Calls>, SharedIdentities, Arc<SyncState>) {
+    start_versions(peer_auth, get(no_peerauthentications)).await
+}
+
+/// The identity watches with the PeerAuthentication routes given, `v1` and `v1beta1`.
+async fn start_versions(
+    peer_auth: axum::routing::MethodRouter<Arc<Calls>>,
+    peer_auth_v1beta1: axum::routing::MethodRouter<Arc<Calls>>,
 ) -> (Arc<Calls>, SharedIdentities, Arc<SyncState>) {
     let calls = Arc::new(Calls::default());
     let app = Router::new()
@@ -370,6 +380,7 @@ async fn start(
             get(endpointslices),
         )
         .route(PEER_AUTH_PATH, peer_auth)
+        .route(PEER_AUTH_V1BETA1_PATH, peer_auth_v1beta1)
         .with_state(calls.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -530,5 +541,34 @@ async fn no_peer_authentication_resource_is_no_failure() {
     assert!(
         map.read().expect("map").peer_authentications().is_none(),
         "modes unknown, not PERMISSIVE"
+    );
+}
+
+/// Istio before 1.22: `security.istio.io/v1` is not served (404), `v1beta1` is: the modes come
+/// from `v1beta1`, not "Istio is not installed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_authentications_fall_back_to_v1beta1() {
+    let (calls, map, sync) =
+        start_versions(get(no_peerauthentications), get(peerauthentications)).await;
+    let resolved = || {
+        let m = modes(&map);
+        sync.synced() && mode_of(&m, "shop", "web").is_some_and(|s| s.starts_with("STRICT"))
+    };
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !resolved() && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        calls.peer_auth_watches.load(Ordering::SeqCst) >= 1,
+        "v1beta1 watched"
+    );
+    let m = modes(&map);
+    assert_eq!(
+        mode_of(&m, "payments", "settle").as_deref(),
+        Some("STRICT (namespace payments/default)")
+    );
+    assert_eq!(
+        mode_of(&m, "shop", "web").as_deref(),
+        Some("STRICT (namespace shop/default)")
     );
 }
