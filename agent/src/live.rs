@@ -494,15 +494,25 @@ impl Recorder {
         if self.identities_published == Some(generation) {
             return;
         }
-        // the PeerAuthentication modes of this node's workloads, when the policies are watched
+        // the PeerAuthentication modes of this node's workloads, when the policies are watched:
+        // resolved on each workload's labels across the cluster, as /api/v1/verdicts does (this
+        // node's pods alone may all carry a canary's `version`), stamped with since when they
+        // hold, and exported for the workloads with a pod here
         let modes = ids.peer_authentications().map(|policies| {
-            crate::peer_auth::modes_of(
+            let known = ids.known_workloads();
+            let mut modes = crate::peer_auth::modes_of(
                 &policies,
                 &self.state.policy.istio_root_namespace,
-                ids.local_workloads()
-                    .into_iter()
-                    .map(|w| (w.namespace.as_str(), w.workload.as_str(), &w.labels)),
-            )
+                known.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
+            );
+            self.state.stamp_modes(&mut modes, now());
+            let here: std::collections::HashSet<(&str, &str)> = ids
+                .local_workloads()
+                .into_iter()
+                .map(|w| (w.namespace.as_str(), w.workload.as_str()))
+                .collect();
+            modes.retain(|(ns, wl), _| here.contains(&(ns.as_str(), wl.as_str())));
+            modes
         });
         let local: Vec<WorkloadLabels> = ids
             .local_workloads()

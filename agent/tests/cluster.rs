@@ -607,13 +607,16 @@ fn modes_from_the_agents_info_metric() {
         api.suggested_policy.is_some(),
         "port 9090 is PERMISSIVE: not fully STRICT yet"
     );
+    let svc = verdict(&r, "gamma", "svc");
     assert_eq!(
-        verdict(&r, "gamma", "svc")
-            .mode
-            .as_ref()
-            .map(|m| m.mode.as_str()),
-        Some("STRICT"),
-        "agents that disagree: the strictest"
+        svc.mode.as_ref().map(|m| m.mode.as_str()),
+        Some("UNKNOWN"),
+        "agents that disagree (PERMISSIVE and STRICT): unknown, never the strictest"
+    );
+    assert!(
+        svc.reason.contains(meshwatch::cluster::modes::DISAGREE),
+        "{}",
+        svc.reason
     );
     assert_eq!(
         verdict(&r, "legacy", "store")

@@ -3,12 +3,14 @@
 //!
 //! The query reads the series *now* (an instant selector: a series an agent stopped exporting
 //! is stale and gone), `max by` the info labels across agents: every agent hosting a pod of
-//! the workload exports the same labels. While a policy change reaches the agents one by one,
-//! two agents may disagree for a moment: the strictest mode wins (the one that refuses
-//! clients). Workloads on a node whose agent is down have no mode until it is back. The same
-//! rule ([`combine`]) joins the modes of several agents' `/api/v1/verdicts` (the dashboard's
-//! `--agent`). An agent that cannot tell (`UNKNOWN`, ordered below every mode) gives way to
-//! one that can.
+//! the workload resolves it on the workload's labels across the cluster, so all export the
+//! same labels. Where they do not — a policy change still reaching them, or an agent that
+//! resolves on other labels (an older agent used its own node's pods only) — the mode is
+//! `UNKNOWN` with both views in the reason, never the strictest: that would call clients
+//! of a canary's other pods refused. An agent that cannot tell (`UNKNOWN`) makes it unknown
+//! too. Workloads on a node whose agent is down have no mode until it is back. The same rule
+//! ([`combine`]) joins the modes of several agents' `/api/v1/verdicts` (the dashboard's
+//! `--agent`). Since when a mode holds: [`stamp_since`].
 
 use std::collections::BTreeMap;
 
@@ -88,11 +90,6 @@ fn label<'a>(s: &'a Sample, name: &str) -> Option<&'a str> {
     s.labels.get(name).map(String::as_str)
 }
 
-/// The strictest of two modes (STRICT, then PERMISSIVE, then DISABLE).
-fn strictest(a: Mode, b: Mode) -> bool {
-    b > a
-}
-
 /// The modes of the samples, by (namespace, workload). A sample with an unknown mode or
 /// source, or a bad port, is skipped; port-level samples without their workload's are too.
 pub fn modes(samples: &[Sample]) -> Modes {
@@ -132,53 +129,79 @@ pub fn modes(samples: &[Sample]) -> Modes {
         }
     }
     for (key, port, p) in ports {
-        if let Some(w) = workloads.get_mut(&key) {
+        // an unknown mode has no port overrides to show
+        if let Some(w) = workloads.get_mut(&key).filter(|w| w.mode != Mode::Unknown) {
             combine_port(&mut w.ports, port, p);
         }
     }
     workloads
 }
 
-/// Add one source's view of a workload's mode to `modes`: where sources disagree the
-/// strictest wins, for the workload (its mode with its source, policy and reason) and for
-/// each port override.
+/// Add one source's view of a workload's mode to `modes`. Sources that agree (mode, source,
+/// policy and port overrides) give that mode, since the later of their `since`s; one that
+/// cannot tell gives [`Mode::Unknown`] with its reason; sources that disagree give
+/// [`Mode::Unknown`] naming both views — never a guess such as the strictest, which would
+/// call a canary's other pods' clients refused.
 pub fn combine(modes: &mut Modes, key: (String, String), m: EffectiveMode) {
     let Some(seen) = modes.get_mut(&key) else {
         modes.insert(key, m);
         return;
     };
-    let EffectiveMode {
-        mode,
-        source,
-        policy,
-        ports,
-        undecided,
-        since,
-    } = m;
-    if strictest(seen.mode, mode) {
-        seen.mode = mode;
-        seen.source = source;
-        seen.policy = policy;
-        seen.undecided = undecided;
-        seen.since = since;
-    } else if seen.mode == mode {
+    if seen.mode == Mode::Unknown {
+        return; // the first reason stays
+    }
+    if m.mode == Mode::Unknown {
+        *seen = m;
+    } else if same_view(seen, &m) {
         // the later of the two (a view that does not know: not known)
         seen.since = seen
             .since
-            .zip(since)
+            .zip(m.since)
             .map(|(a, b)| if b.at > a.at { b } else { a });
-    }
-    for (port, p) in ports {
-        combine_port(&mut seen.ports, port, p);
+    } else {
+        *seen = EffectiveMode {
+            mode: Mode::Unknown,
+            source: seen.source,
+            policy: seen.policy.clone(),
+            ports: BTreeMap::new(),
+            undecided: Some(disagreement(seen, &m)),
+            since: None,
+        };
     }
 }
 
+fn same_view(a: &EffectiveMode, b: &EffectiveMode) -> bool {
+    (a.mode, a.source, &a.policy, &a.ports) == (b.mode, b.source, &b.policy, &b.ports)
+}
+
+/// Why two views make the mode unknown.
+fn disagreement(a: &EffectiveMode, b: &EffectiveMode) -> String {
+    let view = |m: &EffectiveMode| {
+        let ports: Vec<String> = m
+            .ports
+            .iter()
+            .map(|(port, p)| format!("port {port} {}", p.mode.as_str()))
+            .collect();
+        match ports.is_empty() {
+            true => m.describe(),
+            false => format!("{} with {}", m.describe(), ports.join(", ")),
+        }
+    };
+    format!("{DISAGREE}: {} and {}", view(a), view(b))
+}
+
+/// The start of the reason of a mode the agents disagree on.
+pub const DISAGREE: &str =
+    "the agents disagree (a policy change still reaching them, or agents that see other labels)";
+
+/// A port-level series from a second agent: the same mode, or unknown.
 fn combine_port(ports: &mut BTreeMap<u16, PortMode>, port: u16, p: PortMode) {
-    match ports.get(&port) {
-        Some(seen) if !strictest(seen.mode, p.mode) => {}
-        _ => {
+    match ports.get_mut(&port) {
+        None => {
             ports.insert(port, p);
         }
+        Some(seen) if *seen == p => {}
+        Some(seen) => seen.mode = Mode::Unknown,
     }
 }
 
@@ -231,20 +254,30 @@ mod tests {
         assert_eq!(m.len(), 2, "{m:?}");
     }
 
+    /// A canary seen by two agents: one says STRICT, the other PERMISSIVE. Whichever comes
+    /// first, the mode is UNKNOWN, naming both views — never STRICT.
     #[test]
-    fn agents_that_disagree_give_the_strictest() {
+    fn agents_that_disagree_give_unknown() {
         for order in [[0, 1], [1, 0]] {
             let samples = [
-                info("foo", "web", "", "PERMISSIVE", "namespace", "foo/default"),
-                info("foo", "web", "", "STRICT", "namespace", "foo/default"),
+                info("foo", "web", "", "PERMISSIVE", "default", ""),
+                info("foo", "web", "", "STRICT", "workload", "foo/v1-strict"),
             ];
             let m = modes(&[samples[order[0]].clone(), samples[order[1]].clone()]);
-            assert_eq!(m[&("foo".to_owned(), "web".to_owned())].mode, Mode::Strict);
+            let web = &m[&("foo".to_owned(), "web".to_owned())];
+            assert_eq!(web.mode, Mode::Unknown, "{order:?}");
+            let why = web.undecided.as_deref().unwrap_or_default();
+            assert!(why.starts_with(DISAGREE), "{why}");
+            assert!(
+                why.contains("STRICT (workload foo/v1-strict)")
+                    && why.contains("PERMISSIVE (default)"),
+                "{why}"
+            );
         }
     }
 
     #[test]
-    fn combine_keeps_the_strictest_per_workload_and_port() {
+    fn combine_agrees_or_is_unknown_per_workload_and_port() {
         let key = || ("foo".to_owned(), "web".to_owned());
         let mode = |mode, source, policy: &str| EffectiveMode {
             mode,
@@ -252,36 +285,55 @@ mod tests {
             policy: Some(policy.to_owned()),
             ..EffectiveMode::default()
         };
-        let mut first = mode(Mode::Permissive, ModeSource::Namespace, "foo/default");
-        first.ports.insert(
-            9090,
-            PortMode {
-                mode: Mode::Strict,
-                policy: "foo/web".into(),
-            },
-        );
-        let mut second = mode(Mode::Strict, ModeSource::Namespace, "foo/default");
-        second.ports.insert(
-            9090,
-            PortMode {
-                mode: Mode::Disable,
-                policy: "foo/web".into(),
-            },
-        );
+        let port = |mode| PortMode {
+            mode,
+            policy: "foo/web".into(),
+        };
+        let since = |at| {
+            Some(Since {
+                at,
+                basis: SinceBasis::Agent,
+            })
+        };
+        // agreeing views: that mode, since the later
+        let mut strict = mode(Mode::Strict, ModeSource::Namespace, "foo/default");
+        strict.ports.insert(9090, port(Mode::Permissive));
+        let (mut a, mut b) = (strict.clone(), strict.clone());
+        (a.since, b.since) = (since(10), since(20));
+        let mut m = Modes::new();
+        combine(&mut m, key(), a.clone());
+        combine(&mut m, key(), b);
+        assert_eq!(m[&key()].mode, Mode::Strict);
+        assert_eq!(m[&key()].since, since(20));
+        // a view without the port override: unknown, the override named
+        let mut other = strict.clone();
+        other.ports.clear();
+        combine(&mut m, key(), other);
+        assert_eq!(m[&key()].mode, Mode::Unknown);
+        assert!(m[&key()].ports.is_empty());
+        let why = m[&key()].undecided.clone().unwrap_or_default();
+        assert!(why.contains("with port 9090 PERMISSIVE"), "{why}");
+        // an agent that cannot tell: unknown with its reason, in any order
         let unknown = EffectiveMode {
             undecided: Some("why".into()),
             ..mode(Mode::Unknown, ModeSource::Workload, "foo/v1")
         };
-        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
-            let views = [first.clone(), second.clone(), unknown.clone()];
+        for order in [[0, 1], [1, 0]] {
+            let views = [a.clone(), unknown.clone()];
             let mut m = Modes::new();
             for i in order {
                 combine(&mut m, key(), views[i].clone());
             }
-            let web = &m[&key()];
-            assert_eq!((web.mode, web.undecided.as_deref()), (Mode::Strict, None));
-            assert_eq!(web.on_port(9090).0, Mode::Strict, "{order:?}");
+            assert_eq!(m[&key()].mode, Mode::Unknown);
+            assert_eq!(m[&key()].undecided.as_deref(), Some("why"), "{order:?}");
         }
+        // port series of two agents that disagree: that port is unknown
+        let m = modes(&[
+            info("foo", "web", "", "STRICT", "namespace", "foo/default"),
+            info("foo", "web", "9090", "DISABLE", "port", "foo/web"),
+            info("foo", "web", "9090", "STRICT", "port", "foo/web"),
+        ]);
+        assert_eq!(m[&key()].on_port(9090).0, Mode::Unknown);
         // UNKNOWN from the series: parsed, with a reason
         let m = modes(&[info("foo", "web", "", "UNKNOWN", "workload", "foo/v1")]);
         assert_eq!(m[&key()].mode, Mode::Unknown);

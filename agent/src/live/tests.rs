@@ -258,6 +258,50 @@ fn workload_info_is_rebuilt_only_when_the_identities_change() {
     );
 }
 
+/// A canary: a STRICT policy selects `version: v1`; this node runs only v1's pod, another
+/// node v2's. The info metric resolves the mode on the workload's labels across the cluster,
+/// as /api/v1/verdicts does: UNKNOWN (its pods disagree on `version`), not STRICT from this
+/// node's pods alone; and only this node's workloads are exported.
+#[test]
+fn the_info_metric_resolves_modes_on_the_clusters_labels() {
+    let text = "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11], node: node-1, labels: {app: httpbin, version: v1}}\n  - {namespace: foo, workload: httpbin, ips: [10.244.2.11], node: node-2, labels: {app: httpbin, version: v2}}\n  - {namespace: foo, workload: remote, ips: [10.244.2.12], node: node-2, labels: {app: remote}}\n";
+    let state = state(text, file_feed());
+    let canary = crate::peer_auth::PeerAuthentication {
+        namespace: "foo".into(),
+        name: "v1-strict".into(),
+        created: "2026-11-20T00:00:00Z".into(),
+        selector: Some([("version".to_owned(), "v1".to_owned())].into()),
+        mode: crate::peer_auth::Mode::Strict,
+        port_level: Default::default(),
+    };
+    state
+        .identities
+        .write()
+        .expect("identities")
+        .set_peer_authentications(Some(vec![canary]));
+    let mut rec = Recorder::new(state.clone());
+    publish(&mut rec);
+    let text = state.metrics_text();
+    let info = series(&text, "meshwatch_peer_authentication_info");
+    assert_eq!(info.len(), 1, "this node's workload only:\n{text}");
+    assert!(
+        info[0].contains("workload=\"httpbin\"") && info[0].contains("mode=\"UNKNOWN\""),
+        "{text}"
+    );
+    let verdicts = state.verdicts(now());
+    let api = verdicts
+        .workloads
+        .iter()
+        .find(|v| v.destination.workload.as_deref() == Some("httpbin"))
+        .and_then(|v| v.mode.as_ref())
+        .map(|m| m.mode);
+    assert_eq!(
+        api,
+        Some(crate::peer_auth::Mode::Unknown),
+        "the API says the same"
+    );
+}
+
 /// A connection from a pod here to a pod on another node is that node's agent's to report (as
 /// `destination`); one to an address that is no pod is reported here, as `source`. Summed over
 /// agents, each counts once.

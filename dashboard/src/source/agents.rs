@@ -8,7 +8,7 @@
 //! idle, their labels) comes from their `/api/v1/verdicts`; an agent that cannot be read makes
 //! the evidence incomplete (its node's connections are missing). The agents that watch the
 //! PeerAuthentications give each verdict the workload's mode today (`peer_authentication`):
-//! combined as the Prometheus view does ([`meshwatch::cluster::modes::combine`]: the strictest
+//! combined as the Prometheus view does ([`meshwatch::cluster::modes::combine`]: unknown
 //! where agents disagree), and unknown (not PERMISSIVE) when no agent gives any.
 
 use std::collections::BTreeMap;

@@ -244,19 +244,23 @@ async fn an_agent_down_is_named_and_nothing_is_ready_without_it() {
 }
 
 /// Agents that watch the PeerAuthentications: the verdicts show each workload's mode today,
-/// the strictest where the agents disagree (one has seen a policy change the other has not
-/// yet), an unknown mode as unknown; a STRICT workload that still receives plaintext has
-/// broken clients.
+/// unknown where the agents disagree (one has seen a policy change the other has not yet) and
+/// an unknown mode as unknown; a STRICT workload that receives plaintext after it became
+/// STRICT (both agents: since the epoch) has broken clients.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_agents_modes_are_shown_the_strictest_winning() {
-    let ns_mode = |mode: &str| serde_json::json!({"mode": mode, "source": "namespace", "policy": "foo/default"});
+async fn the_agents_modes_are_shown_unknown_where_they_disagree() {
+    let ns_mode = |mode: &str| {
+        serde_json::json!({"mode": mode, "source": "namespace", "policy": "foo/default",
+        "since": {"at": 0, "basis": "agent"}})
+    };
     let unknown = serde_json::json!({"mode": "UNKNOWN", "source": "workload",
         "policy": "bar/v1-strict",
         "undecided": "whether bar/v1-strict selects it cannot be told: its pods disagree on label `version`"});
     let a1 = fake_agent_with_modes(
         1,
         &[
-            ("foo", "httpbin", ns_mode("PERMISSIVE")),
+            ("foo", "httpbin", ns_mode("STRICT")),
+            ("foo", "sleep", ns_mode("PERMISSIVE")),
             ("bar", "httpbin", unknown.clone()),
         ],
     )
@@ -265,6 +269,7 @@ async fn the_agents_modes_are_shown_the_strictest_winning() {
         2,
         &[
             ("foo", "httpbin", ns_mode("STRICT")),
+            ("foo", "sleep", ns_mode("STRICT")),
             ("bar", "httpbin", unknown),
         ],
     )
@@ -292,9 +297,17 @@ async fn the_agents_modes_are_shown_the_strictest_winning() {
         "{}",
         bar.reason
     );
+    let sleep = find(&verdicts, "foo", "sleep");
+    assert_eq!(
+        sleep.mode.as_ref().map(|m| m.mode),
+        Some(meshwatch::peer_auth::Mode::Unknown),
+        "the agents disagree: {}",
+        sleep.reason
+    );
     assert!(
-        find(&verdicts, "foo", "sleep").mode.is_none(),
-        "no agent gave its mode"
+        sleep.reason.contains(meshwatch::cluster::modes::DISAGREE),
+        "{}",
+        sleep.reason
     );
     let w = page(addr, "/workload?ns=foo&name=httpbin").await;
     has(
