@@ -183,7 +183,7 @@ pub struct PeerAuthLabels {
     pub namespace: String,
     pub workload: String,
     pub port: String,
-    /// `STRICT`, `PERMISSIVE`, `DISABLE`.
+    /// `STRICT`, `PERMISSIVE`, `DISABLE`, or `UNKNOWN` (it cannot be told).
     pub mode: &'static str,
     /// `default`, `mesh`, `namespace`, `workload`, `port`.
     pub source: &'static str,
@@ -360,7 +360,7 @@ impl Metrics {
         );
         r.register(
             "peer_authentication_info",
-            "The PeerAuthentication mTLS mode of workloads with a pod on this node (port empty: the workload's; else a port-level override), where it comes from (default, mesh, namespace, workload, port) and the deciding policy",
+            "The PeerAuthentication mTLS mode (STRICT, PERMISSIVE, DISABLE, or UNKNOWN: it cannot be told) of workloads with a pod on this node (port empty: the workload's; else a port-level override), where it comes from (default, mesh, namespace, workload, port) and the deciding policy",
             m.peer_auth.modes.clone(),
         );
         r.register(

@@ -64,7 +64,7 @@ const TAGS: &[&str] = &[
     "html", "head", "meta", "title", "link", "body", "header", "nav", "a", "p", "code", "time",
     "label", "input", "main", "section", "h1", "h2", "h3", "table", "thead", "tbody", "tr", "th",
     "td", "span", "svg", "path", "rect", "g", "text", "pre", "button", "details", "summary", "dl",
-    "dt", "dd", "ul", "li", "script", "div",
+    "dt", "dd", "ul", "li", "script", "div", "strong",
 ];
 const ATTRS: &[&str] = &[
     "lang",
@@ -275,4 +275,94 @@ async fn hostile_names_are_text_on_every_page_and_data_in_every_api() {
     let parsed = meshwatch_dashboard::policy::target(rollback).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(parsed.namespace, H_SCRIPT);
     lacks(&o, "onerror=alert(1)>");
+}
+
+/// A PeerAuthentication name is the cluster's too: hostile ones (markup, quotes, 10 KB) reach
+/// the mode today ("PERMISSIVE (workload …)"), the suggestion that edits the policy in force
+/// (its name kept) and the JSON, and are text everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_policy_names_are_text_on_every_page_and_data_in_every_api() {
+    const P_SCRIPT: &str = "<script>alert(\"pa\")</script>'\"";
+    let p_big = format!(
+        "{}\"><i onclick=alert(6)>{}",
+        "C".repeat(5000),
+        "D".repeat(5000)
+    );
+    let ids = meshwatch::identity::file::WorkloadsFile::parse(&hostile_workloads(), None)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let pcap = crate::support::repo().join("pcaps/istio-migration-before.pcap");
+    let policy = meshwatch::verdict::Policy::default();
+    let (mut report, _) = meshwatch::analyze::analyze(
+        &[pcap],
+        &ids,
+        &policy,
+        meshwatch::flow::TableLimits::default(),
+        false,
+        None,
+        1,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let in_bar = |name: &str, created: &str, selector| PeerAuthentication {
+        namespace: H_SCRIPT.to_owned(),
+        name: name.to_owned(),
+        created: created.to_owned(),
+        selector,
+        mode: Mode::Permissive,
+        port_level: Default::default(),
+    };
+    let policies = [
+        in_bar(P_SCRIPT, "2024-01-01T00:00:00Z", None),
+        in_bar(
+            &p_big,
+            "2024-02-01T00:00:00Z",
+            Some([("tier".to_owned(), H_ATTR.to_owned())].into()),
+        ),
+    ];
+    meshwatch::analyze::judge_with_modes(&mut report, &ids, &policy, &policies);
+    let json = serde_json::to_string(&report).unwrap_or_else(|e| panic!("{e}"));
+    let addr = serve_report(&json).await;
+
+    let workload_path = format!("/workload?ns={}&name={}", encode(H_SCRIPT), encode(H_ATTR));
+    let bar_path = format!("/namespace?ns={}", encode(H_SCRIPT));
+    let quote_path = format!("/workload?ns={}&name={}", encode(H_SCRIPT), encode(H_QUOTE));
+    for path in ["/", "/matrix", &bar_path, &workload_path, &quote_path] {
+        let html = page(addr, path).await;
+        check_markup(&html, path);
+        check_no_raw_hostile(&html, path);
+        for raw in ["<script>alert(\"pa\")", "<i onclick"] {
+            assert!(!html.contains(raw), "{path}: {raw:?} appears unescaped");
+        }
+    }
+    // the mode today names the policy, as text; the suggestion edits it, its name kept
+    let httpbin = page(addr, &workload_path).await;
+    let id = format!("{H_SCRIPT}/{p_big}");
+    has(&httpbin, &esc(&format!("PERMISSIVE (workload {id})")));
+    has(&httpbin, &esc(&format!("  name: {}\n", q(&p_big))));
+    let quoted = page(addr, &quote_path).await;
+    has(
+        &quoted,
+        &esc(&format!("PERMISSIVE (namespace {H_SCRIPT}/{P_SCRIPT})")),
+    );
+
+    // the JSON API returns the names exactly
+    let w: serde_json::Value = serde_json::from_str(
+        &page(
+            addr,
+            &format!(
+                "/api/workload?ns={}&name={}",
+                encode(H_SCRIPT),
+                encode(H_ATTR)
+            ),
+        )
+        .await,
+    )
+    .unwrap_or_default();
+    let text = w.to_string();
+    assert!(
+        text.contains(&q(&id)),
+        "the policy id, exactly, in {text:.300}"
+    );
+    let apply = w["policy"]["yaml"].as_str().unwrap_or_default();
+    let parsed = meshwatch_dashboard::policy::target(apply).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(parsed.name, p_big);
 }
