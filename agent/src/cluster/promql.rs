@@ -111,10 +111,20 @@ impl Resolution {
     /// The growth of the series of `selector` over the window (see the module doc), summed
     /// by `labels`. The sum is taken at each step (it is linear): `last_over_time` keeps the
     /// metric name that the difference drops, and a series' steps must stay one series.
+    /// Summed by `origin`, a series without it (an agent from before the label) counts as
+    /// `origin="direct"`, as the recording rules in `grafana/` do: in a fleet of old and new
+    /// agents one connection's source- and destination-reported series then fall in one
+    /// group, and the `reporter` rule counts it once instead of twice.
     pub fn growth(&self, selector: &str, labels: &str) -> String {
         let (cur, prev) = self.cur_prev(selector);
+        let step = format!("(({cur} - {prev}) >= 0 or {cur})");
+        let step = if labels.split(',').any(|l| l.trim() == "origin") {
+            format!("(label_replace({step}, \"origin\", \"direct\", \"origin\", \"\"))")
+        } else {
+            step
+        };
         format!(
-            "sum_over_time((sum by ({labels}) (({cur} - {prev}) >= 0 or {cur})){})",
+            "sum_over_time((sum by ({labels}) {step}){})",
             self.subquery()
         )
     }

@@ -94,6 +94,20 @@ fn promtool_test() -> String {
             values,
         ));
     }
+    // a connection between two nodes in a fleet of old and new agents: the destination's
+    // (new) agent labels it `origin="direct"`, the source's (old) agent has no `origin`: it
+    // counts once
+    let mixed = edge("mixed", "api", "istio_mtls");
+    for (instance, reporter, origin, values) in [
+        ("a", "destination", ", origin=\"direct\"", "_x99 4 4 6x20"),
+        ("b", "source", "", "_x99 4 4 6x20"),
+    ] {
+        input.push_str(&series(
+            "meshwatch_connections_total",
+            &format!("instance=\"{instance}\", job=\"meshwatch\", reporter=\"{reporter}\", {mixed}{origin}"),
+            values,
+        ));
+    }
     let outside = "source_namespace=\"s\", source_workload=\"out\", destination_namespace=\"unknown\", destination_workload=\"unknown\", destination_port=\"443\", security=\"tls\", mesh=\"none\"";
     input.push_str(&series(
         "meshwatch_connections_total",
@@ -129,13 +143,16 @@ fn promtool_test() -> String {
             "1x120",
         ));
     }
+    // every edge counted carries `origin` (`direct` where a series had none)
+    let direct = |labels: &str| format!("{labels}, origin=\"direct\"");
     let mut expected = String::new();
     for (name, _, n) in CASES {
-        expected.push_str(&sample(&edge(name, "web", "plaintext"), *n));
+        expected.push_str(&sample(&direct(&edge(name, "web", "plaintext")), *n));
     }
-    expected.push_str(&sample(&both, 6));
-    expected.push_str(&sample(&partly, 5));
-    expected.push_str(&sample(outside, 2));
+    expected.push_str(&sample(&direct(&both), 6));
+    expected.push_str(&sample(&direct(&partly), 5));
+    expected.push_str(&sample(&direct(outside), 2));
+    expected.push_str(&sample(&direct(&mixed), 6));
     let mut out =
         String::from("evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n");
     out.push_str(&input);
