@@ -239,18 +239,32 @@ pub struct PeerAuthMetrics {
     pub modes: Family<PeerAuthLabels, Gauge>,
     /// Series left out by [`MAX_PEER_AUTH_SERIES`] at the last publish.
     pub left_out: Gauge,
+    /// The series [`PeerAuthMetrics::publish`] last left in `modes`.
+    published: std::sync::Mutex<std::collections::HashSet<PeerAuthLabels>>,
 }
 
 impl PeerAuthMetrics {
-    /// Replace the series with these modes (`None`: the policies are not known, no series).
+    /// Make the series these modes (`None`: the policies are not known, no series): new ones
+    /// are added, then the gone ones removed; a series that stays is never touched, so a
+    /// scrape meanwhile never misses it (a missing series would get a staleness marker and
+    /// seem to appear anew). A scrape between the two steps may see a changed workload's old
+    /// and new mode at once, never neither.
     pub fn publish(&self, modes: Option<&BTreeMap<(String, String), EffectiveMode>>) {
         let (series, left_out) = modes.map_or((Vec::new(), 0), |m| {
             peer_auth_series(m, MAX_PEER_AUTH_SERIES)
         });
-        self.modes.clear();
-        for labels in &series {
+        let new: std::collections::HashSet<PeerAuthLabels> = series.into_iter().collect();
+        let mut published = self
+            .published
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for labels in new.difference(&published) {
             self.modes.get_or_create(labels).set(1);
         }
+        for gone in published.difference(&new) {
+            self.modes.remove(gone);
+        }
+        *published = new;
         self.left_out
             .set(i64::try_from(left_out).unwrap_or(i64::MAX));
     }
@@ -551,6 +565,47 @@ mod tests {
         // a workload gone from the node leaves the series
         m.peer_auth.publish(Some(&BTreeMap::new()));
         assert!(!encode(&registry).contains("workload=\"httpbin\""));
+    }
+
+    /// A publish leaves the series that stay as they are (the same gauge, never removed and
+    /// made again), adds the new and removes the gone.
+    #[test]
+    fn peer_authentication_info_keeps_the_series_that_stay() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(&mut registry);
+        let mut modes = strict_with_port();
+        m.peer_auth.publish(Some(&modes));
+        let sleep = PeerAuthLabels {
+            namespace: "foo".into(),
+            workload: "sleep".into(),
+            port: String::new(),
+            mode: "PERMISSIVE",
+            source: "default",
+            policy: String::new(),
+        };
+        // a handle on the series: marked, so a series made again would show 1
+        let kept = m.peer_auth.modes.get_or_create(&sleep).clone();
+        kept.set(7);
+        modes.remove(&("foo".to_owned(), "httpbin".to_owned()));
+        modes.insert(
+            ("foo".to_owned(), "api".to_owned()),
+            EffectiveMode::default(),
+        );
+        m.peer_auth.publish(Some(&modes));
+        let text = encode(&registry);
+        let mut info: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("meshwatch_peer_authentication_info{"))
+            .collect();
+        info.sort_unstable();
+        assert_eq!(
+            info,
+            [
+                r#"meshwatch_peer_authentication_info{namespace="foo",workload="api",port="",mode="PERMISSIVE",source="default",policy=""} 1"#,
+                r#"meshwatch_peer_authentication_info{namespace="foo",workload="sleep",port="",mode="PERMISSIVE",source="default",policy=""} 7"#,
+            ],
+            "{text}"
+        );
     }
 
     #[test]
