@@ -30,6 +30,10 @@ pub use labels::{
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// The most `portLevelMtls` entries read from one policy: its keys are a workload's container
+/// ports, a handful in practice; a policy with more is unreadable (left out, and said).
+pub const MAX_PORT_LEVEL: usize = 64;
+
 /// Istio's default root namespace (`meshConfig.rootNamespace`).
 pub const DEFAULT_ROOT_NAMESPACE: &str = "istio-system";
 
@@ -414,6 +418,12 @@ pub fn from_value(object: &Value) -> Result<PeerAuthentication, PeerAuthError> {
     let mut port_level = BTreeMap::new();
     match spec.and_then(|s| s.get("portLevelMtls")) {
         None | Some(Value::Null) => {}
+        Some(Value::Object(ports)) if ports.len() > MAX_PORT_LEVEL => {
+            return Err(invalid(format!(
+                "portLevelMtls has {} ports, more than the {MAX_PORT_LEVEL} read",
+                ports.len()
+            )))
+        }
         Some(Value::Object(ports)) => {
             for (port, m) in ports {
                 let number: u16 =

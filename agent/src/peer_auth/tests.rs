@@ -477,3 +477,26 @@ fn unknown_is_no_api_mode() {
         "spec": {"mtls": {"mode": "UNKNOWN"}}});
     assert!(from_value(&pa).is_err());
 }
+
+/// `portLevelMtls` is read up to [`MAX_PORT_LEVEL`] ports; a policy with more is unreadable,
+/// named, never cut to a part.
+#[test]
+fn port_level_mtls_is_bounded() {
+    let with_ports = |n: usize| {
+        let ports: serde_json::Map<String, serde_json::Value> = (1..=n)
+            .map(|p| (p.to_string(), serde_json::json!({"mode": "STRICT"})))
+            .collect();
+        serde_json::json!({
+            "metadata": {"namespace": "foo", "name": "many"},
+            "spec": {"selector": {"matchLabels": {"app": "a"}}, "portLevelMtls": ports}
+        })
+    };
+    let p = from_value(&with_ports(MAX_PORT_LEVEL)).expect("at the bound");
+    assert_eq!(p.port_level.len(), MAX_PORT_LEVEL);
+    let err = from_value(&with_ports(MAX_PORT_LEVEL + 1)).expect_err("over the bound");
+    assert!(
+        err.to_string()
+            .contains("foo/many: portLevelMtls has 65 ports, more than the 64 read"),
+        "{err}"
+    );
+}

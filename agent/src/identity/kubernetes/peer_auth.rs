@@ -10,12 +10,17 @@
 //! installed later); until a list succeeds the modes stay unknown and verdicts carry none. An object that cannot
 //! be read (an unknown mode) is logged once per object and left out.
 //!
+//! Bounded: at most [`MAX_PEER_AUTHENTICATIONS`] policies are kept. Over that, none is
+//! published (the modes become unknown, never resolved from a partial set), the policies left
+//! out are counted ([`PeerAuthTable::left_out`]) and it is logged once; a relist that fits
+//! publishes again. Events that arrive together are applied together and published once.
+//!
 //! RBAC: `get`, `list`, `watch` on `peerauthentications` in `security.istio.io`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -23,6 +28,12 @@ use kube::{Api, Client};
 
 use super::super::SharedIdentities;
 use crate::peer_auth::{from_value, PeerAuthError, PeerAuthentication};
+
+/// The most PeerAuthentications kept. A cluster has one or two per namespace and a few per
+/// workload that needs an exception; 10,000 is over any real one (the identity map is bounded
+/// for 10k-pod clusters) and ~10 MiB at most (a few hundred bytes each, 64 ports each at most:
+/// [`crate::peer_auth::MAX_PORT_LEVEL`]).
+pub const MAX_PEER_AUTHENTICATIONS: usize = 10_000;
 
 /// The API versions tried, in order: `v1` (Istio 1.22 and later), then `v1beta1`.
 pub const VERSIONS: [&str; 2] = ["v1", "v1beta1"];
@@ -67,6 +78,33 @@ pub struct PeerAuthTable {
     relist: Option<BTreeMap<Key, PeerAuthentication>>,
     /// Objects already reported unreadable (each is logged once).
     reported: BTreeSet<Key>,
+    /// Policies left out over [`MAX_PEER_AUTHENTICATIONS`] since the last relist that fit.
+    left_out: usize,
+    /// Whether the bound was logged.
+    bound_logged: bool,
+}
+
+/// What the policies are now, for the identity map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Published {
+    /// All of them.
+    Policies(Vec<PeerAuthentication>),
+    /// Over [`MAX_PEER_AUTHENTICATIONS`]: not known whole, so not published (modes unknown).
+    OverBound,
+}
+
+/// Insert `p` under `key` unless that makes more than [`MAX_PEER_AUTHENTICATIONS`]: then
+/// `false` (left out).
+fn insert_bounded(
+    map: &mut BTreeMap<Key, PeerAuthentication>,
+    key: Key,
+    p: PeerAuthentication,
+) -> bool {
+    if map.len() >= MAX_PEER_AUTHENTICATIONS && !map.contains_key(&key) {
+        return false;
+    }
+    map.insert(key, p);
+    true
 }
 
 impl PeerAuthTable {
@@ -82,33 +120,62 @@ impl PeerAuthTable {
         }
     }
 
-    /// Apply one event; the policies when they changed (a relist completed, or an object
-    /// came, changed or went).
-    pub fn event(&mut self, event: Event<DynamicObject>) -> Option<Vec<PeerAuthentication>> {
+    /// Policies left out over [`MAX_PEER_AUTHENTICATIONS`] since the last relist that fit.
+    pub fn left_out(&self) -> usize {
+        self.left_out
+    }
+
+    fn leave_out(&mut self) {
+        self.left_out += 1;
+        if !self.bound_logged {
+            self.bound_logged = true;
+            tracing::warn!(
+                max = MAX_PEER_AUTHENTICATIONS,
+                "more PeerAuthentications than are kept: modes unknown until a relist fits"
+            );
+        }
+    }
+
+    /// Apply one event; whether the policies changed (a relist completed, or an object came,
+    /// changed or went). Nothing is copied: [`PeerAuthTable::published`] says what they are.
+    pub fn apply(&mut self, event: Event<DynamicObject>) -> bool {
         match event {
             Event::Init => {
                 self.relist = Some(BTreeMap::new());
-                return None;
+                self.left_out = 0;
+                return false;
             }
             Event::InitApply(object) => {
                 let key = key_of(&object);
-                if let Some(p) = self.read(&object) {
-                    if let Some(list) = self.relist.as_mut() {
-                        list.insert(key, p);
-                    }
+                let kept = match (self.read(&object), self.relist.as_mut()) {
+                    (Some(p), Some(list)) => insert_bounded(list, key, p),
+                    _ => true,
+                };
+                if !kept {
+                    self.leave_out();
                 }
-                return None;
+                return false;
             }
             Event::InitDone => {
                 self.policies = self.relist.take().unwrap_or_default();
+                // the relist is the whole set again: what it left out is all that is missing
+                if self.left_out == 0 {
+                    self.bound_logged = false;
+                }
             }
             Event::Apply(object) => {
                 let key = key_of(&object);
                 match self.read(&object) {
-                    Some(p) => self.policies.insert(key, p),
+                    Some(p) => {
+                        if !insert_bounded(&mut self.policies, key, p) {
+                            self.leave_out();
+                        }
+                    }
                     // now unreadable: what it said before no longer holds
-                    None => self.policies.remove(&key),
-                };
+                    None => {
+                        self.policies.remove(&key);
+                    }
+                }
             }
             Event::Delete(object) => {
                 let key = key_of(&object);
@@ -116,7 +183,22 @@ impl PeerAuthTable {
                 self.policies.remove(&key);
             }
         }
-        Some(self.policies.values().cloned().collect())
+        true
+    }
+
+    /// The policies as they are now: all of them, or none when some were left out.
+    pub fn published(&self) -> Published {
+        if self.left_out > 0 {
+            Published::OverBound
+        } else {
+            Published::Policies(self.policies.values().cloned().collect())
+        }
+    }
+
+    /// Apply one event; the policies when they changed ([`PeerAuthTable::apply`], then
+    /// [`PeerAuthTable::published`]).
+    pub fn event(&mut self, event: Event<DynamicObject>) -> Option<Published> {
+        self.apply(event).then(|| self.published())
     }
 }
 
@@ -157,29 +239,42 @@ async fn watch_version(
     let api = Api::<DynamicObject>::all_with(client.clone(), &resource);
     let events = watcher::watcher(api, watcher::Config::default().any_semantic()).default_backoff();
     let mut events = std::pin::pin!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(e) => {
-                if logged.version != Some(version) {
-                    logged.version = Some(version);
-                    logged.absent = false;
-                    tracing::info!("watching PeerAuthentications as security.istio.io/{version}");
-                }
-                if let Some(policies) = table.event(e) {
-                    if let Ok(mut m) = map.write() {
-                        m.set_peer_authentications(Some(policies));
+    while let Some(first) = events.next().await {
+        // the events already here are applied together and published once
+        let (mut next, mut changed, mut error) = (Some(first), false, None);
+        while let Some(event) = next.take() {
+            match event {
+                Ok(e) => {
+                    if logged.version != Some(version) {
+                        logged.version = Some(version);
+                        logged.absent = false;
+                        tracing::info!(
+                            "watching PeerAuthentications as security.istio.io/{version}"
+                        );
                     }
+                    changed |= table.apply(e);
+                    next = events.next().now_or_never().flatten();
                 }
+                Err(e) => error = Some(e),
             }
-            Err(e) if is_not_found(&e) => return Ended::NotServed,
-            Err(e) => {
-                if !logged.error {
-                    logged.error = true;
-                    tracing::warn!(error = %e, "PeerAuthentication watch (retrying; later errors at debug)");
-                } else {
-                    tracing::debug!(error = %e, "PeerAuthentication watch");
-                }
+        }
+        if changed {
+            let policies = match table.published() {
+                Published::Policies(p) => Some(p),
+                Published::OverBound => None,
+            };
+            if let Ok(mut m) = map.write() {
+                m.set_peer_authentications(policies);
             }
+        }
+        match error {
+            Some(e) if is_not_found(&e) => return Ended::NotServed,
+            Some(e) if !logged.error => {
+                logged.error = true;
+                tracing::warn!(error = %e, "PeerAuthentication watch (retrying; later errors at debug)");
+            }
+            Some(e) => tracing::debug!(error = %e, "PeerAuthentication watch"),
+            None => {}
         }
     }
     Ended::Stream
@@ -211,5 +306,50 @@ pub async fn watch(client: Client, map: SharedIdentities) {
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(MAX_ABSENT_PAUSE);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn object(i: usize) -> DynamicObject {
+        DynamicObject::new(&format!("p{i}"), &api_resource("v1"))
+            .within("ns")
+            .data(serde_json::json!({"spec": {"mtls": {"mode": "STRICT"}}}))
+    }
+
+    /// Over the bound nothing is published (modes unknown, not resolved from part of the
+    /// set), what is left out is counted, and a relist that fits publishes again.
+    #[test]
+    fn over_the_bound_the_policies_are_not_published_and_counted() {
+        let mut t = PeerAuthTable::default();
+        assert_eq!(t.event(Event::Init), None);
+        for i in 0..=MAX_PEER_AUTHENTICATIONS {
+            assert_eq!(t.event(Event::InitApply(object(i))), None);
+        }
+        assert_eq!(t.event(Event::InitDone), Some(Published::OverBound));
+        assert_eq!(t.left_out(), 1);
+        // one more by the watch: still over, counted
+        assert_eq!(
+            t.event(Event::Apply(object(MAX_PEER_AUTHENTICATIONS + 1))),
+            Some(Published::OverBound)
+        );
+        assert_eq!(t.left_out(), 2);
+        // a relist that fits
+        t.event(Event::Init);
+        for i in 0..MAX_PEER_AUTHENTICATIONS {
+            t.event(Event::InitApply(object(i)));
+        }
+        match t.event(Event::InitDone) {
+            Some(Published::Policies(p)) => assert_eq!(p.len(), MAX_PEER_AUTHENTICATIONS),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.left_out(), 0);
+        // a change to one already kept is no new policy
+        match t.event(Event::Apply(object(0))) {
+            Some(Published::Policies(p)) => assert_eq!(p.len(), MAX_PEER_AUTHENTICATIONS),
+            other => panic!("{other:?}"),
+        }
     }
 }
