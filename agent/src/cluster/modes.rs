@@ -398,14 +398,10 @@ mod tests {
         run_promtool("modes", &test);
     }
 
-    /// Run a `promtool test rules` file; skipped when promtool is not installed.
+    /// Run a `promtool test rules` file; skipped when promtool is not installed, a failure
+    /// then under CI ([`crate::cluster::tests::promtool`]).
     fn run_promtool(name: &str, test: &str) {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let Some(promtool) = std::env::split_paths(&path)
-            .map(|d| d.join("promtool"))
-            .find(|p| p.is_file())
-        else {
-            eprintln!("skipped: promtool is not installed (Debian package prometheus)");
+        let Some(promtool) = crate::cluster::tests::promtool() else {
             return;
         };
         let dir = std::env::temp_dir().join(format!("meshwatch-{name}-{}", std::process::id()));

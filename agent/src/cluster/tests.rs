@@ -188,11 +188,60 @@ fn sample(labels: &str, value: u64) -> String {
     format!("          - labels: '{{{labels}}}'\n            value: {value}\n")
 }
 
-fn promtool() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|d| d.join("promtool"))
-        .find(|p| p.is_file())
+/// Where promtool is on `path`; when it is not: skipped (`Ok(None)`) on a developer's machine,
+/// an error under CI (`ci`: the `CI` variable CI sets, set and neither empty nor `false`), so a
+/// CI image without it cannot pass these tests silently.
+fn find_promtool(
+    path: Option<std::ffi::OsString>,
+    ci: Option<std::ffi::OsString>,
+) -> Result<Option<PathBuf>, String> {
+    let found = path.and_then(|path| {
+        std::env::split_paths(&path)
+            .map(|d| d.join("promtool"))
+            .find(|p| p.is_file())
+    });
+    let under_ci = ci.is_some_and(|v| !v.is_empty() && v != "false");
+    match found {
+        Some(p) => Ok(Some(p)),
+        None if under_ci => Err(
+            "promtool is not installed (Debian package prometheus), and CI is set: these tests must run there"
+                .to_owned(),
+        ),
+        None => Ok(None),
+    }
+}
+
+/// promtool for the tests that run Prometheus' engine: `None` (say so, skip) when it is not
+/// installed, a failure when it is not and `CI` is set.
+pub(super) fn promtool() -> Option<PathBuf> {
+    match find_promtool(std::env::var_os("PATH"), std::env::var_os("CI")) {
+        Ok(Some(p)) => Some(p),
+        Ok(None) => {
+            eprintln!("skipped: promtool is not installed (Debian package prometheus)");
+            None
+        }
+        Err(why) => panic!("{why}"),
+    }
+}
+
+#[test]
+fn a_missing_promtool_fails_under_ci_and_skips_elsewhere() {
+    let nowhere = Some(std::ffi::OsString::from("/nonexistent-meshwatch-dir"));
+    assert!(find_promtool(nowhere.clone(), Some("true".into())).is_err());
+    assert!(find_promtool(nowhere.clone(), Some("1".into())).is_err());
+    assert_eq!(find_promtool(nowhere.clone(), None), Ok(None));
+    assert_eq!(find_promtool(nowhere.clone(), Some("".into())), Ok(None));
+    assert_eq!(find_promtool(nowhere, Some("false".into())), Ok(None));
+    // present: found, CI or not
+    let dir = std::env::temp_dir().join(format!("meshwatch-promtool-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    std::fs::write(dir.join("promtool"), "").expect("write");
+    let here = Some(dir.clone().into_os_string());
+    assert_eq!(
+        find_promtool(here, Some("true".into())),
+        Ok(Some(dir.join("promtool")))
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// The queries, evaluated by Prometheus' engine on recorded-style series, count what
@@ -201,7 +250,6 @@ fn promtool() -> Option<PathBuf> {
 #[test]
 fn window_arithmetic_on_prometheus_engine() {
     let Some(promtool) = promtool() else {
-        eprintln!("skipped: promtool is not installed (Debian package prometheus)");
         return;
     };
     let dir = std::env::temp_dir().join(format!("meshwatch-promql-{}", std::process::id()));
