@@ -510,7 +510,12 @@ fn check_exit_codes() {
     assert!(err.contains("outside the mesh"), "{err}");
     let (code, out, err) = check(&url, &["--namespace", "alpha", "--workload", "web"]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("app: web"), "{out}");
+    // ready, but the pods' labels are not known from Prometheus: no selector is guessed
+    assert_eq!(out, "", "{err}");
+    assert!(
+        err.contains("no policy suggested: web's pod labels are not known"),
+        "{err}"
+    );
     let (code, _, err) = check(&url, &["--namespace", "alpha", "--workload", "nope"]);
     assert_eq!(code, 2, "{err}");
     assert!(
@@ -603,9 +608,15 @@ fn modes_from_the_agents_info_metric() {
     let api_mode = api.mode.as_ref().expect("mode");
     assert_eq!(api_mode.describe(), "STRICT (workload alpha/api)");
     assert_eq!(api_mode.ports.len(), 1, "the port-level override");
+    // port 9090 is PERMISSIVE, so not fully STRICT yet; the policy to edit (alpha/api) is not
+    // known from Prometheus: no suggestion, and the reason says why (never a guessed edit)
+    assert_eq!(api.suggested_policy, None);
     assert!(
-        api.suggested_policy.is_some(),
-        "port 9090 is PERMISSIVE: not fully STRICT yet"
+        api.reason.contains(
+            "no policy suggested: its mode comes from the workload-level policy alpha/api, which is not known here to be edited"
+        ),
+        "{}",
+        api.reason
     );
     let svc = verdict(&r, "gamma", "svc");
     assert_eq!(
