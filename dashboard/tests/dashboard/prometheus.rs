@@ -52,7 +52,14 @@ pub fn recorded_prometheus(set: &'static str) -> Router {
     ]
     .into_iter()
     .map(|(text, file)| (text.clone(), recorded(set, file)))
-    .chain([(q.peer_authentications.clone(), NO_MODES.to_owned())])
+    .chain(
+        [
+            &q.peer_authentications,
+            &q.peer_authentications_first_shown,
+            &q.peer_authentications_last_shown,
+        ]
+        .map(|text| (text.clone(), NO_MODES.to_owned())),
+    )
     .collect();
     let answers = Arc::new(answers);
     Router::new().route(
