@@ -857,6 +857,10 @@ fn suggest_for(
     };
     match suggest::for_workload(&ask, &ctx) {
         suggest::Suggestion::Policy(p) => v.suggested_policy = Some(render(&p)),
+        suggest::Suggestion::Assumed(p, why) => {
+            v.suggested_policy = Some(render(&p));
+            v.reason = format!("{}; {why}", v.reason);
+        }
         suggest::Suggestion::Nothing => {}
         suggest::Suggestion::Withheld(why) => {
             v.reason = format!("{}; no policy suggested: {why}", v.reason);
@@ -894,7 +898,9 @@ fn suggest_namespace(
         .filter_map(|v| Some((v.destination.workload.as_deref()?, v.mode.as_ref())))
         .collect();
     match suggest::for_namespace_wide(namespace, &ctx, &modes) {
-        (suggest::Suggestion::Policy(p), note) => (Some(render(&p)), note),
+        (suggest::Suggestion::Policy(p) | suggest::Suggestion::Assumed(p, _), note) => {
+            (Some(render(&p)), note)
+        }
         (suggest::Suggestion::Nothing, note) => (None, note),
         (suggest::Suggestion::Withheld(why), _) => {
             (None, Some(format!("no policy suggested: {why}")))
@@ -995,7 +1001,9 @@ fn roll_up_mesh(
             let modes: Vec<(&str, Option<&EffectiveMode>)> =
                 named.iter().map(|(w, m)| (w.as_str(), *m)).collect();
             match suggest::for_namespace_wide(&policy.istio_root_namespace, &ctx, &modes) {
-                (suggest::Suggestion::Policy(p), note) => (Some(render(&p)), note),
+                (suggest::Suggestion::Policy(p) | suggest::Suggestion::Assumed(p, _), note) => {
+                    (Some(render(&p)), note)
+                }
                 (suggest::Suggestion::Nothing, note) => (None, note),
                 (suggest::Suggestion::Withheld(why), _) => {
                     (None, Some(format!("no policy suggested: {why}")))

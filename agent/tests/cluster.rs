@@ -510,10 +510,14 @@ fn check_exit_codes() {
     assert!(err.contains("outside the mesh"), "{err}");
     let (code, out, err) = check(&url, &["--namespace", "alpha", "--workload", "web"]);
     assert_eq!(code, 0, "{err}");
-    // ready, but the pods' labels are not known from Prometheus: no selector is guessed
-    assert_eq!(out, "", "{err}");
+    // ready; the pods' labels are not known from Prometheus: the policy's selector is the
+    // `app: web` convention, and check says that it assumes it
     assert!(
-        err.contains("no policy suggested: web's pod labels are not known"),
+        out.contains("name: web-strict") && out.contains("app: web"),
+        "{out}"
+    );
+    assert!(
+        err.contains("the selector assumes web's pods are labelled app: web"),
         "{err}"
     );
     let (code, _, err) = check(&url, &["--namespace", "alpha", "--workload", "nope"]);

@@ -180,7 +180,15 @@ fn without_labels_a_selecting_policy_makes_the_mode_unknown() {
         bar["peer_authentication"]["undecided"],
         "whether bar/httpbin selects it cannot be told: its pod labels are not known"
     );
-    assert!(!bar["suggested_policy"].is_null(), "{bar}");
+    // a workload policy that may or may not select it decides: no suggestion can be shown
+    // to take effect, and the reason says so
+    assert!(bar["suggested_policy"].is_null(), "{bar}");
+    assert!(
+        bar["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no policy suggested: the mode today is UNKNOWN")),
+        "{bar}"
+    );
     let foo = verdict(&report, "foo", "httpbin");
     assert_eq!(foo["verdict"], "broken_clients", "{foo}");
     assert_eq!(foo["peer_authentication"]["mode"], "STRICT");

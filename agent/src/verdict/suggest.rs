@@ -30,6 +30,9 @@ pub(super) struct Context<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Suggestion {
     Policy(PeerAuthentication),
+    /// A policy whose selector rests on labels not known here: shown with what it assumes,
+    /// so that the reader checks it before applying (the cluster view knows no pod labels).
+    Assumed(PeerAuthentication, String),
     Nothing,
     Withheld(String),
 }
@@ -46,15 +49,24 @@ fn names(mut all: Vec<&str>) -> String {
     s
 }
 
+/// A selector, and what it assumes when labels it depends on are not known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Selected {
+    pub labels: BTreeMap<String, String>,
+    pub assumes: Option<String>,
+}
+
 /// The labels that select `workload` and no other workload of its namespace (`others`): its
 /// `app` (or `app.kubernetes.io/name`) label first, then its other common labels in order
 /// (Istio's own `*istio.io/*` last), each added only when it leaves out another workload,
-/// until none is left. Labels not known (its own or another's), or no unique set: why not.
+/// until none is left. No unique set, or more labels than are kept: why not. Its own labels
+/// not known: `app: <workload>`, the convention the suggestion then says it assumes; another
+/// workload's labels not known: the set unique among the known, naming the unchecked ones.
 pub(super) fn unique_selector(
     workload: &str,
     labels: &PodLabels,
     others: &[(&str, &PodLabels)],
-) -> Result<BTreeMap<String, String>, String> {
+) -> Result<Selected, String> {
     let own = match labels {
         PodLabels::Known { labels, .. } if !labels.is_empty() => labels,
         PodLabels::TooMany { .. } => {
@@ -62,19 +74,31 @@ pub(super) fn unique_selector(
                 "{workload}'s pods carry more labels than are kept, so no selector can be checked"
             ))
         }
-        _ => return Err(format!("{workload}'s pod labels are not known")),
+        _ => {
+            return Ok(Selected {
+                labels: BTreeMap::from([("app".to_owned(), workload.to_owned())]),
+                assumes: Some(format!(
+                    "the pod labels are not known here, so the selector assumes {workload}'s pods are labelled app: {workload} and no other workload's are: check before applying"
+                )),
+            })
+        }
     };
     let unknown: Vec<&str> = others
         .iter()
         .filter(|(_, l)| !matches!(l, PodLabels::Known { .. }))
         .map(|(w, _)| *w)
         .collect();
-    if !unknown.is_empty() {
-        return Err(format!(
-            "the pod labels of {} in the namespace are not known, so no selector can be shown to select {workload} alone",
+    let assumes = (!unknown.is_empty()).then(|| {
+        format!(
+            "the pod labels of {} in the namespace are not known, so the selector was not checked against them: check before applying",
             names(unknown)
-        ));
-    }
+        )
+    });
+    let others: Vec<(&str, &PodLabels)> = others
+        .iter()
+        .filter(|(_, l)| matches!(l, PodLabels::Known { .. }))
+        .copied()
+        .collect();
     let app = crate::peer_auth::APP_KEYS
         .iter()
         .filter_map(|k| own.get_key_value(*k));
@@ -104,7 +128,10 @@ pub(super) fn unique_selector(
         }
     }
     if left.is_empty() {
-        Ok(selector)
+        Ok(Selected {
+            labels: selector,
+            assumes,
+        })
     } else {
         Err(format!(
             "no set of {workload}'s labels leaves out {}: a policy would select them too",
@@ -203,17 +230,21 @@ pub(super) fn for_workload(ask: &WorkloadAsk<'_>, ctx: &Context<'_>) -> Suggesti
     } else {
         ask.ready_ports
     };
+    let mut assumes = None;
     let mut p = match existing {
         Some(p) => p,
         None => match unique_selector(ask.workload, ask.labels, &others) {
-            Ok(selector) => PeerAuthentication {
-                namespace: ask.namespace.to_owned(),
-                name: format!("{}-strict", ask.workload),
-                created: String::new(),
-                selector: Some(selector),
-                mode: Mode::Unset,
-                port_level: BTreeMap::new(),
-            },
+            Ok(selected) => {
+                assumes = selected.assumes;
+                PeerAuthentication {
+                    namespace: ask.namespace.to_owned(),
+                    name: format!("{}-strict", ask.workload),
+                    created: String::new(),
+                    selector: Some(selected.labels),
+                    mode: Mode::Unset,
+                    port_level: BTreeMap::new(),
+                }
+            }
             Err(why) => return Suggestion::Withheld(why),
         },
     };
@@ -226,10 +257,14 @@ pub(super) fn for_workload(ask: &WorkloadAsk<'_>, ctx: &Context<'_>) -> Suggesti
             p.port_level.insert(port, Mode::Strict);
         }
     }
-    let Some(set) = ctx.policies else {
-        return Suggestion::Policy(p);
+    let checked = match ctx.policies {
+        Some(set) => simulate_workload(ask, ctx, set, &p, &others, strict_ports),
+        None => Suggestion::Policy(p),
     };
-    simulate_workload(ask, ctx, set, &p, &others, strict_ports)
+    match (checked, assumes) {
+        (Suggestion::Policy(p), Some(why)) => Suggestion::Assumed(p, why),
+        (other, _) => other,
+    }
 }
 
 /// The suggestion `p` if applying it to `set` makes exactly what the verdict claims.

@@ -110,6 +110,8 @@ fn bookinfo_reviews_versions_get_a_selector_for_one_version_only() {
         ("ratings-v1", &ratings),
     ];
     let s = unique_selector("reviews-v1", &v1, &others).expect("a unique selector");
+    assert_eq!(s.assumes, None);
+    let s = s.labels;
     assert_eq!(v1.selected_by(&s), Ok(true));
     for (w, l) in others {
         assert_eq!(l.selected_by(&s), Ok(false), "{w} selected by {s:?}");
@@ -118,7 +120,7 @@ fn bookinfo_reviews_versions_get_a_selector_for_one_version_only() {
     // ratings alone carries its `app`: that is enough
     let alone = [("reviews-v1", &v1), ("reviews-v2", &v2)];
     let s = unique_selector("ratings-v1", &ratings, &alone).expect("unique");
-    assert_eq!(s, BTreeMap::from([("app".into(), "ratings".into())]));
+    assert_eq!(s.labels, BTreeMap::from([("app".into(), "ratings".into())]));
 }
 
 /// The reviewer's case through the verdict: `app: httpbin` also selects sleep.
@@ -197,18 +199,64 @@ fn no_unique_selector_or_unknown_labels_suggest_nothing_and_say_why() {
     ];
     let v = evaluate(&edges, &Policy::default(), &unseen);
     let w = find(&v, "bar", "httpbin");
-    assert_eq!(w.suggested_policy, None);
+    let yaml = w
+        .suggested_policy
+        .as_deref()
+        .expect("a policy, with its caveat");
+    assert!(yaml.contains("app: httpbin"), "{yaml}");
     assert!(
-        w.reason
-            .contains("the pod labels of c in the namespace are not known"),
+        w.reason.contains(
+            "the pod labels of c in the namespace are not known, so the selector was not checked against them"
+        ),
         "{}",
         w.reason
     );
-    // its own labels not known
+    // the unknown workload is still not selected when its labels are known to differ
+    let with_c = [
+        known("bar", "httpbin", &[("app", "httpbin")]),
+        known("bar", "c", &[("app", "httpbin"), ("tier", "x")]),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &with_c);
+    assert_eq!(find(&v, "bar", "httpbin").suggested_policy, None);
+}
+
+/// Where no pod labels are known at all (the cluster view; a workloads file without `labels`),
+/// the policy selects `app: <workload>` and says that it assumes so; where its own labels are
+/// known, nothing is assumed.
+#[test]
+fn without_labels_the_suggestion_says_what_its_selector_assumes() {
+    let edges = [edge(
+        wl("bar", "c"),
+        wl("bar", "httpbin"),
+        8000,
+        Security::IstioMtls,
+        10,
+    )];
     let v = evaluate(&edges, &Policy::default(), &[]);
-    assert!(find(&v, "bar", "httpbin")
-        .reason
-        .contains("httpbin's pod labels are not known"));
+    let w = find(&v, "bar", "httpbin");
+    assert_eq!(w.verdict, Readiness::Ready);
+    let yaml = w.suggested_policy.as_deref().expect("a policy");
+    assert!(
+        yaml.contains("name: httpbin-strict") && yaml.contains("app: httpbin"),
+        "{yaml}"
+    );
+    assert!(
+        w.reason
+            .contains("the selector assumes httpbin's pods are labelled app: httpbin"),
+        "{}",
+        w.reason
+    );
+    let both = [
+        known("bar", "httpbin", &[("app", "httpbin")]),
+        known("bar", "c", &[("app", "c")]),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &both);
+    let w = find(&v, "bar", "httpbin");
+    assert!(
+        w.suggested_policy.is_some() && !w.reason.contains("assumes"),
+        "{}",
+        w.reason
+    );
 }
 
 const PERMISSIVE_NS: &str = "metadata: {name: permissive-during-migration, namespace: bar, creationTimestamp: '2024-01-01T00:00:00Z'}\nspec: {mtls: {mode: PERMISSIVE}}\n";
