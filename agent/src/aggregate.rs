@@ -278,6 +278,15 @@ pub struct EdgeStats {
     pub first_seen: Nanos,
     #[serde(serialize_with = "crate::timestamp::serialize")]
     pub last_seen: Nanos,
+    /// The latest connection START among the edge's connections (a flow's first packet, the
+    /// classification event's time), not its last packet: whether plaintext reached a port
+    /// after STRICT took effect is judged by this, since Envoy does not refuse a connection it
+    /// accepted earlier. 0 when the edge saw no connection start (only late packets).
+    #[serde(
+        rename = "last_connected",
+        serialize_with = "crate::timestamp::serialize"
+    )]
+    pub last_started: Nanos,
 }
 
 impl EdgeStats {
@@ -290,6 +299,7 @@ impl EdgeStats {
             bytes: rec.bytes,
             first_seen: rec.first_seen,
             last_seen: rec.last_seen,
+            last_started: rec.first_seen,
         }
     }
 
@@ -305,6 +315,7 @@ impl EdgeStats {
         self.bytes += other.bytes;
         self.first_seen = self.first_seen.min(other.first_seen);
         self.last_seen = self.last_seen.max(other.last_seen);
+        self.last_started = self.last_started.max(other.last_started);
     }
 }
 

@@ -363,6 +363,8 @@ impl Recorder {
         let delta = EdgeStats {
             connections: u64::from(!c.attempt),
             attempts: u64::from(c.attempt),
+            // the connection's start: what `refused_now` dates it by (its finish may come later)
+            last_started: c.ts,
             ..EdgeStats::default()
         };
         self.state.edges.add(key, c.ts, delta);

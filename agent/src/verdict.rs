@@ -305,7 +305,8 @@ struct Tally {
     attempts: u64,
     exempted: u64,
     by_port: BTreeMap<u16, SecurityCounts>,
-    blockers: BTreeMap<BlockerKey, (u64, Nanos)>,
+    /// Connections, last seen (shown), last started (judged by `refused_now`).
+    blockers: BTreeMap<BlockerKey, (u64, Nanos, Nanos)>,
 }
 
 impl Tally {
@@ -323,9 +324,10 @@ impl Tally {
         self.by_port.entry(edge.port).or_default().add(sec, n);
         if sec.blocks_strict() {
             let key = (edge.source.clone(), sec, edge.mesh, edge.origin, edge.port);
-            let b = self.blockers.entry(key).or_insert((0, 0));
+            let b = self.blockers.entry(key).or_insert((0, 0, 0));
             b.0 += n;
             b.1 = b.1.max(edge.stats.last_seen);
+            b.2 = b.2.max(edge.stats.last_started);
         }
     }
 }
@@ -545,10 +547,16 @@ fn disable_note(mode: Option<&EffectiveMode>) -> String {
     }
 }
 
-/// Whether traffic to `port` last seen at `last_seen` is refused now: STRICT applies there
-/// and it arrived after the mode took effect. When that time is not known, never.
-fn refused_now(mode: Option<&EffectiveMode>, port: u16, last_seen: Nanos) -> bool {
-    strict_on(mode, port) && mode.and_then(|m| m.since).is_some_and(|s| last_seen > s.at)
+/// Whether traffic to `port` whose latest connection started at `last_started` is refused now:
+/// STRICT applies there and a connection started after the mode took effect. Dated by the
+/// connection's start, not its last packet: a keep-alive connection accepted while PERMISSIVE
+/// keeps flowing (and finishes) after the change, and Envoy does not refuse it. When the time
+/// the mode took effect is not known, never.
+fn refused_now(mode: Option<&EffectiveMode>, port: u16, last_started: Nanos) -> bool {
+    strict_on(mode, port)
+        && mode
+            .and_then(|m| m.since)
+            .is_some_and(|s| last_started > s.at)
 }
 
 /// The blockers of a tally by what STRICT does to them today.
@@ -556,7 +564,7 @@ fn refused_now(mode: Option<&EffectiveMode>, port: u16, last_seen: Nanos) -> boo
 struct BlockersToday<'a> {
     /// On a STRICT port, seen after the mode took effect: refused now.
     refused: Vec<(&'a BlockerKey, u64)>,
-    /// On a STRICT port, last seen before the mode took effect (or when that is not known).
+    /// On a STRICT port, last connected before the mode took effect (or when that is not known).
     earlier: Vec<(&'a BlockerKey, u64)>,
     /// On a port STRICT does not apply to yet: the migration's to-do list.
     open: Vec<(&'a BlockerKey, u64)>,
@@ -565,12 +573,12 @@ struct BlockersToday<'a> {
 impl<'a> BlockersToday<'a> {
     fn of(t: &'a Tally, mode: Option<&EffectiveMode>, port: Option<u16>) -> Self {
         let mut out = BlockersToday::default();
-        for (k, &(n, last_seen)) in t
+        for (k, &(n, _, last_started)) in t
             .blockers
             .iter()
             .filter(|(k, _)| port.is_none_or(|p| k.4 == p))
         {
-            let list = if refused_now(mode, k.4, last_seen) {
+            let list = if refused_now(mode, k.4, last_started) {
                 &mut out.refused
             } else if strict_on(mode, k.4) {
                 &mut out.earlier
@@ -612,13 +620,13 @@ fn sources_of(blockers: &[(&BlockerKey, u64)]) -> String {
     format!("{n} source{}", if n == 1 { "" } else { "s" })
 }
 
-/// Traffic on a STRICT port that is not known to be refused now, in words: it arrived before
+/// Traffic on a STRICT port that is not known to be refused now, in words: it connected before
 /// the mode took effect, or when that was is not known.
 fn earlier_note(m: &EffectiveMode, earlier: &[(&BlockerKey, u64)]) -> String {
     let traffic = blocking_traffic(&counts_of(earlier));
     match m.since {
         Some(since) => format!(
-            "{traffic} from {} was last seen before {}, from when the mode {} is known to hold ({}): not counted as refused",
+            "{traffic} from {} was last connected before {}, from when the mode {} is known to hold ({}): not counted as refused",
             sources_of(earlier),
             crate::timestamp::format(since.at),
             m.describe(),
@@ -741,7 +749,10 @@ fn judge(
         t.blockers
             .into_iter()
             .map(
-                |((source, security, client_mesh, origin, port), (connections, last_seen))| {
+                |(
+                    (source, security, client_mesh, origin, port),
+                    (connections, last_seen, started),
+                )| {
                     let kind = BlockerKind::of(&source, security, client_mesh, origin);
                     Blocker {
                         source,
@@ -752,7 +763,7 @@ fn judge(
                         last_seen,
                         kind,
                         remedy: kind.remedy(),
-                        broken: refused_now(mode.as_ref(), port, last_seen),
+                        broken: refused_now(mode.as_ref(), port, started),
                     }
                 },
             )

@@ -696,8 +696,9 @@ fn plaintext_from_before_strict_showed_is_not_broken() {
     assert_ne!(db.verdict, Readiness::BrokenClients, "{}", db.reason);
     assert!(db.blockers.iter().all(|b| !b.broken));
     assert!(
-        db.reason
-            .contains("2 plaintext connection(s) from 1 source was last seen before 2026-11-27T"),
+        db.reason.contains(
+            "2 plaintext connection(s) from 1 source was last connected before 2026-11-27T"
+        ),
         "{}",
         db.reason
     );

@@ -154,7 +154,7 @@ fn plaintext_before_the_policy_was_created_is_not_broken() {
     assert!(foo["blockers"][0].get("broken").is_none(), "{foo}");
     let reason = foo["reason"].as_str().unwrap_or_default();
     assert!(
-        reason.contains("was last seen before 2027-01-01T00:00:00.000000Z, from when the mode STRICT (namespace foo/default) is known to hold (the deciding policies' creationTimestamp"),
+        reason.contains("was last connected before 2027-01-01T00:00:00.000000Z, from when the mode STRICT (namespace foo/default) is known to hold (the deciding policies' creationTimestamp"),
         "{reason}"
     );
     let _ = std::fs::remove_dir_all(&dir);

@@ -89,6 +89,10 @@ pub struct EdgeView {
     pub bytes: u64,
     pub first_seen: String,
     pub last_seen: String,
+    /// The latest connection start (`EdgeStats::last_started`); an older agent leaves it out,
+    /// and its edges are then dated by `last_seen` as they were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_connected: Option<String>,
 }
 
 /// A timestamp of the contract that is not RFC 3339.
@@ -130,6 +134,10 @@ impl EdgeView {
                 bytes: self.bytes,
                 first_seen: parse_time(&self.first_seen)?,
                 last_seen: parse_time(&self.last_seen)?,
+                last_started: match &self.last_connected {
+                    Some(t) => parse_time(t)?,
+                    None => parse_time(&self.last_seen)?,
+                },
             },
         })
     }
@@ -384,6 +392,7 @@ mod tests {
             bytes: 900,
             first_seen: "2026-11-27T14:11:22.000000Z".into(),
             last_seen: "2026-11-27T14:11:23.000000Z".into(),
+            last_connected: Some("2026-11-27T14:11:22.500000Z".into()),
         };
         let engine_edge = edge.to_edge().unwrap_or_else(|e| panic!("{e}"));
         let back =

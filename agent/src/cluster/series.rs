@@ -252,6 +252,8 @@ pub fn edges(series: &EdgeSeries) -> Vec<Edge> {
             if let Some(&(first, last)) = seen.get(&key) {
                 s.first_seen = first.min(last);
                 s.last_seen = last;
+                // counter growth marks a connection's start, so the latest one is its last start
+                s.last_started = last;
             }
             key.edge(s)
         })

@@ -46,6 +46,7 @@ fn edge(source: Peer, destination: Peer, port: u16, security: Security, n: u64) 
             bytes: n * 1000,
             first_seen: 1_000,
             last_seen: 2_000 + n,
+            last_started: 2_000 + n,
         },
     }
 }
@@ -726,7 +727,7 @@ fn plaintext_before_strict_took_effect_is_not_broken_after_is() {
     assert_eq!(w.verdict, Readiness::Ready, "{}", w.reason);
     assert_eq!(
         w.reason,
-        "all 10 inbound connections are Istio mTLS; apart from that, 3 plaintext connection(s) from 1 source was last seen before 1970-01-01T00:00:00.000002Z, from when the mode STRICT (namespace foo/default) is known to hold (when the agent saw it take effect, or started and found it): not counted as refused"
+        "all 10 inbound connections are Istio mTLS; apart from that, 3 plaintext connection(s) from 1 source was last connected before 1970-01-01T00:00:00.000002Z, from when the mode STRICT (namespace foo/default) is known to hold (when the agent saw it take effect, or started and found it): not counted as refused"
     );
     assert_eq!((w.blockers.len(), w.blockers[0].broken), (1, false));
     assert_eq!(
@@ -768,6 +769,69 @@ fn plaintext_before_strict_took_effect_is_not_broken_after_is() {
         ]
     );
     assert_eq!(w.ports[0].verdict, Readiness::BrokenClients);
+}
+
+/// A keep-alive plaintext connection accepted while PERMISSIVE keeps sending (its last packets,
+/// even its FIN, after STRICT took effect): Envoy does not refuse a connection it already
+/// accepted, so it is not refused now; dated by when it started, not by its last packet. A
+/// connection that started after the change is refused.
+#[test]
+fn a_connection_accepted_before_strict_is_not_refused_by_its_late_packets() {
+    let d = wl("foo", "httpbin");
+    let mtls = edge(wl("foo", "sleep"), d.clone(), 8000, Security::IstioMtls, 10);
+    let mut keep_alive = edge(
+        wl("legacy", "sleep"),
+        d.clone(),
+        8000,
+        Security::Plaintext,
+        1,
+    );
+    keep_alive.stats.first_seen = 1_000;
+    keep_alive.stats.last_started = 1_000;
+    keep_alive.stats.last_seen = 5_000;
+    let strict = effective(Mode::Strict, ModeSource::Namespace, "foo/default");
+    let m = modes(&[("foo", "httpbin", since(strict, 2_000))]);
+
+    let v = evaluate_with_modes(
+        &[mtls.clone(), keep_alive.clone()],
+        &Policy::default(),
+        &[],
+        Some(&m),
+    );
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::Ready, "{}", w.reason);
+    assert_eq!(
+        (
+            w.blockers.len(),
+            w.blockers[0].broken,
+            w.blockers[0].last_seen
+        ),
+        (1, false, 5_000)
+    );
+    assert_eq!(v.namespaces[0].broken_clients, 0);
+
+    // the same client connecting again after the change: refused now
+    let mut reconnect = keep_alive.clone();
+    reconnect.stats.first_seen = 3_000;
+    reconnect.stats.last_started = 3_000;
+    reconnect.stats.last_seen = 3_500;
+    let v = evaluate_with_modes(
+        &[mtls, keep_alive, reconnect],
+        &Policy::default(),
+        &[],
+        Some(&m),
+    );
+    let w = find(&v, &d);
+    assert_eq!(w.verdict, Readiness::BrokenClients, "{}", w.reason);
+    assert_eq!(
+        (
+            w.blockers.len(),
+            w.blockers[0].broken,
+            w.blockers[0].last_seen
+        ),
+        (1, true, 5_000)
+    );
+    assert_eq!(v.namespaces[0].broken_clients, 1);
 }
 
 /// STRICT now, but since when is not known: plaintext of the window is named, never called

@@ -413,6 +413,7 @@ mod tests {
                 bytes: connections * 100,
                 first_seen: last_seen - 5,
                 last_seen,
+                last_started: last_seen - 1,
             },
         }
     }

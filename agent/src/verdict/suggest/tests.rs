@@ -39,6 +39,7 @@ fn edge(source: Peer, destination: Peer, port: u16, security: Security, n: u64) 
             bytes: n * 1000,
             first_seen: 1_000,
             last_seen: 2_000 + n,
+            last_started: 2_000 + n,
         },
     }
 }
