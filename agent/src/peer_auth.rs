@@ -135,6 +135,10 @@ pub struct PeerAuthentication {
     pub mode: Mode,
     /// `portLevelMtls`: container port -> mode.
     pub port_level: BTreeMap<u16, Mode>,
+    /// `metadata.generation` above 1: the spec was changed after creation (`kubectl apply` of an
+    /// edited policy keeps its `creationTimestamp`), so the creation time does not tell since
+    /// when its mode holds.
+    pub edited: bool,
 }
 
 impl PeerAuthentication {
@@ -224,7 +228,7 @@ impl SinceBasis {
     /// How it is known, in words.
     pub fn describe(self) -> &'static str {
         match self {
-            SinceBasis::Created => "the deciding policies' creationTimestamp (an edit since, or a deletion that let them decide, is not seen)",
+            SinceBasis::Created => "the deciding policies' creationTimestamp (none of them edited since; a deletion that let them decide is not seen)",
             SinceBasis::Agent => "when the agent saw it take effect, or started and found it",
             SinceBasis::Prometheus => "when the agents' info series first showed it in the window, plus a scrape margin",
         }
@@ -445,6 +449,10 @@ pub fn from_value(object: &Value) -> Result<PeerAuthentication, PeerAuthError> {
         selector,
         mode,
         port_level,
+        edited: object
+            .pointer("/metadata/generation")
+            .and_then(Value::as_u64)
+            .is_some_and(|g| g > 1),
     })
 }
 
@@ -500,7 +508,8 @@ pub fn modes_of<'a>(
 
 /// Since when `mode` holds as far as the policies' `creationTimestamp` tells: the most recent
 /// creation among the policies that decide it (the workload's and its ports'). `None` when
-/// a default decides or a time is missing or unreadable. An edit of a policy, or a deletion
+/// a default decides, a time is missing or unreadable, or a deciding policy was edited since its
+/// creation (`metadata.generation` > 1). A deletion
 /// that let these decide, is later and not seen in a listing: the caller says so.
 pub fn created_since(mode: &EffectiveMode, policies: &[PeerAuthentication]) -> Option<Since> {
     let deciding: std::collections::BTreeSet<&str> = mode
@@ -516,6 +525,9 @@ pub fn created_since(mode: &EffectiveMode, policies: &[PeerAuthentication]) -> O
         .into_iter()
         .map(|id| {
             let p = policies.iter().find(|p| p.id() == id)?;
+            if p.edited {
+                return None;
+            }
             let t = humantime::parse_rfc3339(&p.created).ok()?;
             let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
             crate::Nanos::try_from(d.as_nanos()).ok()

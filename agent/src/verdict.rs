@@ -869,7 +869,9 @@ fn suggest_for(
     match suggest::for_workload(&ask, &ctx) {
         suggest::Suggestion::Policy(p) => v.suggested_policy = Some(render(&p)),
         suggest::Suggestion::Assumed(p, why) => {
-            v.suggested_policy = Some(render(&p));
+            // the assumption travels with the policy itself (a YAML comment), not only in the
+            // reason: whoever applies it, or a script that reads only the policy, sees it
+            v.suggested_policy = Some(format!("# ASSUMED: {why}\n{}", render(&p)));
             v.reason = format!("{}; {why}", v.reason);
         }
         suggest::Suggestion::Nothing => {}

@@ -29,7 +29,7 @@ import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from dashboard_browser import (  # noqa: E402
-    Browser, Checks, Dashboard, page_health, row_texts, text, texts, visit)
+    Browser, Checks, Dashboard, page_health, policy_of, row_texts, text, texts, visit)
 
 LABEL = {"ready": "ready", "blocked": "blocked", "insufficient": "insufficient",
          "not_in_mesh": "not in mesh"}
@@ -85,10 +85,11 @@ def one_source(b, c, dash, label, args, expect, out):
         b.click(f'table.workloads a[href="/workload?ns={ns}&name={w}"]')
         page_health(b, c, base, f"{label} workload {ns}/{w}")
         c.check(f"{label}: click namespace -> workload {ns}/{w}", text(b, "h1") == f"{ns}/{w} ready", text(b, "h1"))
-        c.check(f"{label}: {ns}/{w} STRICT YAML", text(b, "#workload-apply-yaml") == workload_yaml(ns, w),
+        # Prometheus carries no pod labels: the selector is assumed, with a `# ASSUMED:` caveat
+        c.check(f"{label}: {ns}/{w} STRICT YAML", policy_of(text(b, "#workload-apply-yaml")) == workload_yaml(ns, w),
                 text(b, "#workload-apply-yaml"))
         c.check(f"{label}: {ns}/{w} kubectl line",
-                text(b, "#workload-apply-cmd") == f"kubectl apply -f - <<'EOF'\n{workload_yaml(ns, w)}EOF\n")
+                policy_of(text(b, "#workload-apply-cmd")) == f"kubectl apply -f - <<'EOF'\n{workload_yaml(ns, w)}EOF\n")
         b.screenshot(f"{out}/cluster-{label}-workload-ready.png")
 
         # every workload: its verdict; the blocked ones their blockers, kinds and counts

@@ -273,6 +273,7 @@ fn the_info_metric_resolves_modes_on_the_clusters_labels() {
         selector: Some([("version".to_owned(), "v1".to_owned())].into()),
         mode: crate::peer_auth::Mode::Strict,
         port_level: Default::default(),
+        edited: false,
     };
     state
         .identities

@@ -15,6 +15,7 @@ fn pa(ns: &str, name: &str, created: &str, mode: Mode) -> PeerAuthentication {
         selector: None,
         mode,
         port_level: BTreeMap::new(),
+        edited: false,
     }
 }
 
@@ -499,4 +500,40 @@ fn port_level_mtls_is_bounded() {
             .contains("foo/many: portLevelMtls has 65 ports, more than the 64 read"),
         "{err}"
     );
+}
+
+/// `kubectl apply` of an edited policy keeps its `creationTimestamp` and raises
+/// `metadata.generation`: then the creation time does not tell since when the mode holds, and
+/// no `since` is claimed (so plaintext is never called refused on it).
+#[test]
+fn an_edited_policy_tells_no_since() {
+    let list = |generation: u64| {
+        format!(
+            r#"
+apiVersion: v1
+kind: List
+items:
+- apiVersion: security.istio.io/v1
+  kind: PeerAuthentication
+  metadata:
+    name: default
+    namespace: foo
+    creationTimestamp: "2024-01-01T00:00:00Z"
+    generation: {generation}
+  spec:
+    mtls:
+      mode: STRICT
+"#
+        )
+    };
+    let fresh = parse_list(&list(1)).unwrap_or_default();
+    let edited = parse_list(&list(2)).unwrap_or_default();
+    assert_eq!((fresh.len(), edited.len()), (1, 1));
+    assert!(!fresh[0].edited && edited[0].edited);
+    let mode = resolve(&fresh, "istio-system", "foo", &httpbin());
+    assert_eq!(mode.mode, Mode::Strict);
+    assert!(created_since(&mode, &fresh).is_some());
+    let mode = resolve(&edited, "istio-system", "foo", &httpbin());
+    assert_eq!(mode.mode, Mode::Strict);
+    assert_eq!(created_since(&mode, &edited), None);
 }

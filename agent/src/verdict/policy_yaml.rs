@@ -55,6 +55,7 @@ pub fn peer_authentication(scope: &PolicyScope<'_>, strict_ports: Option<&[u16]>
         selector,
         mode,
         port_level,
+        edited: false,
     })
 }
 

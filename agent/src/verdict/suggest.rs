@@ -69,6 +69,11 @@ pub(super) fn unique_selector(
 ) -> Result<Selected, String> {
     let own = match labels {
         PodLabels::Known { labels, .. } if !labels.is_empty() => labels,
+        PodLabels::Known { .. } => {
+            return Err(format!(
+                "{workload}'s pods carry no label they all share, so no selector can select them"
+            ))
+        }
         PodLabels::TooMany { .. } => {
             return Err(format!(
                 "{workload}'s pods carry more labels than are kept, so no selector can be checked"
@@ -243,6 +248,7 @@ pub(super) fn for_workload(ask: &WorkloadAsk<'_>, ctx: &Context<'_>) -> Suggesti
                     selector: Some(selected.labels),
                     mode: Mode::Unset,
                     port_level: BTreeMap::new(),
+                    edited: false,
                 }
             }
             Err(why) => return Suggestion::Withheld(why),
@@ -371,6 +377,7 @@ pub(super) fn for_namespace_wide(
                     selector: None,
                     mode: Mode::Strict,
                     port_level: BTreeMap::new(),
+                    edited: false,
                 })
         }
     };
@@ -381,6 +388,7 @@ pub(super) fn for_namespace_wide(
         selector: None,
         mode: Mode::Strict,
         port_level: BTreeMap::new(),
+        edited: false,
     });
     p.mode = Mode::Strict;
     let simulated = ctx.policies.map(|set| applied(set, &p));

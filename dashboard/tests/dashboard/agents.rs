@@ -111,7 +111,17 @@ fn essence(vs: &[VerdictView]) -> Vec<String> {
                 v.connections,
                 v.exempted,
                 blockers,
-                v.suggested_policy
+                // the policy itself; its `# ASSUMED:` caveat (kept, below) words what each
+                // source lacks: the agents report labels for their own pods only, a capture none
+                v.suggested_policy.as_deref().map(|p| {
+                    let assumed = p.starts_with("# ASSUMED: ");
+                    let policy: String = p
+                        .lines()
+                        .filter(|l| !l.starts_with("# ASSUMED: "))
+                        .map(|l| format!("{l}\n"))
+                        .collect();
+                    (assumed, policy)
+                })
             )
         })
         .collect()

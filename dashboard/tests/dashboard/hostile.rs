@@ -220,6 +220,7 @@ async fn hostile_names_are_text_on_every_page_and_data_in_every_api() {
         selector: Some([(H_SCRIPT.to_owned(), H_JS.to_owned())].into()),
         mode: Mode::Strict,
         port_level: Default::default(),
+        edited: false,
     });
     has(
         &httpbin,
@@ -309,6 +310,7 @@ async fn hostile_policy_names_are_text_on_every_page_and_data_in_every_api() {
         selector,
         mode: Mode::Permissive,
         port_level: Default::default(),
+        edited: false,
     };
     let policies = [
         in_bar(P_SCRIPT, "2024-01-01T00:00:00Z", None),

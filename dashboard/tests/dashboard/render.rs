@@ -76,7 +76,8 @@ spec:
     );
     has(
         &httpbin,
-        r#"<pre class="yaml" id="workload-apply-yaml">apiVersion: security.istio.io/v1
+        r#"<pre class="yaml" id="workload-apply-yaml"># ASSUMED: the pod labels are not known here, so the selector assumes httpbin's pods are labelled app: httpbin and no other workload's are: check before applying
+apiVersion: security.istio.io/v1
 kind: PeerAuthentication
 metadata:
   name: httpbin-strict

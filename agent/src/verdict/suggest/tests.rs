@@ -241,9 +241,27 @@ fn without_labels_the_suggestion_says_what_its_selector_assumes() {
         yaml.contains("name: httpbin-strict") && yaml.contains("app: httpbin"),
         "{yaml}"
     );
+    // the assumption is in the policy itself, as a comment, not only in the reason
+    assert!(
+        yaml.starts_with("# ASSUMED: the pod labels are not known here"),
+        "{yaml}"
+    );
     assert!(
         w.reason
             .contains("the selector assumes httpbin's pods are labelled app: httpbin"),
+        "{}",
+        w.reason
+    );
+    // pods known to carry no label at all: no selector can select them, nothing is assumed
+    let bare = [
+        known("bar", "httpbin", &[]),
+        known("bar", "c", &[("app", "c")]),
+    ];
+    let v = evaluate(&edges, &Policy::default(), &bare);
+    let w = find(&v, "bar", "httpbin");
+    assert_eq!(w.suggested_policy, None, "{}", w.reason);
+    assert!(
+        w.reason.contains("carry no label they all share"),
         "{}",
         w.reason
     );
