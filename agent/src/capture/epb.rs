@@ -28,14 +28,7 @@ pub struct Epb<'a> {
 /// `None` when it is another block, is not all there yet, or is malformed — pcap-parser then
 /// reads it (and says what is wrong).
 pub fn parse(bytes: &[u8], big_endian: bool) -> Option<Epb<'_>> {
-    let word = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(if big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
-    };
+    let word = |at: usize| super::record::u32_at(bytes, at, big_endian);
     if word(0)? != EPB {
         return None;
     }

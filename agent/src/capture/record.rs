@@ -21,17 +21,21 @@ pub struct Record<'a> {
     pub len: usize,
 }
 
+/// The 32-bit word at `at` in the capture's byte order, or `None` past the end (shared with
+/// [`super::epb`]).
+pub(super) fn u32_at(bytes: &[u8], at: usize, big_endian: bool) -> Option<u32> {
+    let b: [u8; 4] = bytes.get(at..at.checked_add(4)?)?.try_into().ok()?;
+    Some(if big_endian {
+        u32::from_be_bytes(b)
+    } else {
+        u32::from_le_bytes(b)
+    })
+}
+
 /// The record at the start of `bytes` (of a capture in the given byte order), or `None` when
 /// it is not all there: pcap-parser then reads more, or reports the end.
 pub fn parse(bytes: &[u8], big_endian: bool) -> Option<Record<'_>> {
-    let word = |at: usize| -> Option<u32> {
-        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
-        Some(if big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
-    };
+    let word = |at: usize| u32_at(bytes, at, big_endian);
     let caplen = usize::try_from(word(8)?).ok()?;
     let len = HEADER.checked_add(caplen)?;
     Some(Record {
