@@ -43,10 +43,24 @@ BLOCKING = 'security=~"plaintext|tls"'
 DEST_REAL = 'destination_namespace!~"unknown|node"'
 
 
+# marks the series that carried no `origin` while they are relabelled `direct` (see with_origin)
+NO_ORIGIN = "meshwatch_no_origin"
+
+
 def with_origin(expr):
-    """`expr` with `origin="direct"` where its series carry no origin (older agents)."""
-    inner = expr.replace("\n", "\n  ")
-    return f'label_replace(\n    {inner},\n    "origin", "direct", "origin", ""\n  )'
+    """`expr` with `origin="direct"` where its series carry no origin (older agents), for an
+    aggregation by EDGE around it to count them with the series labelled `direct`.
+
+    Such a series is first marked (NO_ORIGIN="true"), so it never takes the label set of a
+    series that carries `origin="direct"` and is otherwise the same: an agent upgraded in place
+    (same instance) has both in the window, and a vector holding one label set twice makes
+    Prometheus refuse the whole rule ("vector cannot contain metrics with the same labelset"),
+    for as long as the window holds the old series. The aggregation drops the mark: the old
+    series' count and the new one's (its counter started from zero) are added, as two agents'
+    series of one edge are."""
+    inner = expr.replace("\n", "\n    ")
+    return (f'label_replace(\n    label_replace(\n      {inner},\n      "{NO_ORIGIN}", "true", "origin", ""\n    ),\n'
+            f'    "origin", "direct", "origin", ""\n  )')
 
 
 def seconds(duration):

@@ -61,6 +61,9 @@ pub const MIN_LOOKBACK_SECONDS: u64 = 300;
 /// The labels of an edge (the connection series' labels but `reporter`; attempts have no
 /// `security`, `mesh` and `origin`; series of agents before `origin` have none either).
 pub const EDGE_LABELS: &str = "source_namespace, source_workload, destination_namespace, destination_workload, destination_port, security, mesh, origin";
+/// The label that marks a series without `origin` while it is counted as `direct` (as in
+/// `grafana/mixin/rules.py`); aggregated away.
+pub const NO_ORIGIN: &str = "meshwatch_no_origin";
 pub const ATTEMPT_LABELS: &str = "source_namespace, source_workload, destination_namespace, destination_workload, destination_port";
 
 pub const CONNECTIONS: &str = "meshwatch_connections_total";
@@ -114,12 +117,18 @@ impl Resolution {
     /// Summed by `origin`, a series without it (an agent from before the label) counts as
     /// `origin="direct"`, as the recording rules in `grafana/` do: in a fleet of old and new
     /// agents one connection's source- and destination-reported series then fall in one
-    /// group, and the `reporter` rule counts it once instead of twice.
+    /// group, and the `reporter` rule counts it once instead of twice. Such a series is marked
+    /// ([`NO_ORIGIN`]) before it is relabelled, so it never takes the label set of the same
+    /// agent's series with `origin="direct"` (an agent upgraded in place has both, and a step
+    /// can hold both: Prometheus refuses a vector with a label set twice, and so the whole
+    /// query); the sum drops the mark and adds the two.
     pub fn growth(&self, selector: &str, labels: &str) -> String {
         let (cur, prev) = self.cur_prev(selector);
         let step = format!("(({cur} - {prev}) >= 0 or {cur})");
         let step = if labels.split(',').any(|l| l.trim() == "origin") {
-            format!("(label_replace({step}, \"origin\", \"direct\", \"origin\", \"\"))")
+            format!(
+                "(label_replace(label_replace({step}, \"{NO_ORIGIN}\", \"true\", \"origin\", \"\"), \"origin\", \"direct\", \"origin\", \"\"))"
+            )
         } else {
             step
         };

@@ -271,6 +271,83 @@ fn window_arithmetic_on_prometheus_engine() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Run a `promtool test rules` file named `name`; skipped when promtool is not installed.
+fn run_promtool(name: &str, test: &str) {
+    let Some(promtool) = promtool() else {
+        return;
+    };
+    let dir = std::env::temp_dir().join(format!("meshwatch-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp dir");
+    let file = dir.join("test.yaml");
+    std::fs::write(&file, test).expect("write test");
+    let out = Command::new(promtool)
+        .args(["test", "rules"])
+        .arg(&file)
+        .output()
+        .expect("run promtool");
+    assert!(
+        out.status.success(),
+        "{}\n{}\n{test}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An agent upgraded in place (same `instance`, same scrape target): its old series, without
+/// `origin`, ends and the new one, `origin="direct"`, starts from zero, both inside the window.
+/// `(old values, new values, in the last hour, in all)`: the old series' growth in the window
+/// plus all of the new one's. Samples a minute apart from 0m.
+const UPGRADES: &[(&str, &str, u64, u64)] = &[
+    // the scrape after the upgrade marks the old series stale: 80 - 60, then 40
+    ("0+1x80 stale", "_x81 1+1x39", 60, 120),
+    // the target was gone for a scrape (no staleness marker): 80 - 60, then 39
+    ("0+1x80", "_x82 1+1x38", 59, 119),
+    // both pods scraped as one instance for four minutes (a surge): 84 - 60, then 41
+    ("0+1x84 stale", "_x80 1+1x40", 65, 125),
+];
+
+/// The upgrade cases, each its own edge, as a promtool test of the connections query at
+/// 120m over the window `(60m, 120m]` (`hour`) or one from before the first sample.
+fn upgrade_test(hour: bool) -> String {
+    let r = Resolution::of(if hour { WINDOW } else { 20 * WINDOW });
+    let q = Queries::new(&r, None);
+    let mut input = String::new();
+    let mut expected = String::new();
+    for (i, (old, new, in_hour, in_all)) in UPGRADES.iter().enumerate() {
+        let e = edge(&format!("upgraded{i}"), "web", "plaintext");
+        let agent = "instance=\"a\", job=\"meshwatch\", reporter=\"destination\"";
+        input.push_str(&series(
+            "meshwatch_connections_total",
+            &format!("{agent}, {e}"),
+            old,
+        ));
+        input.push_str(&series(
+            "meshwatch_connections_total",
+            &format!("{agent}, {e}, origin=\"direct\""),
+            new,
+        ));
+        let n = if hour { *in_hour } else { *in_all };
+        expected.push_str(&sample(&format!("{e}, origin=\"direct\""), n));
+    }
+    format!(
+        "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{input}    promql_expr_test:\n      - expr: |\n          {}\n        eval_time: {EVAL_TIME}\n        exp_samples:\n{expected}",
+        q.connections.replace('\n', " ")
+    )
+}
+
+/// An in-place upgrade of an agent to one that labels `origin`: the old and the new series of
+/// one edge count as one edge, their growths added — and the query is not refused (relabelled
+/// to one label set, two series in one step make Prometheus reject the whole query). With the
+/// 1 h window's 15 s steps and a 20 h window's 5 min steps (which hold the old series' last
+/// samples and the new one's first).
+#[test]
+fn an_in_place_upgrade_counts_both_series_on_prometheus_engine() {
+    for hour in [true, false] {
+        run_promtool(&format!("upgrade-{hour}"), &upgrade_test(hour));
+    }
+}
+
 #[test]
 fn resolution_steps_and_alignment() {
     let day = Resolution::of(86_400);
