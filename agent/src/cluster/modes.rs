@@ -2,7 +2,9 @@
 //! `meshwatch_peer_authentication_info` series. PURE: samples in, modes out.
 //!
 //! The query reads the series *now* (an instant selector: a series an agent stopped exporting
-//! is stale and gone), `max by` the info labels across agents: every agent hosting a pod of
+//! is stale and gone), `max by` the info labels and `instance`: each agent's view stays its
+//! own, port overrides included ([`modes`] joins them), so a port override one agent shows and
+//! another does not is a disagreement, not "an override". Every agent hosting a pod of
 //! the workload resolves it on the workload's labels across the cluster, so all export the
 //! same labels. Where they do not — a policy change still reaching them, or an agent that
 //! resolves on other labels (an older agent used its own node's pods only) — the mode is
@@ -27,12 +29,14 @@ pub const UNDECIDED_BY_AGENT: &str =
 /// The query: the modes of this moment, limited to the workloads of `namespace` when given
 /// (`own` is the `{namespace="…"}` matcher or empty).
 pub fn query(own: &str) -> String {
-    format!("max by (namespace, workload, port, mode, source, policy) ({PEER_AUTH_INFO}{own})")
+    format!(
+        "max by (instance, namespace, workload, port, mode, source, policy) ({PEER_AUTH_INFO}{own})"
+    )
 }
 
 /// When each mode's series showed in the window, as the times of the subquery's steps it
 /// showed at: `agg` `min` the first step, `max` the last (a step time is at or after the sample
-/// it shows).
+/// it shows). Across agents: since when a mode holds does not move when an agent joins.
 pub fn shown_query(own: &str, r: &Resolution, agg: &str) -> String {
     format!(
         "{agg} by (namespace, workload, port, mode, source, policy) ({agg}_over_time(({PEER_AUTH_INFO}{own} * 0 + time()){}))",
@@ -63,15 +67,12 @@ pub fn stamp_since(
             .filter(|s| s.value > 0.0 && of(s, ns, wl))
             .collect();
         let first_shown = current.iter().try_fold(0, |latest: u64, c| {
-            let t = first
-                .iter()
-                .find(|f| f.labels == c.labels)
-                .and_then(seconds)?;
+            let t = first.iter().find(|f| same_mode(f, c)).and_then(seconds)?;
             Some(latest.max(t))
         });
         let gone = last
             .iter()
-            .filter(|s| of(s, ns, wl) && !current.iter().any(|c| c.labels == s.labels))
+            .filter(|s| of(s, ns, wl) && !current.iter().any(|c| same_mode(c, s)))
             .filter_map(seconds)
             .map(|t| t.saturating_add(r.step))
             .max()
@@ -86,13 +87,40 @@ pub fn stamp_since(
     }
 }
 
+/// Whether two samples show the same mode series, whichever agent's: the answer of now keeps
+/// `instance` (each agent's view), the shown queries do not.
+fn same_mode(a: &Sample, b: &Sample) -> bool {
+    fn mode_labels(s: &Sample) -> impl Iterator<Item = (&String, &String)> {
+        s.labels.iter().filter(|(k, _)| k.as_str() != "instance")
+    }
+    mode_labels(a).eq(mode_labels(b))
+}
+
 fn label<'a>(s: &'a Sample, name: &str) -> Option<&'a str> {
     s.labels.get(name).map(String::as_str)
 }
 
-/// The modes of the samples, by (namespace, workload). A sample with an unknown mode or
-/// source, or a bad port, is skipped; port-level samples without their workload's are too.
+/// The modes of the samples, by (namespace, workload): each agent's (`instance`) view of a
+/// workload, its port overrides included, then the agents' views joined by [`combine`] — a
+/// port override one agent reports and another that knows the workload does not makes the
+/// mode unknown, both views in the reason. A sample with an unknown mode or source, or a bad
+/// port, is skipped; port-level samples without their agent's workload-level sample are too.
 pub fn modes(samples: &[Sample]) -> Modes {
+    let mut agents: BTreeMap<Option<&str>, Vec<&Sample>> = BTreeMap::new();
+    for s in samples {
+        agents.entry(label(s, "instance")).or_default().push(s);
+    }
+    let mut workloads = Modes::new();
+    for samples in agents.into_values() {
+        for (key, m) in agent_modes(&samples) {
+            combine(&mut workloads, key, m);
+        }
+    }
+    workloads
+}
+
+/// The modes one agent's samples show (samples without `instance` count as one agent).
+fn agent_modes(samples: &[&Sample]) -> Modes {
     let mut workloads: Modes = BTreeMap::new();
     let mut ports: Vec<((String, String), u16, PortMode)> = Vec::new();
     for s in samples.iter().filter(|s| s.value > 0.0) {
@@ -194,7 +222,8 @@ fn disagreement(a: &EffectiveMode, b: &EffectiveMode) -> String {
 pub const DISAGREE: &str =
     "the agents disagree (a policy change still reaching them, or agents that see other labels)";
 
-/// A port-level series from a second agent: the same mode, or unknown.
+/// A second port-level series of one view (one agent's, or an answer without `instance`): the
+/// same mode, or unknown.
 fn combine_port(ports: &mut BTreeMap<u16, PortMode>, port: u16, p: PortMode) {
     match ports.get_mut(&port) {
         None => {
@@ -344,13 +373,14 @@ mod tests {
     fn the_query_groups_by_the_info_labels() {
         assert_eq!(
             query("{namespace=\"foo\"}"),
-            "max by (namespace, workload, port, mode, source, policy) (meshwatch_peer_authentication_info{namespace=\"foo\"})"
+            "max by (instance, namespace, workload, port, mode, source, policy) (meshwatch_peer_authentication_info{namespace=\"foo\"})"
         );
     }
 
     /// The query on Prometheus' engine (`promtool test rules`): two agents hosting one
-    /// workload give one series; a mode an agent stopped exporting (the policy changed) is
-    /// gone; empty labels (`port` of the workload level) are dropped by Prometheus.
+    /// workload give a series each (their views are joined by [`modes`]); a mode an agent
+    /// stopped exporting (the policy changed) is gone; empty labels (`port` of the workload
+    /// level) are dropped by Prometheus.
     #[test]
     fn the_query_on_prometheus_engine() {
         let series = |instance: &str, labels: &str, values: &str| {
@@ -384,9 +414,10 @@ mod tests {
             "1x5 stale",
         );
         let expected = [
-            r#"namespace="foo", workload="web", mode="STRICT", source="namespace", policy="foo/default""#,
-            r#"namespace="foo", workload="api", mode="STRICT", source="workload", policy="foo/api""#,
-            r#"namespace="foo", workload="api", port="9090", mode="DISABLE", source="port", policy="foo/api""#,
+            r#"instance="a", namespace="foo", workload="web", mode="STRICT", source="namespace", policy="foo/default""#,
+            r#"instance="b", namespace="foo", workload="web", mode="STRICT", source="namespace", policy="foo/default""#,
+            r#"instance="a", namespace="foo", workload="api", mode="STRICT", source="workload", policy="foo/api""#,
+            r#"instance="b", namespace="foo", workload="api", port="9090", mode="DISABLE", source="port", policy="foo/api""#,
         ];
         let mut test = format!(
             "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{input}    promql_expr_test:\n      - expr: '{}'\n        eval_time: 20m\n        exp_samples:\n",
@@ -435,6 +466,83 @@ mod tests {
         r#"workload="api", port="", mode="STRICT", source="workload", policy="foo/api""#;
     const WEB_STRICT: &str =
         r#"workload="web", port="", mode="STRICT", source="namespace", policy="foo/default""#;
+
+    /// A `k="v", …` label list as a sample's labels, without the empty ones (Prometheus drops
+    /// them).
+    fn answer_sample(instance: &str, labels: &str) -> Sample {
+        let mut pairs = vec![("instance", instance), ("namespace", "foo")];
+        for pair in labels.split(", ") {
+            if let Some((k, v)) = pair.split_once('=') {
+                pairs.push((k, v.trim_matches('"')));
+            }
+        }
+        pairs.retain(|(_, v)| !v.is_empty());
+        sample(&pairs)
+    }
+
+    const API_NAMESPACE: &str =
+        r#"workload="api", port="", mode="STRICT", source="namespace", policy="foo/default""#;
+    const API_9090_DISABLE: &str =
+        r#"workload="api", port="9090", mode="DISABLE", source="port", policy="foo/api""#;
+
+    /// Two agents host foo/api: both see it STRICT namespace-wide, only agent a sees a
+    /// port-level DISABLE on 9090 (a policy change that reached one agent). On Prometheus'
+    /// engine the query keeps each agent's view apart (by `instance`), and those views make the
+    /// mode UNKNOWN, naming both — not "STRICT with port 9090 DISABLE" as if all agreed; both
+    /// agents seeing the override: that mode.
+    #[test]
+    fn a_port_override_one_agent_lacks_is_unknown() {
+        let mut input = String::new();
+        input += &input_series("a", API_NAMESPACE, "1x20");
+        input += &input_series("b", API_NAMESPACE, "1x20");
+        input += &input_series("a", API_9090_DISABLE, "1x20");
+        let answer = [
+            ("a", API_NAMESPACE),
+            ("b", API_NAMESPACE),
+            ("a", API_9090_DISABLE),
+        ];
+        let mut test = format!(
+            "evaluation_interval: 1m\ntests:\n  - interval: 1m\n    input_series:\n{input}    promql_expr_test:\n      - expr: '{}'\n        eval_time: 20m\n        exp_samples:\n",
+            query("{namespace=\"foo\"}")
+        );
+        for (instance, l) in answer {
+            let l = l.replace(r#"port="", "#, "");
+            test += &format!(
+                "          - labels: '{{instance=\"{instance}\", namespace=\"foo\", {l}}}'\n            value: 1\n"
+            );
+        }
+        run_promtool("modes-port-override", &test);
+        let key = ("foo".to_owned(), "api".to_owned());
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let samples: Vec<Sample> = order
+                .iter()
+                .map(|&i| answer_sample(answer[i].0, answer[i].1))
+                .collect();
+            let m = modes(&samples);
+            let api = &m[&key];
+            assert_eq!(api.mode, Mode::Unknown, "{order:?}: {api:?}");
+            assert_eq!(api.on_port(9090).0, Mode::Unknown, "{order:?}");
+            let why = api.undecided.as_deref().unwrap_or_default();
+            assert!(why.starts_with(DISAGREE), "{why}");
+            assert!(
+                why.contains("STRICT (namespace foo/default) with port 9090 DISABLE")
+                    && why.contains("and STRICT (namespace foo/default)"),
+                "{why}"
+            );
+        }
+        // both agents see the override: it holds
+        let m = modes(&[
+            answer_sample("a", API_NAMESPACE),
+            answer_sample("b", API_NAMESPACE),
+            answer_sample("a", API_9090_DISABLE),
+            answer_sample("b", API_9090_DISABLE),
+        ]);
+        assert_eq!(m[&key].mode, Mode::Strict);
+        assert_eq!(
+            m[&key].on_port(9090),
+            (Mode::Disable, ModeSource::Port, Some("foo/api"))
+        );
+    }
 
     /// The first and last steps each mode's series showed at, on Prometheus' engine: api was
     /// PERMISSIVE until 10m (stale at 11m) and STRICT from 11m, web STRICT all along (a
@@ -511,7 +619,13 @@ mod tests {
             ("source", "namespace"),
             ("policy", "foo/default"),
         ];
-        let now = [sample(&api_strict), sample(&web)];
+        // the answer of now names each agent (`instance`), the shown queries do not
+        let with_instance = |pairs: &[(&'static str, &'static str)]| {
+            let mut s = sample(pairs);
+            s.labels.insert("instance".into(), "a".into());
+            s
+        };
+        let now = [with_instance(&api_strict), with_instance(&web)];
         let first = [
             at(&api_permissive, 5.0),
             at(&api_strict, 660.0),
