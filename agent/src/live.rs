@@ -205,18 +205,20 @@ impl LiveState {
             })
             .unwrap_or_default();
         let known: Vec<KnownWorkload<'_>> = known.iter().map(Workload::as_known).collect();
-        // with the PeerAuthentications watched, each verdict shows the workload's mode today,
-        // and since when it holds
-        let modes = peer_authentications.map(|policies| {
-            let mut modes = crate::peer_auth::modes_of(
+        // with the PeerAuthentications watched, each verdict shows the workload's mode today
+        // and since when it holds, and each suggestion is checked against the policies
+        // themselves, as `analyze` checks it (an UNSET workload-level policy resolves to the
+        // mode it inherits: only the policies show that a new one would lose to it)
+        match peer_authentications {
+            Some(policies) => verdict::evaluate_with_policies_stamped(
+                &edges,
+                &policy,
+                &known,
                 &policies,
-                &policy.istio_root_namespace,
-                known.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
-            );
-            self.stamp_modes(&mut modes, now);
-            modes
-        });
-        verdict::evaluate_with_modes(&edges, &policy, &known, modes.as_ref())
+                |modes| self.stamp_modes(modes, now),
+            ),
+            None => verdict::evaluate(&edges, &policy, &known),
+        }
     }
 
     /// The most recent finished flows, newest first.

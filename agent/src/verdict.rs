@@ -245,12 +245,62 @@ pub struct Verdict {
     /// workload-level policy in force, else it is a new one whose selector selects this
     /// workload alone; none when that cannot be shown (the reason says why).
     pub suggested_policy: Option<String>,
+    /// How to undo `suggested_policy` once applied ([`Rollback`]); with it, never without.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_rollback: Option<Rollback>,
     /// The effective PeerAuthentication mode today, when the policies are known.
     #[serde(
         rename = "peer_authentication",
         skip_serializing_if = "Option::is_none"
     )]
     pub mode: Option<EffectiveMode>,
+}
+
+/// How to undo a suggested policy once applied. Not "the same policy PERMISSIVE": that would
+/// downgrade ports that were STRICT before, and a new PERMISSIVE policy may not even take
+/// effect (an older one at its level wins) or may override STRICT it inherited.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Rollback {
+    /// The suggestion edits this policy (same namespace and name): apply it again as it is
+    /// today (`policy`: its YAML — mode, `portLevelMtls`, selector).
+    Restore {
+        namespace: String,
+        name: String,
+        policy: String,
+    },
+    /// The suggestion creates this policy: delete it. `unchecked` (only when the policies
+    /// themselves are not known, as in the cluster view): why a policy of that name may exist
+    /// already, unseen — then restore that one instead.
+    Delete {
+        namespace: String,
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        unchecked: Option<String>,
+    },
+}
+
+impl Rollback {
+    fn of(s: &suggest::Suggested) -> Rollback {
+        let p = &s.policy;
+        match &s.was {
+            Some(was) => Rollback::Restore {
+                namespace: was.namespace.clone(),
+                name: was.name.clone(),
+                policy: render(was),
+            },
+            None => Rollback::Delete {
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+                unchecked: (!s.checked).then(|| {
+                    format!(
+                        "the PeerAuthentications in force are not known here: if {} existed before, restore it as it was instead of deleting it",
+                        p.id()
+                    )
+                }),
+            },
+        }
+    }
 }
 
 /// A namespace's roll-up.
@@ -269,6 +319,9 @@ pub struct NamespaceVerdict {
     pub not_in_mesh: usize,
     /// The namespace-wide STRICT policy: the one in force edited, else a new `default`.
     pub suggested_policy: Option<String>,
+    /// How to undo `suggested_policy` once applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_rollback: Option<Rollback>,
     /// What the suggestion leaves out (workloads whose own policy overrides it), or why there
     /// is none although the namespace is ready.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -282,6 +335,9 @@ pub struct MeshVerdict {
     /// The mesh-wide STRICT policy (in Istio's root namespace): the one in force edited, else a
     /// new `default`; none when every workload is STRICT already.
     pub suggested_policy: Option<String>,
+    /// How to undo `suggested_policy` once applied.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suggested_rollback: Option<Rollback>,
     /// What the suggestion leaves out (workloads whose namespace or own policy overrides it),
     /// or why there is none although the mesh is ready.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -362,11 +418,25 @@ pub fn evaluate_with_policies(
     known: &[KnownWorkload<'_>],
     policies: &[PeerAuthentication],
 ) -> Verdicts {
+    evaluate_with_policies_stamped(edges, policy, known, policies, |_| {})
+}
+
+/// [`evaluate_with_policies`], with each mode's `since` set by `stamp` before the modes judge
+/// (the agent's mode clock knows better than the policies' `creationTimestamp` since when a
+/// mode holds). The modes are every workload's known or seen, resolved with `policies`.
+pub fn evaluate_with_policies_stamped(
+    edges: &[Edge],
+    policy: &Policy,
+    known: &[KnownWorkload<'_>],
+    policies: &[PeerAuthentication],
+    stamp: impl FnOnce(&mut Modes),
+) -> Verdicts {
     let labels = labels_by_namespace(known, edges);
     let workloads = labels
         .iter()
         .flat_map(|(ns, wls)| wls.iter().map(move |(wl, l)| (*ns, *wl, &**l)));
-    let modes = crate::peer_auth::modes_of(policies, &policy.istio_root_namespace, workloads);
+    let mut modes = crate::peer_auth::modes_of(policies, &policy.istio_root_namespace, workloads);
+    stamp(&mut modes);
     evaluate_inner(edges, policy, known, Some(&modes), Some(policies))
 }
 
@@ -783,6 +853,7 @@ fn judge(
         blockers,
         ports,
         suggested_policy,
+        suggested_rollback: None,
         mode,
     }
 }
@@ -867,11 +938,15 @@ fn suggest_for(
         mode: v.mode.as_ref(),
     };
     match suggest::for_workload(&ask, &ctx) {
-        suggest::Suggestion::Policy(p) => v.suggested_policy = Some(render(&p)),
-        suggest::Suggestion::Assumed(p, why) => {
+        suggest::Suggestion::Policy(s) => {
+            v.suggested_policy = Some(render(&s.policy));
+            v.suggested_rollback = Some(Rollback::of(&s));
+        }
+        suggest::Suggestion::Assumed(s, why) => {
             // the assumption travels with the policy itself (a YAML comment), not only in the
             // reason: whoever applies it, or a script that reads only the policy, sees it
-            v.suggested_policy = Some(format!("# ASSUMED: {why}\n{}", render(&p)));
+            v.suggested_policy = Some(format!("# ASSUMED: {why}\n{}", render(&s.policy)));
+            v.suggested_rollback = Some(Rollback::of(&s));
             v.reason = format!("{}; {why}", v.reason);
         }
         suggest::Suggestion::Nothing => {}
@@ -888,7 +963,7 @@ fn suggest_namespace(
     labels: &Labels<'_>,
     policy: &Policy,
     policies: Option<&[PeerAuthentication]>,
-) -> (Option<String>, Option<String>) {
+) -> (Option<(String, Rollback)>, Option<String>) {
     if namespace == policy.istio_root_namespace {
         return (
             None,
@@ -910,14 +985,20 @@ fn suggest_namespace(
         .iter()
         .filter_map(|v| Some((v.destination.workload.as_deref()?, v.mode.as_ref())))
         .collect();
-    match suggest::for_namespace_wide(namespace, &ctx, &modes) {
-        (suggest::Suggestion::Policy(p) | suggest::Suggestion::Assumed(p, _), note) => {
-            (Some(render(&p)), note)
+    offered(suggest::for_namespace_wide(namespace, &ctx, &modes))
+}
+
+/// A namespace- or mesh-wide suggestion as the roll-up shows it: the policy and its rollback,
+/// and the note.
+fn offered(
+    (suggestion, note): (suggest::Suggestion, Option<String>),
+) -> (Option<(String, Rollback)>, Option<String>) {
+    match suggestion {
+        suggest::Suggestion::Policy(s) | suggest::Suggestion::Assumed(s, _) => {
+            (Some((render(&s.policy), Rollback::of(&s))), note)
         }
-        (suggest::Suggestion::Nothing, note) => (None, note),
-        (suggest::Suggestion::Withheld(why), _) => {
-            (None, Some(format!("no policy suggested: {why}")))
-        }
+        suggest::Suggestion::Nothing => (None, note),
+        suggest::Suggestion::Withheld(why) => (None, Some(format!("no policy suggested: {why}"))),
     }
 }
 
@@ -960,7 +1041,7 @@ fn roll_up_namespaces(
                 Readiness::Insufficient
             };
             // nothing to apply when every workload is STRICT already
-            let (suggested_policy, suggestion_note) = if verdict == Readiness::Ready
+            let (suggested, suggestion_note) = if verdict == Readiness::Ready
                 && !vs.iter().all(|v| fully_strict(v.mode.as_ref()))
             {
                 suggest_namespace(namespace, &vs, labels, policy, policies)
@@ -976,7 +1057,8 @@ fn roll_up_namespaces(
                 broken_clients,
                 idle,
                 not_in_mesh,
-                suggested_policy,
+                suggested_policy: suggested.as_ref().map(|(p, _)| p.clone()),
+                suggested_rollback: suggested.map(|(_, r)| r),
                 suggestion_note,
             }
         })
@@ -1004,7 +1086,7 @@ fn roll_up_mesh(
         .map(|v| (v.destination.display(), v.mode.as_ref()))
         .collect();
     // as for a namespace: nothing to apply when every workload is STRICT already
-    let (suggested_policy, suggestion_note) =
+    let (suggested, suggestion_note) =
         if verdict == Readiness::Ready && !named.iter().all(|(_, m)| fully_strict(*m)) {
             let ctx = suggest::Context {
                 policies,
@@ -1013,21 +1095,18 @@ fn roll_up_mesh(
             };
             let modes: Vec<(&str, Option<&EffectiveMode>)> =
                 named.iter().map(|(w, m)| (w.as_str(), *m)).collect();
-            match suggest::for_namespace_wide(&policy.istio_root_namespace, &ctx, &modes) {
-                (suggest::Suggestion::Policy(p) | suggest::Suggestion::Assumed(p, _), note) => {
-                    (Some(render(&p)), note)
-                }
-                (suggest::Suggestion::Nothing, note) => (None, note),
-                (suggest::Suggestion::Withheld(why), _) => {
-                    (None, Some(format!("no policy suggested: {why}")))
-                }
-            }
+            offered(suggest::for_namespace_wide(
+                &policy.istio_root_namespace,
+                &ctx,
+                &modes,
+            ))
         } else {
             (None, None)
         };
     MeshVerdict {
         verdict,
-        suggested_policy,
+        suggested_policy: suggested.as_ref().map(|(p, _)| p.clone()),
+        suggested_rollback: suggested.map(|(_, r)| r),
         suggestion_note,
     }
 }

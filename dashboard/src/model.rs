@@ -68,7 +68,7 @@ impl PeerView {
 /// The verdict's outcomes, origins and counts are the agent's own types (they read back too).
 pub use meshwatch::aggregate::Origin as OriginView;
 pub use meshwatch::classify::SecurityCounts as Counts;
-pub use meshwatch::verdict::Readiness;
+pub use meshwatch::verdict::{Readiness, Rollback};
 
 /// An edge as reported (`aggregate::Edge`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -195,6 +195,9 @@ pub struct VerdictView {
     pub ports: Vec<PortVerdictView>,
     #[serde(default)]
     pub suggested_policy: Option<String>,
+    /// How to undo the suggestion (an older report leaves it out: not known).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_rollback: Option<Rollback>,
     /// The workload's PeerAuthentication mode today, when the policies are known.
     #[serde(
         default,
@@ -224,6 +227,8 @@ pub struct NamespaceView {
     pub not_in_mesh: usize,
     #[serde(default)]
     pub suggested_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_rollback: Option<Rollback>,
 }
 
 /// The mesh's roll-up (`verdict::MeshVerdict`).
@@ -232,6 +237,8 @@ pub struct MeshView {
     pub verdict: Readiness,
     #[serde(default)]
     pub suggested_policy: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suggested_rollback: Option<Rollback>,
 }
 
 /// The parts of `summary` that are evidence.

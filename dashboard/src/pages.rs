@@ -317,11 +317,13 @@ pub fn overview(s: &Snapshot) -> Overview {
         source: s.source.clone(),
         loaded_at: s.loaded_at.clone(),
         mesh: s.mesh.clone(),
-        mesh_policy: s
-            .mesh
-            .suggested_policy
-            .as_deref()
-            .map(|y| PolicyPair::new("the whole mesh".to_owned(), y)),
+        mesh_policy: s.mesh.suggested_policy.as_deref().map(|y| {
+            PolicyPair::new(
+                "the whole mesh".to_owned(),
+                y,
+                s.mesh.suggested_rollback.as_ref(),
+            )
+        }),
         totals,
         namespaces: s
             .namespaces
@@ -357,10 +359,13 @@ pub fn namespace(s: &Snapshot, ns: &str) -> Option<NamespacePage> {
     Some(NamespacePage {
         namespace: view.clone(),
         workloads,
-        policy: view
-            .suggested_policy
-            .as_deref()
-            .map(|y| PolicyPair::new(format!("namespace {ns}"), y)),
+        policy: view.suggested_policy.as_deref().map(|y| {
+            PolicyPair::new(
+                format!("namespace {ns}"),
+                y,
+                view.suggested_rollback.as_ref(),
+            )
+        }),
     })
 }
 
@@ -447,7 +452,7 @@ pub fn workload(s: &Snapshot, which: &Which<'_>, policy: &Policy) -> Option<Work
     let policy_pair = v
         .suggested_policy
         .as_deref()
-        .map(|y| PolicyPair::new(scope, y));
+        .map(|y| PolicyPair::new(scope, y, v.suggested_rollback.as_ref()));
     let no_policy = policy_pair.is_none().then(|| no_policy_reason(v));
     Some(WorkloadPage {
         title: v.destination.display(),

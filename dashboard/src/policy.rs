@@ -1,12 +1,15 @@
-//! The PeerAuthentication a verdict suggests, its PERMISSIVE rollback (same name, namespace and
-//! selector: applying it replaces the STRICT policy in place), and the `kubectl` lines for both.
+//! The PeerAuthentication a verdict suggests, the way back, and the `kubectl` lines for both.
 //!
-//! PURE. The suggested YAML comes from the verdict engine (`verdict::peer_authentication`);
-//! the rollback is written here from what that YAML names.
+//! PURE. The suggested YAML and its rollback come from the verdict engine
+//! (`verdict::Rollback`): the policy the suggestion edits, as it is today, to apply again; or,
+//! where the suggestion creates a policy, deleting it. Never "the same policy PERMISSIVE": that
+//! would downgrade ports that were STRICT, and a new PERMISSIVE policy may not even take effect
+//! (an older one at its level wins). A report that does not say (made by an older meshwatch)
+//! gets the command that saves what the suggestion would replace, before applying it.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 
+use meshwatch::verdict::Rollback;
 use serde::{Deserialize, Serialize};
 
 /// What a PeerAuthentication applies to, read from its YAML.
@@ -58,24 +61,35 @@ pub fn target(yaml: &str) -> Result<Target, PolicyError> {
     })
 }
 
-/// The PERMISSIVE PeerAuthentication with the same name, namespace and selector as `t`.
-pub fn rollback(t: &Target) -> String {
-    let mut y = String::new();
-    // Writing to a String cannot fail.
-    let _ = write!(
-        y,
-        "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: {}\n  namespace: {}\nspec:\n",
-        quote(&t.name),
-        quote(&t.namespace)
-    );
-    if let Some(labels) = &t.selector {
-        y.push_str("  selector:\n    matchLabels:\n");
-        for (k, v) in labels {
-            let _ = writeln!(y, "      {}: {}", quote(k), quote(v));
-        }
-    }
-    y.push_str("  mtls:\n    mode: PERMISSIVE\n");
-    y
+/// The resource as `kubectl` names it, unambiguous whatever else is installed.
+const RESOURCE: &str = "peerauthentications.security.istio.io";
+
+/// `--namespace=NS NAME` for `kubectl`: quoted for the shell, and neither can be read as a
+/// flag (a name starting with `-`, which Kubernetes never gives, comes after `--`).
+fn object_args(namespace: &str, name: &str) -> String {
+    let end_of_flags = if name.starts_with('-') { "-- " } else { "" };
+    format!(
+        "--namespace={} {end_of_flags}{}",
+        shell_quote(namespace),
+        shell_quote(name)
+    )
+}
+
+/// `kubectl delete` of the policy `namespace/name`.
+pub fn delete_command(namespace: &str, name: &str) -> String {
+    format!(
+        "kubectl delete {RESOURCE} {}\n",
+        object_args(namespace, name)
+    )
+}
+
+/// `kubectl get … -o yaml` of the policy `namespace/name` into a file: what to save before
+/// applying a suggestion whose rollback is not known for sure.
+pub fn save_command(namespace: &str, name: &str) -> String {
+    format!(
+        "kubectl get {RESOURCE} {} -o yaml --ignore-not-found > peerauthentication-before.yaml\n",
+        object_args(namespace, name)
+    )
 }
 
 /// `kubectl apply -f -` with `yaml` on standard input (a quoted here-document: nothing in it
@@ -90,6 +104,18 @@ pub fn apply_command(yaml: &str) -> String {
     cmd
 }
 
+/// How a suggestion is undone, as the page shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackKind {
+    /// Apply the policy it edits again, as it is today (`rollback_yaml`).
+    Restore,
+    /// Delete the policy it creates (`rollback_command`).
+    Delete,
+    /// The source does not say: save what it would replace first (`save_command`).
+    Unknown,
+}
+
 /// A suggested policy with its rollback, ready to show.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyPair {
@@ -97,131 +123,83 @@ pub struct PolicyPair {
     pub scope: String,
     pub yaml: String,
     pub apply: String,
+    pub rollback_kind: RollbackKind,
+    /// The policy as it is today, to apply again (restore only).
     pub rollback_yaml: Option<String>,
+    /// `kubectl apply` of `rollback_yaml` (restore only).
     pub rollback_apply: Option<String>,
-    /// Why there is no rollback (the YAML could not be read).
+    /// The command that rolls back: `rollback_apply`, or `kubectl delete`; none when unknown.
+    pub rollback_command: Option<String>,
+    /// What the rollback cannot know, or why there is none.
+    pub rollback_note: Option<String>,
+    /// The `kubectl get` that saves the policy the suggestion would replace, where the rollback
+    /// is not known for sure.
+    pub save_command: Option<String>,
+    /// Why there is no rollback at all (the source did not say, and the YAML is unreadable).
     pub rollback_error: Option<String>,
 }
 
 impl PolicyPair {
-    pub fn new(scope: String, yaml: &str) -> Self {
-        let (rollback_yaml, rollback_error) = match target(yaml) {
-            Ok(t) => (Some(rollback(&t)), None),
-            Err(e) => (None, Some(e.to_string())),
-        };
-        PolicyPair {
+    /// `yaml` and its `rollback` as the verdict engine wrote them (`None`: not said).
+    pub fn new(scope: String, yaml: &str, rollback: Option<&Rollback>) -> Self {
+        let mut pair = PolicyPair {
             scope,
             yaml: yaml.to_owned(),
             apply: apply_command(yaml),
-            rollback_apply: rollback_yaml.as_deref().map(apply_command),
-            rollback_yaml,
-            rollback_error,
+            rollback_kind: RollbackKind::Unknown,
+            rollback_yaml: None,
+            rollback_apply: None,
+            rollback_command: None,
+            rollback_note: None,
+            save_command: None,
+            rollback_error: None,
+        };
+        match rollback {
+            Some(Rollback::Restore { policy, .. }) => {
+                pair.rollback_kind = RollbackKind::Restore;
+                pair.rollback_apply = Some(apply_command(policy));
+                pair.rollback_command.clone_from(&pair.rollback_apply);
+                pair.rollback_yaml = Some(policy.clone());
+            }
+            Some(Rollback::Delete {
+                namespace,
+                name,
+                unchecked,
+            }) => {
+                pair.rollback_kind = RollbackKind::Delete;
+                pair.rollback_command = Some(delete_command(namespace, name));
+                if let Some(why) = unchecked {
+                    pair.rollback_note = Some(why.clone());
+                    pair.save_command = Some(save_command(namespace, name));
+                }
+            }
+            None => match target(yaml) {
+                Ok(t) => {
+                    pair.rollback_note = Some(format!(
+                        "the source does not say whether this edits a policy in force (an older meshwatch made it): before applying, save {}/{} if it exists; to roll back, apply what was saved, or delete the policy if nothing was",
+                        t.namespace, t.name
+                    ));
+                    pair.save_command = Some(save_command(&t.namespace, &t.name));
+                }
+                Err(e) => pair.rollback_error = Some(e.to_string()),
+            },
         }
+        pair
     }
 }
 
-/// The verdict engine's quoting: Kubernetes names are plain; anything else is a double-quoted
-/// (JSON-compatible) YAML string, so hostile names stay data.
-fn quote(s: &str) -> String {
-    let reserved = matches!(
-        s.to_ascii_lowercase().as_str(),
-        "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "y" | "n" | "~"
-    ) || s.parse::<f64>().is_ok();
+/// A word for the shell: as it is when it holds nothing the shell reads (Kubernetes names do
+/// not), else single-quoted (inside, a `'` is written `'\''`), so hostile names stay data.
+fn shell_quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && !reserved
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '/'));
     if plain {
         s.to_owned()
     } else {
-        serde_json::to_string(s).unwrap_or_else(|_| "\"\"".to_owned())
+        format!("'{}'", s.replace('\'', r"'\''"))
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use meshwatch::peer_auth::PodLabels;
-    use meshwatch::verdict::{peer_authentication, PolicyScope};
-
-    fn workload_policy(ns: &str, w: &str, labels: &PodLabels) -> String {
-        peer_authentication(
-            &PolicyScope::Workload {
-                namespace: ns,
-                workload: w,
-                labels,
-            },
-            None,
-        )
-    }
-
-    #[test]
-    fn rollback_of_a_workload_policy_keeps_name_namespace_and_selector() {
-        let strict = workload_policy("bar", "httpbin", &PodLabels::Unknown);
-        let t = target(&strict).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            rollback(&t),
-            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: httpbin-strict\n  namespace: bar\nspec:\n  selector:\n    matchLabels:\n      app: httpbin\n  mtls:\n    mode: PERMISSIVE\n"
-        );
-    }
-
-    #[test]
-    fn rollback_of_a_port_level_policy_is_plain_permissive() {
-        // no `app` label: the selector is every label
-        let labels = PodLabels::declared(
-            [
-                ("tier".to_owned(), "web".to_owned()),
-                ("version".to_owned(), "v2".to_owned()),
-            ]
-            .into_iter()
-            .collect(),
-        );
-        let partial = peer_authentication(
-            &PolicyScope::Workload {
-                namespace: "foo",
-                workload: "web",
-                labels: &labels,
-            },
-            Some(&[8080]),
-        );
-        let back = rollback(&target(&partial).unwrap_or_else(|e| panic!("{e}")));
-        assert!(!back.contains("portLevelMtls"), "{back}");
-        assert!(
-            back.contains("      tier: web\n      version: v2\n  mtls:\n    mode: PERMISSIVE\n")
-        );
-    }
-
-    #[test]
-    fn rollback_of_namespace_and_mesh_policies_has_no_selector() {
-        let ns = peer_authentication(&PolicyScope::Namespace("bar"), None);
-        let back = rollback(&target(&ns).unwrap_or_else(|e| panic!("{e}")));
-        assert_eq!(
-            back,
-            "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: bar\nspec:\n  mtls:\n    mode: PERMISSIVE\n"
-        );
-        let mesh = peer_authentication(&PolicyScope::Mesh, None);
-        let back = rollback(&target(&mesh).unwrap_or_else(|e| panic!("{e}")));
-        assert!(back.contains("  namespace: istio-system\n"));
-    }
-
-    #[test]
-    fn hostile_names_round_trip_as_data() {
-        let hostile = "x\"; rm -rf / #\nEOF\n<script>alert(1)</script>: true";
-        let strict = workload_policy(hostile, hostile, &PodLabels::Unknown);
-        let t = target(&strict).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(t.namespace, hostile);
-        let back = rollback(&t);
-        let t2 = target(&back).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(t2, t, "the rollback names exactly what the policy names");
-        // the here-document cannot end early: no line of the YAML is `EOF`
-        assert!(!back.lines().any(|l| l == "EOF"));
-        let cmd = apply_command(&back);
-        assert_eq!(cmd.lines().filter(|l| *l == "EOF").count(), 1);
-    }
-
-    #[test]
-    fn unreadable_yaml_gives_no_rollback() {
-        let p = PolicyPair::new("workload x/y".into(), "not: [a, policy");
-        assert!(p.rollback_yaml.is_none() && p.rollback_error.is_some());
-    }
-}
+mod tests;

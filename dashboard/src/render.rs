@@ -12,7 +12,7 @@ use meshwatch::classify::{Mesh, Security};
 
 use crate::model::{Readiness, SourceInfo};
 use crate::pages::Share;
-use crate::policy::PolicyPair;
+use crate::policy::{PolicyPair, RollbackKind};
 
 pub use matrix::matrix;
 pub use namespace::namespace;
@@ -216,16 +216,55 @@ pub fn share(s: &Share) -> Markup {
 }
 
 /// A suggested PeerAuthentication and its rollback, each with copy buttons and the `kubectl`
-/// line. `id` prefixes the element ids (unique per page).
+/// line. `id` prefixes the element ids (unique per page). The rollback is the policy the
+/// suggestion edits as it is today, or deleting the one it creates; where the source does not
+/// say, the command that saves what it would replace, before applying.
 pub fn policy(id: &str, p: &PolicyPair) -> Markup {
+    let rollback_id = format!("{id}-rollback");
     html! {
         div.policies {
             (policy_block(&format!("{id}-apply"), "Apply", &p.yaml, &p.apply))
-            @if let (Some(y), Some(cmd)) = (&p.rollback_yaml, &p.rollback_apply) {
-                (policy_block(&format!("{id}-rollback"), "Rollback (PERMISSIVE)", y, cmd))
-            } @else if let Some(e) = &p.rollback_error {
-                div.policy { h3 { "Rollback" } p.error { (e) } }
+            @match (p.rollback_kind, &p.rollback_yaml, &p.rollback_command) {
+                (RollbackKind::Restore, Some(y), Some(cmd)) => {
+                    (policy_block(&rollback_id, "Rollback: the policy as it is today", y, cmd))
+                }
+                (RollbackKind::Delete, _, Some(cmd)) => {
+                    div.policy id=(rollback_id) {
+                        h3 { "Rollback: delete the new policy" }
+                        (save_first(&rollback_id, p))
+                        (command(&rollback_id, cmd))
+                    }
+                }
+                _ => {
+                    div.policy id=(rollback_id) {
+                        h3 { "Rollback" }
+                        @if let Some(e) = &p.rollback_error { p.error { (e) } }
+                        (save_first(&rollback_id, p))
+                    }
+                }
             }
+        }
+    }
+}
+
+/// What the rollback cannot know, and the command that saves the policy it may replace.
+fn save_first(id: &str, p: &PolicyPair) -> Markup {
+    html! {
+        @if let Some(note) = &p.rollback_note { p.muted.note { (note) } }
+        @if let Some(save) = &p.save_command {
+            p { "Before applying, save it:" }
+            (command(&format!("{id}-save"), save))
+        }
+    }
+}
+
+/// A command line with its copy button.
+fn command(id: &str, cmd: &str) -> Markup {
+    let cmd_id = format!("{id}-cmd");
+    html! {
+        pre.cmd id=(cmd_id) { (cmd) }
+        p.actions {
+            button type="button" data-copy=(cmd_id) data-label="Copy command" { "Copy command" }
         }
     }
 }

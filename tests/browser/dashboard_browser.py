@@ -244,6 +244,7 @@ def visit(b, c, base, path, label, shots=None):
         b.screenshot(shots)
 
 
+PA = "peerauthentications.security.istio.io"
 BAR_NS_STRICT = ("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n"
                  "  name: default\n  namespace: bar\nspec:\n  mtls:\n    mode: STRICT\n")
 BAR_HTTPBIN_STRICT = ("apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n"
@@ -278,8 +279,18 @@ def migration(b, c, dash, meshwatch, work, shots):
         c.check("namespace bar: ready", text(b, "h1") == "Namespace bar ready", text(b, "h1"))
         c.check("namespace bar: namespace-wide STRICT YAML",
                 text(b, "#namespace-apply-yaml") == BAR_NS_STRICT, text(b, "#namespace-apply-yaml"))
-        c.check("namespace bar: rollback is PERMISSIVE",
-                text(b, "#namespace-rollback-yaml") == BAR_NS_STRICT.replace("STRICT", "PERMISSIVE"))
+        # the report knows no policy in force: the rollback deletes the new policy (never a
+        # PERMISSIVE one of the same name), says what it cannot know, and saves it first
+        c.check("namespace bar: rollback deletes the new policy",
+                text(b, "#namespace-rollback-cmd") == f"kubectl delete {PA} --namespace=bar default\n"
+                and b.eval("document.querySelector('#namespace-rollback-yaml') === null")
+                and "PERMISSIVE" not in (text(b, "#namespace-rollback") or ""),
+                text(b, "#namespace-rollback"))
+        c.check("namespace bar: rollback says what it cannot know, and saves first",
+                "not known here: if bar/default existed before" in (text(b, "#namespace-rollback") or "")
+                and (text(b, "#namespace-rollback-save-cmd") or "").startswith(
+                    f"kubectl get {PA} --namespace=bar default -o yaml"),
+                text(b, "#namespace-rollback"))
         b.screenshot(f"{shots}/namespace.png")
         b.click('table.workloads a[href="/workload?ns=bar&name=httpbin"]')
         page_health(b, c, base, "workload bar/httpbin")
@@ -291,8 +302,10 @@ def migration(b, c, dash, meshwatch, work, shots):
                 text(b, "#workload-apply-yaml"))
         c.check("bar/httpbin: the YAML says what its selector assumes",
                 (text(b, "#workload-apply-yaml") or "").startswith("# ASSUMED: the pod labels are not known here"))
-        c.check("bar/httpbin: PERMISSIVE rollback, same name and selector",
-                policy_of(text(b, "#workload-rollback-yaml")) == BAR_HTTPBIN_STRICT.replace("mode: STRICT", "mode: PERMISSIVE"))
+        c.check("bar/httpbin: the rollback deletes the new policy",
+                text(b, "#workload-rollback-cmd") == f"kubectl delete {PA} --namespace=bar httpbin-strict\n"
+                and "PERMISSIVE" not in (text(b, "#workload-rollback") or ""),
+                text(b, "#workload-rollback"))
         c.check("bar/httpbin: kubectl command",
                 policy_of(text(b, "#workload-apply-cmd")) == f"kubectl apply -f - <<'EOF'\n{BAR_HTTPBIN_STRICT}EOF\n")
         c.check("bar/httpbin: all mTLS, so a lock", b.eval("document.querySelectorAll('main > p svg.lock').length") == 1)

@@ -321,3 +321,99 @@ fn the_source_reports_only_what_no_destination_agent_will() {
             && conns[0].contains("destination_workload=\"unknown\"")
     );
 }
+
+fn policy(
+    namespace: &str,
+    name: &str,
+    created: &str,
+    selector: Option<(&str, &str)>,
+    mode: crate::peer_auth::Mode,
+) -> crate::peer_auth::PeerAuthentication {
+    crate::peer_auth::PeerAuthentication {
+        namespace: namespace.into(),
+        name: name.into(),
+        created: created.into(),
+        selector: selector.map(|(k, v)| [(k.to_owned(), v.to_owned())].into()),
+        mode,
+        port_level: Default::default(),
+        edited: false,
+    }
+}
+
+/// An UNSET workload-level policy is invisible in the modes (httpbin inherits the namespace's
+/// PERMISSIVE), but it is the oldest that selects httpbin: a new `httpbin-strict` would lose
+/// to it and change nothing. The API judges with the policies, as `analyze` does: the
+/// suggestion edits that policy, and its rollback restores it as it was.
+#[test]
+fn the_api_suggests_editing_an_unset_workload_policy_in_force() {
+    use crate::peer_auth::{parse_list, resolve, Mode, PodLabels};
+    let text = "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11], node: node-1, labels: {app: httpbin}}\n  - {namespace: foo, workload: sleep, ips: [10.244.1.12], node: node-1, labels: {app: sleep}}\n";
+    let state = state(text, file_feed());
+    let policies = vec![
+        policy(
+            "foo",
+            "default",
+            "2024-01-01T00:00:00Z",
+            None,
+            Mode::Permissive,
+        ),
+        policy(
+            "foo",
+            "httpbin-legacy",
+            "2024-02-01T00:00:00Z",
+            Some(("app", "httpbin")),
+            Mode::Unset,
+        ),
+    ];
+    state
+        .identities
+        .write()
+        .expect("identities")
+        .set_peer_authentications(Some(policies.clone()));
+    let mut rec = Recorder::new(state.clone());
+    for i in 0..6 {
+        let mut c = conn("10.244.1.12", "10.244.1.11", Security::IstioMtls);
+        c.ts = 1_000 + i;
+        rec.on_connection(&c);
+    }
+    let v = state.verdicts(2_000);
+    let httpbin = v
+        .workloads
+        .iter()
+        .find(|w| w.destination.workload.as_deref() == Some("httpbin"))
+        .expect("verdict");
+    assert_eq!(
+        httpbin.verdict,
+        crate::verdict::Readiness::Ready,
+        "{}",
+        httpbin.reason
+    );
+    let yaml = httpbin.suggested_policy.as_deref().expect("a suggestion");
+    assert!(yaml.contains("  name: httpbin-legacy\n"), "{yaml}");
+    // applied, it makes httpbin STRICT
+    let applied: Vec<_> = policies
+        .iter()
+        .filter(|p| p.name != "httpbin-legacy")
+        .cloned()
+        .chain(parse_list(yaml).expect("yaml").into_iter().map(|mut p| {
+            p.created = "2024-02-01T00:00:00Z".into();
+            p
+        }))
+        .collect();
+    let labels = PodLabels::of_pod([("app".to_owned(), "httpbin".to_owned())].into());
+    assert_eq!(
+        resolve(&applied, "istio-system", "foo", &labels).mode,
+        Mode::Strict
+    );
+    // its rollback is the policy as it was: UNSET, same selector
+    match &httpbin.suggested_rollback {
+        Some(crate::verdict::Rollback::Restore { name, policy, .. }) => {
+            assert_eq!(name, "httpbin-legacy");
+            assert!(
+                policy.contains("      app: httpbin\n  mtls:\n    mode: UNSET\n"),
+                "{policy}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}

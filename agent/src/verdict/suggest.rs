@@ -29,12 +29,24 @@ pub(super) struct Context<'a> {
 /// The outcome: a policy, nothing to suggest, or a policy withheld and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Suggestion {
-    Policy(PeerAuthentication),
+    Policy(Suggested),
     /// A policy whose selector rests on labels not known here: shown with what it assumes,
     /// so that the reader checks it before applying (the cluster view knows no pod labels).
-    Assumed(PeerAuthentication, String),
+    Assumed(Suggested, String),
     Nothing,
     Withheld(String),
+}
+
+/// A suggested policy, and what it replaces (its rollback).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Suggested {
+    pub policy: PeerAuthentication,
+    /// The policy of the same namespace and name as it is today, which applying the
+    /// suggestion replaces; `None`: a new policy.
+    pub was: Option<PeerAuthentication>,
+    /// Whether `was` is known for sure: the policy set is known, or the policy in force was
+    /// named by the resolution. Otherwise a policy of that name may exist unseen.
+    pub checked: bool,
 }
 
 /// "a, b, c and 2 more".
@@ -265,7 +277,12 @@ pub(super) fn for_workload(ask: &WorkloadAsk<'_>, ctx: &Context<'_>) -> Suggesti
     }
     let checked = match ctx.policies {
         Some(set) => simulate_workload(ask, ctx, set, &p, &others, strict_ports),
-        None => Suggestion::Policy(p),
+        // a new policy, as far as the modes tell: one of its name may exist unseen
+        None => Suggestion::Policy(Suggested {
+            policy: p,
+            was: None,
+            checked: false,
+        }),
     };
     match (checked, assumes) {
         (Suggestion::Policy(p), Some(why)) => Suggestion::Assumed(p, why),
@@ -328,7 +345,18 @@ fn simulate_workload(
             names(changed)
         ));
     }
-    Suggestion::Policy(p.clone())
+    Suggestion::Policy(Suggested {
+        policy: p.clone(),
+        was: same_name(set, p),
+        checked: true,
+    })
+}
+
+/// The policy of `set` that applying `p` replaces (same namespace and name), as it is today.
+fn same_name(set: &[PeerAuthentication], p: &PeerAuthentication) -> Option<PeerAuthentication> {
+    set.iter()
+        .find(|q| (&q.namespace, &q.name) == (&p.namespace, &p.name))
+        .cloned()
 }
 
 /// A namespace-wide (or, in the root namespace, mesh-wide) STRICT policy: the one in force
@@ -365,21 +393,30 @@ pub(super) fn for_namespace_wide(
                     None,
                 );
             }
-            // the policy in force at this level, as the resolution named it
+            // the policy in force at this level, as the resolution named it: its mode is the
+            // level's (a policy without a selector has no `portLevelMtls` that counts)
             modes
                 .iter()
-                .filter_map(|(_, m)| m.filter(|m| m.source == level)?.policy.as_deref())
-                .find_map(|id| id.split_once('/'))
-                .map(|(ns, name)| PeerAuthentication {
+                .filter_map(|(_, m)| {
+                    let m = m.filter(|m| m.source == level)?;
+                    Some((m.policy.as_deref()?, m.mode))
+                })
+                .find_map(|(id, mode)| Some((id.split_once('/')?, mode)))
+                .map(|((ns, name), mode)| PeerAuthentication {
                     namespace: ns.to_owned(),
                     name: name.to_owned(),
                     created: String::new(),
                     selector: None,
-                    mode: Mode::Strict,
+                    mode,
                     port_level: BTreeMap::new(),
                     edited: false,
                 })
         }
+    };
+    // what applying the suggestion replaces: known with the policy set, or named by the modes
+    let (was, checked) = match ctx.policies {
+        Some(_) => (None, true),
+        None => (existing.clone(), existing.is_some()),
     };
     let mut p = existing.unwrap_or_else(|| PeerAuthentication {
         namespace: namespace.to_owned(),
@@ -440,7 +477,18 @@ pub(super) fn for_namespace_wide(
             p.id()
         )
     });
-    (Suggestion::Policy(p), note)
+    let was = match ctx.policies {
+        Some(set) => same_name(set, &p),
+        None => was,
+    };
+    (
+        Suggestion::Policy(Suggested {
+            policy: p,
+            was,
+            checked,
+        }),
+        note,
+    )
 }
 
 #[cfg(test)]

@@ -28,10 +28,13 @@ async fn json_api_mirrors_the_pages() {
         yaml.contains("  namespace: bar\nspec:\n  mtls:\n    mode: STRICT\n"),
         "{yaml}"
     );
-    assert!(ns["policy"]["rollback_yaml"]
-        .as_str()
-        .unwrap_or_default()
-        .ends_with("  mtls:\n    mode: PERMISSIVE\n"));
+    // a new policy (the report knows no policy in force): its rollback deletes it
+    assert_eq!(ns["policy"]["rollback_kind"], "delete");
+    assert_eq!(ns["policy"]["rollback_yaml"], serde_json::Value::Null);
+    assert_eq!(
+        ns["policy"]["rollback_command"],
+        "kubectl delete peerauthentications.security.istio.io --namespace=bar default\n"
+    );
     assert!(ns["policy"]["apply"]
         .as_str()
         .unwrap_or_default()

@@ -233,12 +233,13 @@ async fn hostile_names_are_text_on_every_page_and_data_in_every_api() {
         &httpbin,
         &esc("  name: \"\\\"><img src=x onerror=alert(1)>-strict\"\n"),
     );
-    let rollback = strict.replace("mode: STRICT", "mode: PERMISSIVE");
+    // its rollback deletes the new policy: a command whose names are shell-quoted data
+    let delete = meshwatch_dashboard::policy::delete_command(H_SCRIPT, &format!("{H_ATTR}-strict"));
     has(
         &httpbin,
         &format!(
-            r#"<pre class="yaml" id="workload-rollback-yaml">{}</pre>"#,
-            esc(&rollback)
+            r#"<pre class="cmd" id="workload-rollback-cmd">{}</pre>"#,
+            esc(&delete)
         ),
     );
     // a 10 KB name is cut in text, whole in its tooltip
@@ -272,9 +273,11 @@ async fn hostile_names_are_text_on_every_page_and_data_in_every_api() {
     )
     .unwrap_or_default();
     assert_eq!(w["destination"]["workload"], H_ATTR);
-    let rollback = w["policy"]["rollback_yaml"].as_str().unwrap_or_default();
-    let parsed = meshwatch_dashboard::policy::target(rollback).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(parsed.namespace, H_SCRIPT);
+    assert_eq!(w["policy"]["rollback_command"], delete.as_str());
+    assert_eq!(
+        w["verdict"]["suggested_rollback"]["namespace"], H_SCRIPT,
+        "the rollback names exactly what the policy names"
+    );
     lacks(&o, "onerror=alert(1)>");
 }
 

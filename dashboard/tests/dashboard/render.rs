@@ -39,18 +39,19 @@ async fn migration_before_overview_namespace_and_workloads() {
         &bar,
         &format!(r#"<pre class="yaml" id="namespace-apply-yaml">{BAR_NAMESPACE_STRICT}</pre>"#),
     );
+    // the policies in force are not known to this report: the rollback deletes the new
+    // policy, says what it cannot know, and saves one of that name first
     has(
         &bar,
-        r#"<pre class="yaml" id="namespace-rollback-yaml">apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: default
-  namespace: bar
-spec:
-  mtls:
-    mode: PERMISSIVE
+        r#"<div class="policy" id="namespace-rollback"><h3>Rollback: delete the new policy</h3><p class="muted note">the PeerAuthentications in force are not known here: if bar/default existed before, restore it as it was instead of deleting it</p><p>Before applying, save it:</p><pre class="cmd" id="namespace-rollback-save-cmd">kubectl get peerauthentications.security.istio.io --namespace=bar default -o yaml --ignore-not-found &gt; peerauthentication-before.yaml
 </pre>"#,
     );
+    has(
+        &bar,
+        r#"<pre class="cmd" id="namespace-rollback-cmd">kubectl delete peerauthentications.security.istio.io --namespace=bar default
+</pre>"#,
+    );
+    lacks(&bar, "PERMISSIVE");
     has(&bar, &format!("<pre class=\"cmd\" id=\"namespace-apply-cmd\">kubectl apply -f - &lt;&lt;'EOF'\n{BAR_NAMESPACE_STRICT}EOF\n</pre>"));
     has(
         &bar,
@@ -92,19 +93,10 @@ spec:
     );
     has(
         &httpbin,
-        r#"<pre class="yaml" id="workload-rollback-yaml">apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: httpbin-strict
-  namespace: bar
-spec:
-  selector:
-    matchLabels:
-      app: httpbin
-  mtls:
-    mode: PERMISSIVE
+        r#"<pre class="cmd" id="workload-rollback-cmd">kubectl delete peerauthentications.security.istio.io --namespace=bar httpbin-strict
 </pre>"#,
     );
+    lacks(&httpbin, "workload-rollback-yaml");
 
     let blocked = page(addr, "/workload?ns=foo&name=httpbin").await;
     has(
@@ -246,16 +238,10 @@ spec:
     );
     has(
         &o,
-        r#"<pre class="yaml" id="mesh-rollback-yaml">apiVersion: security.istio.io/v1
-kind: PeerAuthentication
-metadata:
-  name: default
-  namespace: istio-system
-spec:
-  mtls:
-    mode: PERMISSIVE
+        r#"<pre class="cmd" id="mesh-rollback-cmd">kubectl delete peerauthentications.security.istio.io --namespace=istio-system default
 </pre>"#,
     );
+    lacks(&o, "mesh-rollback-yaml");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,8 +276,18 @@ async fn destinations_without_identity_have_pages_too() {
 /// The report of `istio-migration-before` judged with the cluster's PeerAuthentications
 /// (`analyze --peer-authentications`): foo STRICT namespace-wide, so legacy/sleep's plaintext to
 /// foo/httpbin is a broken client; bar/httpbin STRICT by its own policy (`app: httpbin`: the
-/// workloads file gets the pods' labels here, without which that cannot be told).
+/// workloads file gets bar's pods' labels here, without which that cannot be told).
 fn report_with_modes() -> String {
+    let yaml = std::fs::read_to_string(
+        crate::support::repo().join("agent/tests/fixtures/peerauthentications-migration.yaml"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    report_judged_with(&yaml)
+}
+
+/// The report of `istio-migration-before` (bar's pods labelled `app: httpbin` and `app: sleep`)
+/// judged with the PeerAuthentications of `yaml`.
+fn report_judged_with(yaml: &str) -> String {
     use meshwatch::identity::file::WorkloadsFile;
     let root = crate::support::repo();
     let pcaps = root.join("pcaps");
@@ -300,6 +296,9 @@ fn report_with_modes() -> String {
     let labelled = text.replace(
         "workload: httpbin, service_account: httpbin, ips: [\"10.244.1.21\"]",
         "workload: httpbin, service_account: httpbin, ips: [\"10.244.1.21\"], labels: {app: httpbin}",
+    ).replace(
+        "workload: sleep, service_account: sleep, ips: [\"10.244.1.22\"]",
+        "workload: sleep, service_account: sleep, ips: [\"10.244.1.22\"], labels: {app: sleep}",
     );
     assert_ne!(
         text, labelled,
@@ -317,11 +316,7 @@ fn report_with_modes() -> String {
         1,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let yaml = std::fs::read_to_string(
-        root.join("agent/tests/fixtures/peerauthentications-migration.yaml"),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
-    let policies = meshwatch::peer_auth::parse_list(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let policies = meshwatch::peer_auth::parse_list(yaml).unwrap_or_else(|e| panic!("{e}"));
     meshwatch::analyze::judge_with_modes(&mut report, &ids, &policy, &policies);
     serde_json::to_string(&report).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -363,4 +358,37 @@ async fn modes_and_broken_clients_are_shown() {
     // without the policies: no mode column
     let plain = serve_report(&report_json("istio-migration-before")).await;
     lacks(&page(plain, "/namespace?ns=foo").await, "Mode today");
+}
+
+/// With the policies in force known: bar's namespace-wide policy (UNSET: bar inherits the
+/// mesh's PERMISSIVE) is the one the namespace's suggestion edits (a new `default` would lose
+/// to it), so its rollback is that policy as it is today, UNSET, not PERMISSIVE;
+/// bar/httpbin's suggestion is a new policy, so its rollback deletes it, with no caveat.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rollback_restores_an_edited_policy_and_deletes_a_new_one() {
+    const BAR_UNSET: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: permissive-during-migration\n  namespace: bar\nspec:\n  mtls:\n    mode: UNSET\n";
+    let listed = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: security.istio.io/v1\n  kind: PeerAuthentication\n  metadata: {name: permissive-during-migration, namespace: bar, creationTimestamp: '2026-11-20T00:00:00Z', generation: 1}\n  spec: {mtls: {mode: UNSET}}\n";
+    let addr = serve_report(&report_judged_with(listed)).await;
+    let bar = page(addr, "/namespace?ns=bar").await;
+    has(
+        &bar,
+        "<pre class=\"yaml\" id=\"namespace-apply-yaml\">apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: permissive-during-migration\n  namespace: bar\nspec:\n  mtls:\n    mode: STRICT\n</pre>",
+    );
+    has(
+        &bar,
+        &format!(
+            r#"<div class="policy" id="namespace-rollback"><h3>Rollback: the policy as it is today</h3><pre class="yaml" id="namespace-rollback-yaml">{BAR_UNSET}</pre>"#
+        ),
+    );
+    has(
+        &bar,
+        &format!("<pre class=\"cmd\" id=\"namespace-rollback-cmd\">kubectl apply -f - &lt;&lt;'EOF'\n{BAR_UNSET}EOF\n</pre>"),
+    );
+    let httpbin = page(addr, "/workload?ns=bar&name=httpbin").await;
+    has(
+        &httpbin,
+        r#"<div class="policy" id="workload-rollback"><h3>Rollback: delete the new policy</h3><pre class="cmd" id="workload-rollback-cmd">kubectl delete peerauthentications.security.istio.io --namespace=bar httpbin-strict
+</pre>"#,
+    );
+    lacks(&httpbin, "not known here");
 }

@@ -9,7 +9,8 @@ use crate::aggregate::{Edge, EdgeStats, Origin, Peer};
 use crate::classify::{Mesh, Security};
 use crate::peer_auth::{parse_list, resolve, Mode, PeerAuthentication, PodLabels};
 use crate::verdict::{
-    evaluate, evaluate_with_policies, KnownWorkload, Policy, Readiness, Verdict, Verdicts,
+    evaluate, evaluate_with_modes, evaluate_with_policies, KnownWorkload, Policy, Readiness,
+    Rollback, Verdict, Verdicts,
 };
 
 use super::unique_selector;
@@ -526,4 +527,129 @@ fn the_mesh_suggests_nothing_when_all_is_strict_and_edits_its_policy_in_force() 
         "{:?}",
         v.mesh.suggestion_note
     );
+}
+
+/// `policies` after the rollback.
+fn undo(policies: &[PeerAuthentication], rollback: Option<&Rollback>) -> Vec<PeerAuthentication> {
+    match rollback {
+        Some(Rollback::Restore { policy, .. }) => apply(policies, policy),
+        Some(Rollback::Delete {
+            namespace, name, ..
+        }) => policies
+            .iter()
+            .filter(|p| (&p.namespace, &p.name) != (namespace, name))
+            .cloned()
+            .collect(),
+        None => panic!("a suggestion without its rollback"),
+    }
+}
+
+/// Applying a suggestion and then its rollback gives every workload the mode (and ports, and
+/// deciding policy) it had: an edited policy is restored as it was — never "the same policy
+/// PERMISSIVE", which would downgrade its STRICT workload and ports — and a new one deleted.
+#[test]
+fn the_rollback_of_a_suggestion_gives_back_every_mode_as_it_was() {
+    let strict_ns = "metadata: {name: default, namespace: bar, creationTimestamp: '2024-01-01T00:00:00Z'}\nspec: {mtls: {mode: STRICT}}\n";
+    let ports = "metadata: {name: httpbin-ports, namespace: bar, creationTimestamp: '2024-02-01T00:00:00Z'}\nspec: {selector: {matchLabels: {app: httpbin}}, portLevelMtls: {'9090': {mode: PERMISSIVE}, '8080': {mode: PERMISSIVE}}}\n";
+    let ks = bar_workloads();
+    let mut edges = bar_edges();
+    for (port, security) in [(9090, Security::Plaintext), (8080, Security::IstioMtls)] {
+        edges.push(edge(
+            wl("bar", "sleep"),
+            wl("bar", "httpbin"),
+            port,
+            security,
+            10,
+        ));
+    }
+    let cases: [(&str, Vec<PeerAuthentication>, &[Edge]); 3] = [
+        // edits httpbin-ports: 8080 STRICT; undone, 8080 and 9090 PERMISSIVE again
+        ("edited", vec![policy(strict_ns), policy(ports)], &edges),
+        // edits the namespace's PERMISSIVE policy
+        ("namespace", vec![policy(PERMISSIVE_NS)], &bar_edges()),
+        // nothing in force: new policies, deleted
+        ("new", Vec::new(), &bar_edges()),
+    ];
+    for (case, policies, edges) in cases {
+        let v = evaluate_with_policies(edges, &Policy::default(), &ks, &policies);
+        let offered = v
+            .workloads
+            .iter()
+            .map(|w| (&w.suggested_policy, &w.suggested_rollback))
+            .chain(
+                v.namespaces
+                    .iter()
+                    .map(|n| (&n.suggested_policy, &n.suggested_rollback)),
+            );
+        let mut seen = 0;
+        for (yaml, rollback) in offered {
+            let Some(yaml) = yaml else {
+                assert_eq!(rollback, &None, "{case}: a rollback without a policy");
+                continue;
+            };
+            seen += 1;
+            let back = undo(&apply(&policies, yaml), rollback.as_ref());
+            for k in &ks {
+                assert_eq!(
+                    resolve(&back, ROOT, "bar", &k.labels),
+                    resolve(&policies, ROOT, "bar", &k.labels),
+                    "{case}: {} after {yaml} and {rollback:?}",
+                    k.workload
+                );
+            }
+            if case == "new" {
+                assert!(
+                    matches!(
+                        rollback,
+                        Some(Rollback::Delete {
+                            unchecked: None,
+                            ..
+                        })
+                    ),
+                    "{rollback:?}"
+                );
+            }
+        }
+        assert!(seen > 0, "{case}: nothing suggested");
+    }
+}
+
+/// Where only the modes are known (the cluster view), a new policy's rollback deletes it but
+/// says that one of its name may exist unseen; a namespace's edits the policy the modes name,
+/// restored with the mode it has.
+#[test]
+fn with_modes_only_the_rollback_says_what_it_cannot_know() {
+    let policies = vec![policy(PERMISSIVE_NS)];
+    let ks = bar_workloads();
+    let modes = crate::peer_auth::modes_of(
+        &policies,
+        ROOT,
+        ks.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
+    );
+    let v = evaluate_with_modes(&bar_edges(), &Policy::default(), &ks, Some(&modes));
+    let w = find(&v, "bar", "httpbin");
+    match &w.suggested_rollback {
+        Some(Rollback::Delete {
+            name,
+            unchecked: Some(why),
+            ..
+        }) => {
+            assert_eq!(name, "httpbin-strict");
+            assert!(
+                why.contains("if bar/httpbin-strict existed before"),
+                "{why}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    match &v.namespaces[0].suggested_rollback {
+        Some(Rollback::Restore { name, policy, .. }) => {
+            assert_eq!(name, "permissive-during-migration");
+            assert!(
+                policy.ends_with("spec:\n  mtls:\n    mode: PERMISSIVE\n"),
+                "{policy}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
