@@ -1,10 +1,10 @@
 //! The bounded flow table: lookup, creation, port reuse, idle and close timeouts, eviction
 //! under pressure. Every flow leaves as exactly one [`FlowRecord`]; every eviction is counted.
 
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
 use foldhash::fast::RandomState;
+use hashbrown::HashTable;
 
 use super::key::{Endpoint, FlowKey};
 use super::recent::Recent;
@@ -79,21 +79,21 @@ pub struct Outputs {
     pub finished: Vec<FlowRecord>,
 }
 
-/// The flow map's key: a [`FlowKey`] hashed by [`FlowKey::hash_compact`] (the side indexes keep
-/// the derived hash: their slots, and so what a flood makes them forget, stay as they were).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct MapKey(FlowKey);
-
-impl Hash for MapKey {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash_compact(state);
-    }
-}
-
-/// Flows by key, bounded.
+/// Flows by key, bounded: the flows live in a slab (`slots`, a position each, reused through
+/// `free`); `index` maps a key's hash to its position (a bare `u32` per entry, compared through
+/// the slab), and `seen` mirrors each position's last packet time. A flood of new flows touches
+/// a small index (5 bytes a slot: cache-resident where a map of whole flows was 26 MB at the
+/// default bound), eviction scans the dense `seen` instead of every flow, and the flows it
+/// retires lie side by side in the slab, in the order they came.
 #[derive(Debug)]
 pub struct FlowTable {
-    flows: HashMap<MapKey, Flow, RandomState>,
+    index: HashTable<u32>,
+    hasher: RandomState,
+    slots: Vec<Option<Slot>>,
+    /// Last packet time by position; [`VACANT`] where the slot is free.
+    seen: Vec<Nanos>,
+    /// Free positions, the lowest on top.
+    free: Vec<u32>,
     limits: TableLimits,
     next_sweep: Nanos,
     stats: TableStats,
@@ -107,10 +107,37 @@ pub struct FlowTable {
     views: Recent<(u32, u16), (FlowKey, Nanos)>,
 }
 
+/// A flow and its key, at its position in the slab.
+#[derive(Debug)]
+struct Slot {
+    key: FlowKey,
+    flow: Flow,
+}
+
+/// `seen` of a free position.
+const VACANT: Nanos = Nanos::MAX;
+
+/// A flow's time in `seen`: its last packet's, short of [`VACANT`] (a timestamp that large,
+/// from a hostile capture, must not hide a flow from eviction).
+fn seen_time(flow: &Flow) -> Nanos {
+    flow.last_seen().min(VACANT - 1)
+}
+
+/// The index's hash of a key: two words for IPv4 ([`FlowKey::hash_compact`]).
+fn hash_key(hasher: &RandomState, key: &FlowKey) -> u64 {
+    let mut h = hasher.build_hasher();
+    key.hash_compact(&mut h);
+    h.finish()
+}
+
 impl FlowTable {
     pub fn new(limits: TableLimits) -> Self {
         FlowTable {
-            flows: HashMap::with_capacity_and_hasher(1024, RandomState::default()),
+            index: HashTable::with_capacity(1024),
+            hasher: RandomState::default(),
+            slots: Vec::new(),
+            seen: Vec::new(),
+            free: Vec::new(),
             limits,
             next_sweep: 0,
             stats: TableStats::default(),
@@ -119,6 +146,72 @@ impl FlowTable {
             closed: Recent::new(CLOSED_SLOTS, 0x636c_6f73),
             views: Recent::new(VIEW_INDEX, 0x7669_6577),
         }
+    }
+
+    /// The position of `key`'s flow.
+    fn find(&self, key: &FlowKey) -> Option<usize> {
+        let slots = &self.slots;
+        let at = self.index.find(
+            hash_key(&self.hasher, key),
+            |&i| matches!(slots.get(i as usize), Some(Some(s)) if s.key == *key),
+        )?;
+        Some(*at as usize)
+    }
+
+    fn flow_mut(&mut self, at: usize) -> Option<&mut Flow> {
+        Some(&mut self.slots.get_mut(at)?.as_mut()?.flow)
+    }
+
+    /// Put a new flow in the table (its key is not there).
+    fn insert(&mut self, key: FlowKey, flow: Flow) {
+        let seen = seen_time(&flow);
+        let slot = Some(Slot { key, flow });
+        let at = match self.free.pop() {
+            Some(at) => {
+                if let (Some(s), Some(t)) = (
+                    self.slots.get_mut(at as usize),
+                    self.seen.get_mut(at as usize),
+                ) {
+                    *s = slot;
+                    *t = seen;
+                }
+                at
+            }
+            None => {
+                self.slots.push(slot);
+                self.seen.push(seen);
+                // positions stay below the bound (`max_flows` is a usize, a table is far smaller)
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let FlowTable {
+            index,
+            hasher,
+            slots,
+            ..
+        } = self;
+        index.insert_unique(hash_key(hasher, &key), at, |&i| {
+            slots
+                .get(i as usize)
+                .and_then(Option::as_ref)
+                .map_or(0, |s| hash_key(hasher, &s.key))
+        });
+    }
+
+    /// Take the flow at `at` out of the table.
+    fn remove(&mut self, at: usize) -> Option<(FlowKey, Flow)> {
+        let Slot { key, flow } = self.slots.get_mut(at)?.take()?;
+        if let Some(t) = self.seen.get_mut(at) {
+            *t = VACANT;
+        }
+        if let Ok(entry) = self
+            .index
+            .find_entry(hash_key(&self.hasher, &key), |&i| i as usize == at)
+        {
+            entry.remove();
+        }
+        self.free.push(at as u32);
+        Some((key, flow))
     }
 
     /// Join a new client SYN to the connection it is another view of: the same ISN and client
@@ -139,7 +232,7 @@ impl FlowTable {
         };
         if let Some((first, at)) = self.views.get(&id) {
             if first != key && now.saturating_sub(at) <= VIEW_WINDOW {
-                if let Some(first_flow) = self.flows.get_mut(&MapKey(first)) {
+                if let Some(first_flow) = self.find(&first).and_then(|i| self.flow_mut(i)) {
                     first_flow.add_view(FlowView {
                         src: seg.src,
                         sport: seg.sport,
@@ -162,22 +255,29 @@ impl FlowTable {
     }
 
     pub fn len(&self) -> usize {
-        self.flows.len()
+        self.index.len()
     }
 
-    /// Flows the map can hold before it grows.
+    /// Flows the index can hold before it grows, and positions the slab holds before it grows.
     #[cfg(test)]
-    pub fn capacity(&self) -> usize {
-        self.flows.capacity()
+    pub fn capacity(&self) -> (usize, usize) {
+        (self.index.capacity(), self.slots.capacity())
     }
 
     pub fn is_empty(&self) -> bool {
-        self.flows.is_empty()
+        self.index.is_empty()
+    }
+
+    fn flows(&self) -> impl Iterator<Item = (usize, &Slot)> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(at, s)| Some((at, s.as_ref()?)))
     }
 
     /// Heap bytes held for client prefaces across the table.
     pub fn preface_bytes(&self) -> usize {
-        self.flows.values().map(Flow::preface_bytes).sum()
+        self.flows().map(|(_, s)| s.flow.preface_bytes()).sum()
     }
 
     pub fn stats(&self) -> TableStats {
@@ -196,9 +296,15 @@ impl FlowTable {
             self.next_sweep = now.saturating_add(SECOND);
         }
         let (key, dir) = FlowKey::new((seg.src, seg.sport), (seg.dst, seg.dport));
-        if let Some(flow) = self.flows.get_mut(&MapKey(key)) {
+        if let Some(at) = self.find(&key) {
+            let (Some(Some(Slot { flow, .. })), Some(seen)) =
+                (self.slots.get_mut(at), self.seen.get_mut(at))
+            else {
+                return PacketOutcome::default(); // the index names only filled positions
+            };
             if !flow.is_reused_by(dir, seg) {
                 let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
+                *seen = seen_time(flow);
                 self.stats.duplicates += u64::from(outcome.duplicate);
                 self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
                 if outcome.classified {
@@ -209,12 +315,12 @@ impl FlowTable {
                     self.remember_server(seg);
                 }
                 if let Some(reason) = close {
-                    self.finish(&key, reason, done);
+                    self.finish(at, reason, done);
                 }
                 return outcome;
             }
             self.stats.reused += 1;
-            self.finish(&key, EndReason::Reused, done);
+            self.finish(at, EndReason::Reused, done);
         }
         if !seg.flags.syn() {
             // An ACK, FIN or RST of a connection we never saw (or already finished) says
@@ -225,7 +331,7 @@ impl FlowTable {
                 return PacketOutcome::default();
             }
         }
-        if self.flows.len() >= self.limits.max_flows {
+        if self.len() >= self.limits.max_flows {
             self.evict_oldest(done);
         }
         self.remember_server(seg);
@@ -243,16 +349,31 @@ impl FlowTable {
             self.retire(&key, flow, reason, done);
             return outcome;
         }
-        if self.flows.len() == self.limits.max_flows / 4 {
-            // Given its final size now, while small: under eviction churn at the bound the table
+        if self.len() == self.limits.max_flows / 4 {
+            // Given its final size now, while small: under eviction churn at the bound the index
             // settles at ~2x the bound in slots, and growing there later holds the old and the
-            // new table at once (a 1M-SYN flood's peak memory). Below a quarter of the bound (a
-            // churn of short connections) it stays small and cache-resident.
+            // new one at once (a 1M-SYN flood's peak memory); the slab holds the bound. Below a
+            // quarter of the bound (a churn of short connections) both stay small and
+            // cache-resident.
             let room = self.limits.max_flows.saturating_mul(2);
-            self.flows.reserve(room.saturating_sub(self.flows.len()));
+            let FlowTable {
+                index,
+                hasher,
+                slots,
+                ..
+            } = self;
+            index.reserve(room.saturating_sub(index.len()), |&i| {
+                slots
+                    .get(i as usize)
+                    .and_then(Option::as_ref)
+                    .map_or(0, |s| hash_key(hasher, &s.key))
+            });
+            let more = self.limits.max_flows.saturating_sub(self.slots.len());
+            self.slots.reserve_exact(more);
+            self.seen.reserve_exact(more);
         }
-        self.flows.insert(MapKey(key), flow);
-        self.stats.peak_flows = self.stats.peak_flows.max(self.flows.len() as u64);
+        self.insert(key, flow);
+        self.stats.peak_flows = self.stats.peak_flows.max(self.len() as u64);
         outcome
     }
 
@@ -260,40 +381,36 @@ impl FlowTable {
     pub fn sweep(&mut self, now: Nanos, done: &mut Outputs) {
         // connections first seen mid-stream are announced once their other views had time to
         // join (see `Flow::announce`)
-        for (MapKey(key), flow) in self.flows.iter_mut() {
+        for Slot { key, flow } in self.slots.iter_mut().flatten() {
             if flow.announce_due(now, VIEW_WINDOW) {
                 done.connections.extend(flow.announce_now(key, now));
             }
         }
         let idle = self.limits.idle_timeout;
-        let expired: Vec<(FlowKey, EndReason)> = self
-            .flows
-            .iter()
-            .filter_map(|(MapKey(key), flow)| {
+        let expired: Vec<(usize, EndReason)> = self
+            .flows()
+            .filter_map(|(at, Slot { flow, .. })| {
                 let quiet = now.saturating_sub(flow.last_seen());
                 if flow.awaits_retry() && quiet >= RETRY_LINGER.min(idle) {
-                    Some((*key, EndReason::Rst))
+                    Some((at, EndReason::Rst))
                 } else {
-                    (quiet >= idle).then_some((*key, EndReason::Idle))
+                    (quiet >= idle).then_some((at, EndReason::Idle))
                 }
             })
             .collect();
-        for (key, reason) in expired {
-            self.finish(&key, reason, done);
+        for (at, reason) in expired {
+            self.finish(at, reason, done);
         }
     }
 
     /// Finish every flow (end of the capture): all still open (and attempts still waiting for
     /// their retry, as the reset ended them).
     pub fn drain(&mut self, done: &mut Outputs) {
-        let keys: Vec<FlowKey> = self.flows.keys().map(|k| k.0).collect();
-        for key in keys {
-            let reason = self
-                .flows
-                .get(&MapKey(key))
-                .and_then(Flow::close_reason)
-                .unwrap_or(EndReason::CaptureEnd);
-            self.finish(&key, reason, done);
+        for at in 0..self.slots.len() {
+            if let Some((key, flow)) = self.remove(at) {
+                let reason = flow.close_reason().unwrap_or(EndReason::CaptureEnd);
+                self.retire(&key, flow, reason, done);
+            }
         }
     }
 
@@ -307,9 +424,9 @@ impl FlowTable {
         }
     }
 
-    fn finish(&mut self, key: &FlowKey, reason: EndReason, done: &mut Outputs) {
-        if let Some(flow) = self.flows.remove(&MapKey(*key)) {
-            self.retire(key, flow, reason, done);
+    fn finish(&mut self, at: usize, reason: EndReason, done: &mut Outputs) {
+        if let Some((key, flow)) = self.remove(at) {
+            self.retire(&key, flow, reason, done);
         }
     }
 
@@ -328,41 +445,49 @@ impl FlowTable {
     }
 
     /// At the bound: finish the least recently seen eighth of the table, so eviction costs O(n)
-    /// once per n/8 new flows rather than per flow.
+    /// once per n/8 new flows rather than per flow. The victims are retired in slab order (the
+    /// highest position first, so the free list hands the lowest out first): new flows fill
+    /// the freed positions in turn, and under a flood each eviction walks one run of the slab.
     fn evict_oldest(&mut self, done: &mut Outputs) {
-        let n = (self.flows.len() / 8).max(1);
-        let ages = self.flows.iter().map(|(k, f)| (f.last_seen(), k.0));
-        for key in oldest(ages, n) {
-            self.finish(&key, EndReason::Evicted, done);
+        let n = (self.len() / 8).max(1);
+        let slots = &self.slots;
+        let key_at = |at: usize| slots.get(at).and_then(Option::as_ref).map(|s| s.key);
+        let mut victims = oldest(&self.seen, n, key_at);
+        victims.sort_unstable_by(|a, b| b.cmp(a));
+        for at in victims {
+            self.finish(at, EndReason::Evicted, done);
         }
     }
 }
 
-/// The `n` least recently seen flows, ties broken by key: the `n` smallest `(last seen, key)`
-/// pairs. The n-th smallest time is selected among bare times (8 bytes each, cheap to compare;
+/// The positions of the `n` least recently seen flows, ties broken by key: the `n` smallest
+/// `(last seen, key)` pairs among the filled positions of `seen` ([`VACANT`] marks a free one).
+/// The n-th smallest time is selected among bare times (8 bytes each, cheap to compare;
 /// selecting among whole pairs cost a 1M-SYN flood a third of its time); every flow seen before
-/// it goes, and the smallest keys of those seen at it fill up to `n`. PURE.
+/// it goes, and the smallest keys (`key_at`) of those seen at it fill up to `n`. Keys are read
+/// only at the cut. PURE.
 pub(super) fn oldest(
-    ages: impl Iterator<Item = (Nanos, FlowKey)> + Clone,
+    seen: &[Nanos],
     n: usize,
-) -> Vec<FlowKey> {
-    let mut times: Vec<Nanos> = ages.clone().map(|(t, _)| t).collect();
+    key_at: impl Fn(usize) -> Option<FlowKey>,
+) -> Vec<usize> {
+    let mut times: Vec<Nanos> = seen.iter().copied().filter(|&t| t != VACANT).collect();
     if n == 0 || times.is_empty() {
         return Vec::new();
     }
     let at = n.min(times.len()) - 1;
     let (_, &mut cut, _) = times.select_nth_unstable(at);
-    let mut keys = Vec::with_capacity(n);
+    let mut victims = Vec::with_capacity(n);
     let mut at_cut = Vec::new();
-    for (t, key) in ages {
+    for (pos, &t) in seen.iter().enumerate() {
         if t < cut {
-            keys.push(key);
+            victims.push(pos);
         } else if t == cut {
-            at_cut.push(key);
+            at_cut.extend(key_at(pos).map(|k| (k, pos)));
         }
     }
     at_cut.sort_unstable();
-    let room = n.saturating_sub(keys.len());
-    keys.extend(at_cut.into_iter().take(room));
-    keys
+    let room = n.saturating_sub(victims.len());
+    victims.extend(at_cut.into_iter().take(room).map(|(_, pos)| pos));
+    victims
 }

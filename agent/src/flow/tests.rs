@@ -399,18 +399,40 @@ fn the_flow_map_takes_its_final_size_early_and_only_when_it_fills() {
     for i in 0..1_999u32 {
         t.on_segment(&syn(i), u64::from(i), &mut done);
     }
-    assert!(t.capacity() < 8_000, "{}", t.capacity());
+    assert!(t.capacity().0 < 8_000, "{:?}", t.capacity());
+    assert!(t.capacity().1 < 8_000, "{:?}", t.capacity());
     for i in 1_999..2_100u32 {
         t.on_segment(&syn(i), u64::from(i), &mut done);
     }
-    assert!(t.capacity() >= 16_000, "{}", t.capacity());
+    assert!(t.capacity().0 >= 16_000, "{:?}", t.capacity());
+    assert_eq!(t.capacity().1, 8_000, "the slab holds the bound, exactly");
     let before = t.capacity();
     for i in 2_100..40_000u32 {
         t.on_segment(&syn(i), u64::from(i), &mut done);
         done.finished.clear();
     }
     // (tombstones take room until the next in-place rehash: never more than before)
-    assert!(t.capacity() <= before, "no growth under eviction churn");
+    assert!(t.capacity().0 <= before.0, "no growth under eviction churn");
+    assert_eq!(t.capacity().1, before.1, "no growth under eviction churn");
+}
+
+/// The bound holds whatever the timestamps: flows last seen at the largest time a capture can
+/// claim are still evicted (the slab marks free positions with a time of its own).
+#[test]
+fn the_bound_holds_at_the_end_of_time() {
+    let limits = TableLimits {
+        max_flows: 8,
+        ..TableLimits::default()
+    };
+    let (mut t, mut done) = (FlowTable::new(limits), Outputs::default());
+    for i in 0..100u32 {
+        let src = IpAddr::from([10, 1, 0, i as u8]);
+        let syn = seg((src, 40000), (addr("10.0.0.2"), 8000), i, 0, SYN, &[]);
+        t.on_segment(&syn, u64::MAX, &mut done);
+        assert!(t.len() <= 8, "{} flows held", t.len());
+    }
+    t.drain(&mut done);
+    assert_eq!(done.finished.len(), 100, "every flow leaves as one record");
 }
 
 /// Mid-stream (no SYN seen), the client is chosen from what the capture knows, not from who
@@ -736,6 +758,7 @@ proptest! {
     #[test]
     fn oldest_are_the_smallest_time_key_pairs(
         ages in proptest::collection::vec((0u64..6, any::<[u8; 4]>(), any::<u16>()), 0..80),
+        free in proptest::collection::vec(any::<bool>(), 0..80),
         n in 0usize..90,
     ) {
         let mut pairs: Vec<(u64, FlowKey)> = ages
@@ -752,7 +775,20 @@ proptest! {
             sorted.sort_unstable();
             sorted.into_iter().take(n).map(|p| p.1).collect()
         };
-        let mut got = super::table::oldest(pairs.iter().copied(), n);
+        // laid out in a slab with free positions among them
+        let mut slab: Vec<Option<(u64, FlowKey)>> = Vec::new();
+        for (i, p) in pairs.iter().enumerate() {
+            if free.get(i).copied().unwrap_or(false) {
+                slab.push(None);
+            }
+            slab.push(Some(*p));
+        }
+        let seen: Vec<u64> = slab.iter().map(|s| s.map_or(u64::MAX, |p| p.0)).collect();
+        let key_at = |at: usize| slab.get(at).copied().flatten().map(|p| p.1);
+        let mut got: Vec<FlowKey> = super::table::oldest(&seen, n, key_at)
+            .into_iter()
+            .filter_map(key_at)
+            .collect();
         want.sort_unstable();
         got.sort_unstable();
         prop_assert_eq!(got, want);
