@@ -348,8 +348,14 @@ impl Flow {
         self.server_port
     }
 
-    /// The flow's final record; classifies what is left with the bytes at hand.
-    pub fn finish(self, key: &FlowKey, reason: EndReason, scratch: &mut Vec<u8>) -> FlowRecord {
+    /// The flow's final record; classifies what is left with the bytes at hand. Read where the
+    /// flow lies (its table slot), which is left spent: its preface and views are taken.
+    pub fn finish(
+        &mut self,
+        key: &FlowKey,
+        reason: EndReason,
+        scratch: &mut Vec<u8>,
+    ) -> FlowRecord {
         let client = key.sender(self.client_dir);
         let server = key.sender(self.client_dir.reverse());
         let start_known = self.client_isn.is_some();
@@ -358,7 +364,7 @@ impl Flow {
             && self.client.bytes == 0
             && self.server.bytes == 0;
         let mut start_missing = false;
-        let class = match self.phase {
+        let class = match std::mem::replace(&mut self.phase, Phase::Preface(None)) {
             Phase::Classified(c) => c,
             Phase::Preface(None) => Classification::no_payload(),
             Phase::Preface(Some(p)) => {
@@ -403,7 +409,7 @@ impl Flow {
             attempt,
             kube_probe: class.kube_probe,
             view: self.view,
-            views: self.views.map(Vec::from).unwrap_or_default(),
+            views: self.views.take().map(Vec::from).unwrap_or_default(),
         }
     }
 

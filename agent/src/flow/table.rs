@@ -198,20 +198,21 @@ impl FlowTable {
         });
     }
 
-    /// Take the flow at `at` out of the table.
-    fn remove(&mut self, at: usize) -> Option<(FlowKey, Flow)> {
-        let Slot { key, flow } = self.slots.get_mut(at)?.take()?;
+    /// Free the position `at` (its flow already finished, or never to be).
+    fn vacate(&mut self, at: usize, key: &FlowKey) {
+        if let Some(s) = self.slots.get_mut(at) {
+            *s = None;
+        }
         if let Some(t) = self.seen.get_mut(at) {
             *t = VACANT;
         }
         if let Ok(entry) = self
             .index
-            .find_entry(hash_key(&self.hasher, &key), |&i| i as usize == at)
+            .find_entry(hash_key(&self.hasher, key), |&i| i as usize == at)
         {
             entry.remove();
         }
         self.free.push(at as u32);
-        Some((key, flow))
     }
 
     /// Join a new client SYN to the connection it is another view of: the same ISN and client
@@ -346,7 +347,8 @@ impl FlowTable {
         self.stats.flows_started += 1;
         if let Some(reason) = flow.close_reason().filter(|_| !flow.awaits_retry()) {
             // a lone RST (or SYN+RST): nothing more will come
-            self.retire(&key, flow, reason, done);
+            retire(&key, &mut flow, reason, &mut self.scratch, done);
+            self.end(&key, reason);
             return outcome;
         }
         if self.len() == self.limits.max_flows / 4 {
@@ -407,10 +409,11 @@ impl FlowTable {
     /// their retry, as the reset ended them).
     pub fn drain(&mut self, done: &mut Outputs) {
         for at in 0..self.slots.len() {
-            if let Some((key, flow)) = self.remove(at) {
-                let reason = flow.close_reason().unwrap_or(EndReason::CaptureEnd);
-                self.retire(&key, flow, reason, done);
-            }
+            let reason = match self.slots.get(at) {
+                Some(Some(s)) => s.flow.close_reason().unwrap_or(EndReason::CaptureEnd),
+                _ => continue,
+            };
+            self.finish(at, reason, done);
         }
     }
 
@@ -424,24 +427,24 @@ impl FlowTable {
         }
     }
 
+    /// The flow at `at` leaves, finished where it lies (not moved out first: a flow is a few
+    /// cache lines, and under churn every one of them leaves).
     fn finish(&mut self, at: usize, reason: EndReason, done: &mut Outputs) {
-        if let Some((key, flow)) = self.remove(at) {
-            self.retire(&key, flow, reason, done);
-        }
+        let Some(Some(Slot { key, flow })) = self.slots.get_mut(at) else {
+            return;
+        };
+        let key = *key;
+        retire(&key, flow, reason, &mut self.scratch, done);
+        self.end(&key, reason);
+        self.vacate(at, &key);
     }
 
-    /// A flow leaves: its final record, and its connection event if it was never classified.
-    fn retire(&mut self, key: &FlowKey, flow: Flow, reason: EndReason, done: &mut Outputs) {
+    /// Count how a flow ended; remember a closed one's key.
+    fn end(&mut self, key: &FlowKey, reason: EndReason) {
         self.count_end(reason);
         if matches!(reason, EndReason::Fin | EndReason::Rst) {
             self.closed.insert(*key, ());
         }
-        let announced = flow.announced();
-        let record = flow.finish(key, reason, &mut self.scratch);
-        if !announced {
-            done.connections.push(Connection::from(&record));
-        }
-        done.finished.push(record);
     }
 
     /// At the bound: finish the least recently seen eighth of the table, so eviction costs O(n)
@@ -458,6 +461,22 @@ impl FlowTable {
             self.finish(at, EndReason::Evicted, done);
         }
     }
+}
+
+/// A flow leaves: its final record, and its connection event if it was never classified.
+fn retire(
+    key: &FlowKey,
+    flow: &mut Flow,
+    reason: EndReason,
+    scratch: &mut Vec<u8>,
+    done: &mut Outputs,
+) {
+    let announced = flow.announced();
+    let record = flow.finish(key, reason, scratch);
+    if !announced {
+        done.connections.push(Connection::from(&record));
+    }
+    done.finished.push(record);
 }
 
 /// The positions of the `n` least recently seen flows, ties broken by key: the `n` smallest
