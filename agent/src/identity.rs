@@ -210,6 +210,8 @@ pub struct IdentityMap {
     services: HashMap<IpAddr, Vec<(u16, ServiceBackend)>>,
     /// The cluster's PeerAuthentications, when watched and listed (`None`: unknown).
     peer_authentications: Option<Arc<Vec<PeerAuthentication>>>,
+    /// When the watcher saw them change, and what each change touched (the mode clock's input).
+    peer_auth_changes: crate::peer_auth::ChangeLog,
     /// Changes with every change of what the map answers ([`IdentityMap::generation`]).
     generation: u64,
 }
@@ -593,6 +595,19 @@ impl IdentityMap {
     /// The cluster's PeerAuthentications, when known (a cheap shared copy).
     pub fn peer_authentications(&self) -> Option<Arc<Vec<PeerAuthentication>>> {
         self.peer_authentications.clone()
+    }
+
+    /// Record changes of the PeerAuthentications as the watcher saw them (bounded).
+    pub fn record_peer_auth_changes(&mut self, changes: Vec<crate::peer_auth::PolicyChange>) {
+        if !changes.is_empty() {
+            self.changed();
+            self.peer_auth_changes.record(changes);
+        }
+    }
+
+    /// The changes of the PeerAuthentications recorded.
+    pub fn peer_auth_changes(&self) -> &crate::peer_auth::ChangeLog {
+        &self.peer_auth_changes
     }
 
     /// Workloads interned (with pods, declared, or idle and not yet forgotten).
@@ -1275,7 +1290,7 @@ mod tests {
         fn nothing(_: &mut IdentityMap) {}
         type Step = fn(&mut IdentityMap);
         // (method, what prepares the map for it, the change)
-        let changes: [(&str, Step, Step); 16] = [
+        let changes: [(&str, Step, Step); 17] = [
             ("add_workload", nothing, |m| {
                 m.add_workload(w("b", "declared"))
             }),
@@ -1320,6 +1335,13 @@ mod tests {
             ("clear_services", nothing, IdentityMap::clear_services),
             ("set_peer_authentications", nothing, |m| {
                 m.set_peer_authentications(Some(Vec::new()))
+            }),
+            ("record_peer_auth_changes", nothing, |m| {
+                m.record_peer_auth_changes(vec![crate::peer_auth::PolicyChange {
+                    at: 1,
+                    namespace: "a".into(),
+                    selector: None,
+                }])
             }),
         ];
         for (name, prepare, change) in changes {

@@ -12,7 +12,7 @@
 //!
 //! Nothing a reader does can stall the capture thread.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,6 +30,7 @@ use crate::metrics::{
     ConnectionLabels, DropLabels, DropPoint, Metrics, PortLabels, ReasonLabels, Reporter,
     WorkloadLabels,
 };
+use crate::peer_auth::{ChangeLog, PodLabels};
 use crate::pipeline::PacketStats;
 use crate::verdict::{self, KnownWorkload, Policy, Verdicts};
 use crate::window::WindowedEdges;
@@ -122,10 +123,21 @@ impl LiveState {
         }
     }
 
-    /// Stamp every workload's modes with since when they hold, as this agent saw them.
-    fn stamp_modes(&self, modes: &mut verdict::Modes, now: Nanos) {
+    /// Stamp every workload's modes with since when they hold, as this agent saw them: also
+    /// by the latest policy change in `changes` that may have touched each (its pods' labels
+    /// from `known`).
+    fn stamp_modes<'a>(
+        &self,
+        modes: &mut verdict::Modes,
+        now: Nanos,
+        changes: &ChangeLog,
+        known: impl Iterator<Item = (&'a str, &'a str, &'a PodLabels)>,
+    ) {
+        let root = self.policy.istio_root_namespace.as_str();
+        let labels = labels_by_workload(known);
+        let last_change = |ns: &str, wl: &str| last_touching(changes, root, &labels, ns, wl);
         if let Ok(mut clock) = self.mode_clock.lock() {
-            clock.stamp(modes, now);
+            clock.stamp(modes, now, last_change);
         }
     }
 
@@ -186,7 +198,7 @@ impl LiveState {
         };
         // a snapshot of what the verdict needs (one entry per workload, as `analyze` sees them),
         // so the identity lock is held for a copy only
-        let (known, peer_authentications): (Vec<Workload>, _) = self
+        let (known, peer_authentications, changes): (Vec<Workload>, _, _) = self
             .identities
             .read()
             .map(|m| {
@@ -201,7 +213,11 @@ impl LiveState {
                         mesh: k.mesh,
                     })
                     .collect();
-                (known, m.peer_authentications())
+                (
+                    known,
+                    m.peer_authentications(),
+                    m.peer_auth_changes().clone(),
+                )
             })
             .unwrap_or_default();
         let known: Vec<KnownWorkload<'_>> = known.iter().map(Workload::as_known).collect();
@@ -215,7 +231,10 @@ impl LiveState {
                 &policy,
                 &known,
                 &policies,
-                |modes| self.stamp_modes(modes, now),
+                |modes| {
+                    let labels = known.iter().map(|k| (k.namespace, k.workload, &*k.labels));
+                    self.stamp_modes(modes, now, &changes, labels);
+                },
             ),
             None => verdict::evaluate(&edges, &policy, &known),
         }
@@ -509,7 +528,9 @@ impl Recorder {
                 &self.state.policy.istio_root_namespace,
                 known.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
             );
-            self.state.stamp_modes(&mut modes, now());
+            let labels = known.iter().map(|k| (k.namespace, k.workload, &*k.labels));
+            self.state
+                .stamp_modes(&mut modes, now(), ids.peer_auth_changes(), labels);
             let here: std::collections::HashSet<(&str, &str)> = ids
                 .local_workloads()
                 .into_iter()
@@ -546,6 +567,37 @@ impl Recorder {
         if let Some(rss) = process_resident_bytes() {
             m.resident_memory_bytes.set(rss as i64);
         }
+    }
+}
+
+static UNKNOWN_LABELS: PodLabels = PodLabels::Unknown;
+
+/// Each workload's sets of pod labels, by namespace and workload.
+type LabelSets<'a> = BTreeMap<&'a str, BTreeMap<&'a str, Vec<&'a PodLabels>>>;
+
+fn labels_by_workload<'a>(
+    known: impl Iterator<Item = (&'a str, &'a str, &'a PodLabels)>,
+) -> LabelSets<'a> {
+    let mut labels = LabelSets::new();
+    for (ns, wl, l) in known {
+        labels.entry(ns).or_default().entry(wl).or_default().push(l);
+    }
+    labels
+}
+
+/// The latest policy change in `changes` that may have touched the workload `ns`/`wl`: judged
+/// on each set of its pods' labels; one not known (only seen in edges) on unknown labels, so
+/// any change in its namespace counts.
+fn last_touching(
+    changes: &ChangeLog,
+    root_namespace: &str,
+    labels: &LabelSets<'_>,
+    ns: &str,
+    wl: &str,
+) -> Option<Nanos> {
+    match labels.get(ns).and_then(|w| w.get(wl)) {
+        Some(sets) => changes.last_touching(root_namespace, ns, sets.iter().copied()),
+        None => changes.last_touching(root_namespace, ns, [&UNKNOWN_LABELS]),
     }
 }
 

@@ -20,10 +20,12 @@
 //! `kubectl get peerauthentications.security.istio.io -A -o yaml`, [`parse_list`]). An unknown
 //! mode is an error naming the object.
 
+mod changes;
 mod labels;
 
 use std::collections::BTreeMap;
 
+pub use changes::{ChangeLog, PolicyChange, MAX_LOGGED_CHANGES};
 pub use labels::{
     PodLabels, Undecided, APP_KEYS, MAX_POD_LABELS, MAX_POD_LABEL_BYTES, PER_POD_KEYS,
 };
@@ -229,7 +231,7 @@ impl SinceBasis {
     pub fn describe(self) -> &'static str {
         match self {
             SinceBasis::Created => "the deciding policies' creationTimestamp (none of them edited since; a deletion that let them decide is not seen)",
-            SinceBasis::Agent => "when the agent saw it take effect, or started and found it",
+            SinceBasis::Agent => "when the agent saw it or a policy change that may have touched it, or started and found it; plus istiod's push margin",
             SinceBasis::Prometheus => "when the agents' info series first showed it in the window, plus a scrape margin",
         }
     }

@@ -417,3 +417,52 @@ fn the_api_suggests_editing_an_unset_workload_policy_in_force() {
         other => panic!("{other:?}"),
     }
 }
+
+/// The watcher's changes reach the mode clock through the identity map: a change of the
+/// policy selecting httpbin between two looks (a flip and back) dates httpbin's STRICT by it,
+/// plus istiod's push margin; sleep, which that policy does not select, keeps its date.
+#[test]
+fn a_policy_change_between_two_looks_dates_the_modes_it_touched() {
+    use crate::peer_auth::{Mode, PolicyChange};
+    const S: Nanos = 1_000_000_000;
+    // after the policy's creation (2024)
+    const T0: Nanos = 1_800_000_000 * S;
+    let text = "workloads:\n  - {namespace: foo, workload: httpbin, ips: [10.244.1.11], node: node-1, labels: {app: httpbin}}\n  - {namespace: foo, workload: sleep, ips: [10.244.1.12], node: node-1, labels: {app: sleep}}\n";
+    let state = state(text, file_feed());
+    let strict = policy(
+        "foo",
+        "httpbin-strict",
+        "2024-01-01T00:00:00Z",
+        Some(("app", "httpbin")),
+        Mode::Strict,
+    );
+    state
+        .identities
+        .write()
+        .expect("identities")
+        .set_peer_authentications(Some(vec![strict]));
+    let since = |v: &Verdicts, w: &str| {
+        v.workloads
+            .iter()
+            .find(|v| v.destination.workload.as_deref() == Some(w))
+            .and_then(|v| v.mode.as_ref()?.since)
+            .map(|s| s.at)
+    };
+    let first = state.verdicts(T0 + 1_000 * S);
+    let margin = super::mode_clock::PUSH_MARGIN;
+    assert_eq!(since(&first, "httpbin"), Some(T0 + 1_000 * S + margin));
+    // STRICT -> PERMISSIVE -> STRICT, seen by the watcher at 1,100 s and 1,101 s
+    let change = |at| PolicyChange {
+        at,
+        namespace: "foo".into(),
+        selector: Some([("app".to_owned(), "httpbin".to_owned())].into()),
+    };
+    state
+        .identities
+        .write()
+        .expect("identities")
+        .record_peer_auth_changes(vec![change(T0 + 1_100 * S), change(T0 + 1_101 * S)]);
+    let later = state.verdicts(T0 + 1_200 * S);
+    assert_eq!(since(&later, "httpbin"), Some(T0 + 1_101 * S + margin));
+    assert_eq!(since(&later, "sleep"), Some(T0 + 1_000 * S + margin));
+}

@@ -645,7 +645,7 @@ fn strict_with_plaintext_is_broken_clients() {
     assert_eq!(w.verdict, Readiness::BrokenClients);
     assert!(
         w.reason.starts_with(
-            "already STRICT (namespace foo/default), known since 1970-01-01T00:00:00.000001Z (when the agent saw it take effect, or started and found it), yet 1 source sent 3 plaintext connection(s) in the window, some after that: those clients are refused now"
+            "already STRICT (namespace foo/default), known since 1970-01-01T00:00:00.000001Z (when the agent saw it or a policy change that may have touched it, or started and found it; plus istiod's push margin), yet 1 source sent 3 plaintext connection(s) in the window, some after that: those clients are refused now"
         ),
         "{}",
         w.reason
@@ -727,7 +727,7 @@ fn plaintext_before_strict_took_effect_is_not_broken_after_is() {
     assert_eq!(w.verdict, Readiness::Ready, "{}", w.reason);
     assert_eq!(
         w.reason,
-        "all 10 inbound connections are Istio mTLS; apart from that, 3 plaintext connection(s) from 1 source was last connected before 1970-01-01T00:00:00.000002Z, from when the mode STRICT (namespace foo/default) is known to hold (when the agent saw it take effect, or started and found it): not counted as refused"
+        "all 10 inbound connections are Istio mTLS; apart from that, 3 plaintext connection(s) from 1 source was last connected before 1970-01-01T00:00:00.000002Z, from when the mode STRICT (namespace foo/default) is known to hold (when the agent saw it or a policy change that may have touched it, or started and found it; plus istiod's push margin): not counted as refused"
     );
     assert_eq!((w.blockers.len(), w.blockers[0].broken), (1, false));
     assert_eq!(

@@ -15,6 +15,11 @@
 //! out are counted ([`PeerAuthTable::left_out`]) and it is logged once; a relist that fits
 //! publishes again. Events that arrive together are applied together and published once.
 //!
+//! Each event that changed a policy is recorded with its time and the policy's scope before and
+//! after ([`crate::peer_auth::PolicyChange`]; a relist: each policy it added, dropped or changed),
+//! so the agent's mode clock dates a mode by the last change that may have touched it, also when
+//! the mode flipped and back between two looks.
+//!
 //! RBAC: `get`, `list`, `watch` on `peerauthentications` in `security.istio.io`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,7 +32,8 @@ use kube::runtime::WatchStreamExt;
 use kube::{Api, Client};
 
 use super::super::SharedIdentities;
-use crate::peer_auth::{from_value, PeerAuthError, PeerAuthentication};
+use crate::peer_auth::{from_value, PeerAuthError, PeerAuthentication, PolicyChange};
+use crate::Nanos;
 
 /// The most PeerAuthentications kept. A cluster has one or two per namespace and a few per
 /// workload that needs an exception; 10,000 is over any real one (the identity map is bounded
@@ -82,6 +88,8 @@ pub struct PeerAuthTable {
     left_out: usize,
     /// Whether the bound was logged.
     bound_logged: bool,
+    /// Changes applied and not yet taken ([`PeerAuthTable::take_changes`]).
+    changes: Vec<PolicyChange>,
 }
 
 /// What the policies are now, for the identity map.
@@ -136,9 +144,15 @@ impl PeerAuthTable {
         }
     }
 
-    /// Apply one event; whether the policies changed (a relist completed, or an object came,
-    /// changed or went). Nothing is copied: [`PeerAuthTable::published`] says what they are.
-    pub fn apply(&mut self, event: Event<DynamicObject>) -> bool {
+    /// The changes applied since the last call, in order.
+    pub fn take_changes(&mut self) -> Vec<PolicyChange> {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Apply one event, seen `at`; whether the policies changed (a relist completed, or an
+    /// object came, changed or went). Nothing is copied: [`PeerAuthTable::published`] says what
+    /// they are; what changed is kept for [`PeerAuthTable::take_changes`].
+    pub fn apply(&mut self, event: Event<DynamicObject>, at: Nanos) -> bool {
         match event {
             Event::Init => {
                 self.relist = Some(BTreeMap::new());
@@ -157,7 +171,16 @@ impl PeerAuthTable {
                 return false;
             }
             Event::InitDone => {
-                self.policies = self.relist.take().unwrap_or_default();
+                let relisted = self.relist.take().unwrap_or_default();
+                let keys: BTreeSet<&Key> = self.policies.keys().chain(relisted.keys()).collect();
+                for key in keys {
+                    self.changes.extend(PolicyChange::between(
+                        self.policies.get(key),
+                        relisted.get(key),
+                        at,
+                    ));
+                }
+                self.policies = relisted;
                 // the relist is the whole set again: what it left out is all that is missing
                 if self.left_out == 0 {
                     self.bound_logged = false;
@@ -165,7 +188,13 @@ impl PeerAuthTable {
             }
             Event::Apply(object) => {
                 let key = key_of(&object);
-                match self.read(&object) {
+                let new = self.read(&object);
+                self.changes.extend(PolicyChange::between(
+                    self.policies.get(&key),
+                    new.as_ref(),
+                    at,
+                ));
+                match new {
                     Some(p) => {
                         if !insert_bounded(&mut self.policies, key, p) {
                             self.leave_out();
@@ -180,7 +209,9 @@ impl PeerAuthTable {
             Event::Delete(object) => {
                 let key = key_of(&object);
                 self.reported.remove(&key);
-                self.policies.remove(&key);
+                let old = self.policies.remove(&key);
+                self.changes
+                    .extend(PolicyChange::between(old.as_ref(), None, at));
             }
         }
         true
@@ -195,10 +226,10 @@ impl PeerAuthTable {
         }
     }
 
-    /// Apply one event; the policies when they changed ([`PeerAuthTable::apply`], then
-    /// [`PeerAuthTable::published`]).
-    pub fn event(&mut self, event: Event<DynamicObject>) -> Option<Published> {
-        self.apply(event).then(|| self.published())
+    /// Apply one event seen `at`; the policies when they changed ([`PeerAuthTable::apply`],
+    /// then [`PeerAuthTable::published`]).
+    pub fn event(&mut self, event: Event<DynamicObject>, at: Nanos) -> Option<Published> {
+        self.apply(event, at).then(|| self.published())
     }
 }
 
@@ -252,7 +283,8 @@ async fn watch_version(
                             "watching PeerAuthentications as security.istio.io/{version}"
                         );
                     }
-                    changed |= table.apply(e);
+                    // each event at its own time: a flip within a burst is a change too
+                    changed |= table.apply(e, crate::live::now());
                     next = events.next().now_or_never().flatten();
                 }
                 Err(e) => error = Some(e),
@@ -263,8 +295,10 @@ async fn watch_version(
                 Published::Policies(p) => Some(p),
                 Published::OverBound => None,
             };
+            let changes = table.take_changes();
             if let Ok(mut m) = map.write() {
                 m.set_peer_authentications(policies);
+                m.record_peer_auth_changes(changes);
             }
         }
         match error {
@@ -319,35 +353,94 @@ mod tests {
             .data(serde_json::json!({"spec": {"mtls": {"mode": "STRICT"}}}))
     }
 
+    fn policy(name: &str, spec: serde_json::Value) -> DynamicObject {
+        DynamicObject::new(name, &api_resource("v1"))
+            .within("foo")
+            .data(serde_json::json!({ "spec": spec }))
+    }
+
+    fn scope(at: Nanos, selector: Option<(&str, &str)>) -> PolicyChange {
+        PolicyChange {
+            at,
+            namespace: "foo".into(),
+            selector: selector.map(|(k, v)| [(k.to_owned(), v.to_owned())].into()),
+        }
+    }
+
+    /// Every event that changes a policy is recorded at its own time with the policy's scope
+    /// before and after (the mode clock's input); one that changes nothing, and a relist that
+    /// finds what was there, are not.
+    #[test]
+    fn each_policy_change_is_recorded_with_its_time_and_scope() {
+        let strict = || policy("p", serde_json::json!({"mtls": {"mode": "STRICT"}}));
+        let mut t = PeerAuthTable::default();
+        t.apply(Event::Init, 1);
+        t.apply(Event::InitApply(strict()), 1);
+        assert!(t.apply(Event::InitDone, 2));
+        assert_eq!(t.take_changes(), [scope(2, None)], "listed: new");
+        t.apply(Event::Apply(strict()), 5);
+        assert_eq!(t.take_changes(), [], "the same policy again");
+        // STRICT -> PERMISSIVE -> STRICT in one burst: each at its time
+        t.apply(
+            Event::Apply(policy(
+                "p",
+                serde_json::json!({"mtls": {"mode": "PERMISSIVE"}}),
+            )),
+            10,
+        );
+        t.apply(Event::Apply(strict()), 11);
+        assert_eq!(t.take_changes(), [scope(10, None), scope(11, None)]);
+        // a selector added: its scope before and after
+        let web = policy(
+            "p",
+            serde_json::json!({"selector": {"matchLabels": {"app": "web"}}, "mtls": {"mode": "STRICT"}}),
+        );
+        t.apply(Event::Apply(web.clone()), 20);
+        assert_eq!(
+            t.take_changes(),
+            [scope(20, None), scope(20, Some(("app", "web")))]
+        );
+        t.apply(Event::Delete(web.clone()), 30);
+        assert_eq!(t.take_changes(), [scope(30, Some(("app", "web")))]);
+        // a relist that finds nothing new changes nothing; one that finds it again does
+        t.apply(Event::Init, 40);
+        t.apply(Event::InitDone, 40);
+        assert_eq!(t.take_changes(), []);
+        t.apply(Event::Init, 50);
+        t.apply(Event::InitApply(web), 50);
+        t.apply(Event::InitDone, 51);
+        assert_eq!(t.take_changes(), [scope(51, Some(("app", "web")))]);
+    }
+
     /// Over the bound nothing is published (modes unknown, not resolved from part of the
     /// set), what is left out is counted, and a relist that fits publishes again.
     #[test]
     fn over_the_bound_the_policies_are_not_published_and_counted() {
         let mut t = PeerAuthTable::default();
-        assert_eq!(t.event(Event::Init), None);
+        assert_eq!(t.event(Event::Init, 1), None);
         for i in 0..=MAX_PEER_AUTHENTICATIONS {
-            assert_eq!(t.event(Event::InitApply(object(i))), None);
+            assert_eq!(t.event(Event::InitApply(object(i)), 1), None);
         }
-        assert_eq!(t.event(Event::InitDone), Some(Published::OverBound));
+        assert_eq!(t.event(Event::InitDone, 1), Some(Published::OverBound));
         assert_eq!(t.left_out(), 1);
         // one more by the watch: still over, counted
         assert_eq!(
-            t.event(Event::Apply(object(MAX_PEER_AUTHENTICATIONS + 1))),
+            t.event(Event::Apply(object(MAX_PEER_AUTHENTICATIONS + 1)), 2),
             Some(Published::OverBound)
         );
         assert_eq!(t.left_out(), 2);
         // a relist that fits
-        t.event(Event::Init);
+        t.event(Event::Init, 1);
         for i in 0..MAX_PEER_AUTHENTICATIONS {
-            t.event(Event::InitApply(object(i)));
+            t.event(Event::InitApply(object(i)), 1);
         }
-        match t.event(Event::InitDone) {
+        match t.event(Event::InitDone, 1) {
             Some(Published::Policies(p)) => assert_eq!(p.len(), MAX_PEER_AUTHENTICATIONS),
             other => panic!("{other:?}"),
         }
         assert_eq!(t.left_out(), 0);
         // a change to one already kept is no new policy
-        match t.event(Event::Apply(object(0))) {
+        match t.event(Event::Apply(object(0)), 3) {
             Some(Published::Policies(p)) => assert_eq!(p.len(), MAX_PEER_AUTHENTICATIONS),
             other => panic!("{other:?}"),
         }
