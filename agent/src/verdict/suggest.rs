@@ -162,6 +162,20 @@ fn modes_on(m: &EffectiveMode, ports: &[u16]) -> (Mode, Vec<Mode>) {
     (m.mode, ports.iter().map(|&p| m.on_port(p).0).collect())
 }
 
+/// The policies that can decide a mode in `namespace` (its own and the root namespace's: the
+/// resolution reads no other), so that a simulation copies and scans only those.
+fn deciding_in(
+    policies: &[PeerAuthentication],
+    root_namespace: &str,
+    namespace: &str,
+) -> Vec<PeerAuthentication> {
+    policies
+        .iter()
+        .filter(|p| p.namespace == namespace || p.namespace == root_namespace)
+        .cloned()
+        .collect()
+}
+
 /// `policies` with `p` applied (`kubectl apply`: it replaces the one of the same namespace
 /// and name, keeping its creation time).
 fn applied(policies: &[PeerAuthentication], p: &PeerAuthentication) -> Vec<PeerAuthentication> {
@@ -276,7 +290,10 @@ pub(super) fn for_workload(ask: &WorkloadAsk<'_>, ctx: &Context<'_>) -> Suggesti
         }
     }
     let checked = match ctx.policies {
-        Some(set) => simulate_workload(ask, ctx, set, &p, &others, strict_ports),
+        Some(set) => {
+            let set = deciding_in(set, ctx.root_namespace, ask.namespace);
+            simulate_workload(ask, ctx, &set, &p, &others, strict_ports)
+        }
         // a new policy, as far as the modes tell: one of its name may exist unseen
         None => Suggestion::Policy(Suggested {
             policy: p,
@@ -428,7 +445,9 @@ pub(super) fn for_namespace_wide(
         edited: false,
     });
     p.mode = Mode::Strict;
-    let simulated = ctx.policies.map(|set| applied(set, &p));
+    let simulated = ctx
+        .policies
+        .map(|set| applied(&deciding_in(set, ctx.root_namespace, namespace), &p));
     if let (true, Some(after_set)) = (mesh, &simulated) {
         // the mesh level alone: a namespace without policies of its own
         let m = resolve(after_set, ctx.root_namespace, "", &PodLabels::Unknown);
