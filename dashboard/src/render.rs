@@ -232,6 +232,7 @@ pub fn policy(id: &str, p: &PolicyPair) -> Markup {
                     div.policy id=(rollback_id) {
                         h3 { "Rollback: delete the new policy" }
                         (save_first(&rollback_id, p))
+                        @if p.save_command.is_some() { p { "Once applied, to roll back:" } }
                         (command(&rollback_id, cmd))
                     }
                 }
