@@ -245,7 +245,8 @@ pub struct Verdict {
     /// workload-level policy in force, else it is a new one whose selector selects this
     /// workload alone; none when that cannot be shown (the reason says why).
     pub suggested_policy: Option<String>,
-    /// How to undo `suggested_policy` once applied ([`Rollback`]); with it, never without.
+    /// How to undo `suggested_policy` once applied ([`Rollback`]): present with a suggestion,
+    /// absent without one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suggested_rollback: Option<Rollback>,
     /// The effective PeerAuthentication mode today, when the policies are known.
