@@ -92,6 +92,9 @@ pub struct FlowTable {
     slots: Vec<Option<Slot>>,
     /// Last packet time by position; [`VACANT`] where the slot is free.
     seen: Vec<Nanos>,
+    /// How many flows each position has held: with the position, names one flow for the side
+    /// index of views.
+    generations: Vec<u32>,
     /// Free positions, the lowest on top.
     free: Vec<u32>,
     limits: TableLimits,
@@ -103,8 +106,24 @@ pub struct FlowTable {
     /// Recently closed keys.
     closed: Recent<FlowKey, ()>,
     /// Client SYNs (or mid-stream first segments) by (sequence number, client port): the first
-    /// view's key and time (touched by new flows only).
-    views: Recent<(u32, u16), (FlowKey, Nanos)>,
+    /// view's flow (its position and generation there) and time (touched by new flows only; 24
+    /// bytes a slot, so that the index stays in cache under a churn of connections).
+    views: Recent<(u32, u16), (FlowRef, Nanos)>,
+}
+
+/// One flow of the table: its position and that position's generation when it came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FlowRef {
+    at: u32,
+    generation: u32,
+}
+
+impl FlowRef {
+    /// A flow never placed (no position is this far out).
+    const NONE: FlowRef = FlowRef {
+        at: u32::MAX,
+        generation: 0,
+    };
 }
 
 /// A flow and its key, at its position in the slab.
@@ -137,6 +156,7 @@ impl FlowTable {
             hasher: RandomState::default(),
             slots: Vec::new(),
             seen: Vec::new(),
+            generations: Vec::new(),
             free: Vec::new(),
             limits,
             next_sweep: 0,
@@ -158,12 +178,8 @@ impl FlowTable {
         Some(*at as usize)
     }
 
-    fn flow_mut(&mut self, at: usize) -> Option<&mut Flow> {
-        Some(&mut self.slots.get_mut(at)?.as_mut()?.flow)
-    }
-
     /// Put a new flow in the table (its key is not there).
-    fn insert(&mut self, key: FlowKey, flow: Flow) {
+    fn insert(&mut self, key: FlowKey, flow: Flow) -> FlowRef {
         let seen = seen_time(&flow);
         let slot = Some(Slot { key, flow });
         let at = match self.free.pop() {
@@ -180,9 +196,17 @@ impl FlowTable {
             None => {
                 self.slots.push(slot);
                 self.seen.push(seen);
+                self.generations.push(0);
                 // positions stay below the bound (`max_flows` is a usize, a table is far smaller)
                 (self.slots.len() - 1) as u32
             }
+        };
+        let generation = match self.generations.get_mut(at as usize) {
+            Some(g) => {
+                *g = g.wrapping_add(1);
+                *g
+            }
+            None => 0,
         };
         let FlowTable {
             index,
@@ -196,6 +220,16 @@ impl FlowTable {
                 .and_then(Option::as_ref)
                 .map_or(0, |s| hash_key(hasher, &s.key))
         });
+        FlowRef { at, generation }
+    }
+
+    /// The flow `r` names, while it is in the table.
+    fn flow_of(&mut self, r: FlowRef) -> Option<&mut Slot> {
+        let at = r.at as usize;
+        if self.generations.get(at) != Some(&r.generation) {
+            return None;
+        }
+        self.slots.get_mut(at)?.as_mut()
     }
 
     /// Free the position `at` (its flow already finished, or never to be).
@@ -218,23 +252,30 @@ impl FlowTable {
     /// Join a new client SYN to the connection it is another view of: the same ISN and client
     /// port within [`VIEW_WINDOW`] on another key whose flow is still open (DNAT keeps both;
     /// SNAT keeps the ISN and, as Linux does unless the port is taken, the port). The new flow
-    /// becomes a view; the first one learns where this view went.
+    /// becomes a view; the first one learns where this view went. Otherwise the id under which
+    /// later views will find this flow, remembered once it has its place in the table.
     ///
     /// A connection seen mid-stream (its SYN before the capture) joins by sequence space: the
     /// first segment a view sees is the same segment in the other view, with the same sequence
     /// number and the same client port.
-    fn join_views(&mut self, key: FlowKey, seg: &TcpSegment<'_>, now: Nanos, flow: &mut Flow) {
+    fn join_views(
+        &mut self,
+        key: FlowKey,
+        seg: &TcpSegment<'_>,
+        now: Nanos,
+        flow: &mut Flow,
+    ) -> Option<(u32, u16)> {
         let id = if seg.flags.syn() && !seg.flags.ack() {
             (seg.seq, seg.sport)
         } else if !seg.flags.syn() && !seg.payload.is_empty() {
             (seg.seq, flow.client_port(&key))
         } else {
-            return;
+            return None;
         };
         if let Some((first, at)) = self.views.get(&id) {
-            if first != key && now.saturating_sub(at) <= VIEW_WINDOW {
-                if let Some(first_flow) = self.find(&first).and_then(|i| self.flow_mut(i)) {
-                    first_flow.add_view(FlowView {
+            if now.saturating_sub(at) <= VIEW_WINDOW {
+                if let Some(first) = self.flow_of(first).filter(|s| s.key != key) {
+                    first.flow.add_view(FlowView {
                         src: seg.src,
                         sport: seg.sport,
                         dst: seg.dst,
@@ -242,11 +283,11 @@ impl FlowTable {
                     });
                     flow.mark_view();
                     self.stats.views_joined += 1;
-                    return;
+                    return None;
                 }
             }
         }
-        self.views.insert(id, (key, now));
+        Some(id)
     }
 
     fn remember_server(&mut self, seg: &TcpSegment<'_>) {
@@ -338,7 +379,7 @@ impl FlowTable {
         self.remember_server(seg);
         let servers = &self.servers;
         let mut flow = Flow::start(key, dir, seg, now, |e| servers.get(&e).is_some());
-        self.join_views(key, seg, now, &mut flow);
+        let view_id = self.join_views(key, seg, now, &mut flow);
         let outcome = flow.on_packet(dir, seg, now, &mut self.scratch);
         self.stats.reassembly_gave_up += u64::from(outcome.reassembly_gave_up);
         if outcome.classified {
@@ -346,7 +387,10 @@ impl FlowTable {
         }
         self.stats.flows_started += 1;
         if let Some(reason) = flow.close_reason().filter(|_| !flow.awaits_retry()) {
-            // a lone RST (or SYN+RST): nothing more will come
+            // a lone RST (or SYN+RST): nothing more will come; a later view finds no flow of it
+            if let Some(id) = view_id {
+                self.views.insert(id, (FlowRef::NONE, now));
+            }
             retire(&key, &mut flow, reason, &mut self.scratch, done);
             self.end(&key, reason);
             return outcome;
@@ -374,7 +418,10 @@ impl FlowTable {
             self.slots.reserve_exact(more);
             self.seen.reserve_exact(more);
         }
-        self.insert(key, flow);
+        let placed = self.insert(key, flow);
+        if let Some(id) = view_id {
+            self.views.insert(id, (placed, now));
+        }
         self.stats.peak_flows = self.stats.peak_flows.max(self.len() as u64);
         outcome
     }

@@ -435,6 +435,31 @@ fn the_bound_holds_at_the_end_of_time() {
     assert_eq!(done.finished.len(), 100, "every flow leaves as one record");
 }
 
+/// A view joins the connection whose SYN it repeats, never the flow that took that
+/// connection's place in the table after it closed.
+#[test]
+fn a_view_never_joins_the_flow_that_took_a_closed_connections_place() {
+    let (mut t, mut done) = (FlowTable::new(TableLimits::default()), Outputs::default());
+    let server = (addr("10.0.0.2"), 8000);
+    let first = (addr("10.1.0.1"), 40000);
+    t.on_segment(&seg(first, server, 100, 0, SYN, &[]), 0, &mut done);
+    t.on_segment(&seg(server, first, 0, 101, RST | ACK, &[]), 10, &mut done);
+    assert_eq!(t.len(), 0, "reset by the server: finished");
+    // another connection takes the freed place
+    let other = (addr("10.1.0.9"), 41000);
+    t.on_segment(&seg(other, server, 999, 0, SYN, &[]), 20, &mut done);
+    // the same ISN and client port, SNATed, within the window: the first connection is gone
+    let snat = (addr("192.168.0.5"), 40000);
+    t.on_segment(&seg(snat, server, 100, 0, SYN, &[]), 30, &mut done);
+    assert_eq!(t.stats().views_joined, 0);
+    t.drain(&mut done);
+    assert!(
+        done.finished.iter().all(|r| !r.view && r.views.is_empty()),
+        "{:#?}",
+        done.finished
+    );
+}
+
 /// Mid-stream (no SYN seen), the client is chosen from what the capture knows, not from who
 /// happened to speak first.
 #[test]
