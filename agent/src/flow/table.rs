@@ -27,12 +27,13 @@ const VIEW_INDEX: usize = 16_384;
 /// Slots of the recently-closed cache (a hash per slot): a data segment of a connection that
 /// closed moments ago (a retransmitted FIN with data) opens no new flow.
 const CLOSED_SLOTS: usize = 4096;
-/// Connections tracked at once by default: ~11 MB of flow state, ~30 MB with the table.
+/// Connections tracked at once by default: a slab of ~13 MB (264 bytes a flow with its key) and
+/// an index of ~0.5 MB.
 pub const DEFAULT_MAX_FLOWS: usize = 50_000;
 // Under eviction churn hashbrown doubles a table whose live entries exceed half its capacity
-// (tombstones use up the room), so a table bounded to N flows can reach ~2N slots: the default
-// bound is chosen with that in mind (a 1M-SYN flood peaks at ~50 MiB RSS). The table starts small
-// so that a table of few flows stays small and cache-resident.
+// (tombstones use up the room), so an index bounded to N flows can reach ~2N slots: 5 bytes
+// each, the flows themselves stay in the slab, which holds the bound exactly (a 1M-SYN flood
+// peaks at ~38 MiB RSS). Both start small so that a table of few flows stays cache-resident.
 
 /// Bounds of the table.
 #[derive(Debug, Clone, Copy)]
