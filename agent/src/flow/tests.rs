@@ -319,13 +319,14 @@ proptest! {
 
 #[test]
 fn state_per_flow_is_at_most_256_bytes() {
-    let per_flow = std::mem::size_of::<Flow>() + std::mem::size_of::<FlowKey>();
+    let per_flow = super::table::BYTES_PER_FLOW;
     println!(
-        "flow state: {} bytes (Flow {} + key {})",
+        "flow state: {} bytes in the table (Flow {} + key {}, last seen, generation, index)",
         per_flow,
         std::mem::size_of::<Flow>(),
         std::mem::size_of::<FlowKey>()
     );
+    assert!(per_flow >= std::mem::size_of::<Flow>() + std::mem::size_of::<FlowKey>());
     assert!(per_flow <= 256, "{per_flow} bytes per flow");
 }
 
