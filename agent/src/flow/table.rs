@@ -315,6 +315,49 @@ impl FlowTable {
         (self.index.capacity(), self.slots.capacity())
     }
 
+    /// The slab, the index, `seen`, the generations and the free list agree: every filled
+    /// position is found by its key, and only those; every free one is listed once.
+    #[cfg(test)]
+    pub fn assert_consistent(&self) {
+        let filled: Vec<usize> = self.flows().map(|(at, _)| at).collect();
+        assert_eq!(
+            self.index.len(),
+            filled.len(),
+            "index entries vs filled slots"
+        );
+        for (at, s) in self.flows() {
+            assert_eq!(
+                self.find(&s.key),
+                Some(at),
+                "a filled slot is found by its key"
+            );
+            assert_eq!(
+                self.seen.get(at),
+                Some(&seen_time(&s.flow)),
+                "seen mirrors the flow"
+            );
+        }
+        let mut free = self.free.clone();
+        free.sort_unstable();
+        let vacant: Vec<u32> = (0..self.slots.len())
+            .filter(|&at| self.slots.get(at).is_some_and(Option::is_none))
+            .map(|at| at as u32)
+            .collect();
+        assert_eq!(
+            free, vacant,
+            "the free list is exactly the vacant positions, once each"
+        );
+        assert!(vacant
+            .iter()
+            .all(|&at| self.seen.get(at as usize) == Some(&VACANT)));
+        assert_eq!(self.seen.len(), self.slots.len());
+        assert_eq!(self.generations.len(), self.slots.len());
+        assert!(
+            self.slots.len() <= self.limits.max_flows.max(1),
+            "the slab holds the bound"
+        );
+    }
+
     pub fn is_empty(&self) -> bool {
         self.index.is_empty()
     }

@@ -779,6 +779,40 @@ fn a_midstream_connection_is_announced_after_its_views_had_time() {
 }
 
 proptest! {
+    /// Any sequence of segments among a few endpoints (SYNs, answers, data, FINs, RSTs, port
+    /// reuse, views, idle gaps, the end of time) on a table of a few flows: the slab and its
+    /// index stay consistent after every segment, the bound holds, and every flow started
+    /// leaves as exactly one record.
+    #[test]
+    fn the_table_stays_consistent_whatever_comes(
+        max_flows in 1usize..6,
+        steps in proptest::collection::vec(
+            (0u8..4, 0u8..4, 0u16..3, prop_oneof![Just(SYN), Just(SYN | ACK), Just(ACK), Just(PSH), Just(FIN), Just(RST), Just(RST | ACK)], 0u32..4, any::<bool>(), 0u64..400),
+            1..120,
+        ),
+    ) {
+        let limits = TableLimits { max_flows, idle_timeout: 300 * SEC };
+        let (mut t, mut done) = (FlowTable::new(limits), Outputs::default());
+        let mut now = 0u64;
+        for (a, b, port, flags, seq, data, gap) in steps {
+            now = match gap {
+                399 => u64::MAX,
+                g => now.saturating_add(g * SEC / 10),
+            };
+            let src = (IpAddr::from([10, 0, 0, a]), 40000 + port);
+            let dst = (IpAddr::from([10, 0, 1, b]), 8000);
+            let (src, dst) = if flags == SYN | ACK { (dst, src) } else { (src, dst) };
+            let payload: &[u8] = if data { b"GET / HTTP/1.1\r\n\r\n" } else { &[] };
+            t.on_segment(&seg(src, dst, seq * 1000, 1, flags, payload), now, &mut done);
+            t.assert_consistent();
+            prop_assert!(t.len() <= max_flows);
+        }
+        t.drain(&mut done);
+        t.assert_consistent();
+        prop_assert_eq!(t.len(), 0);
+        prop_assert_eq!(done.finished.len() as u64, t.stats().flows_started);
+    }
+
     /// Eviction's choice: the `n` smallest `(last seen, key)` pairs, as sorting them all says —
     /// with many flows seen at the same moment (ties broken by key).
     #[test]
