@@ -140,7 +140,8 @@ const VACANT: Nanos = Nanos::MAX;
 /// Bytes a tracked flow costs the table: its slot (key and state), its last-seen time and
 /// generation, and its index entry (a `u32` and a control byte) at the two index slots per flow
 /// the index settles at under eviction churn.
-pub const BYTES_PER_FLOW: usize = std::mem::size_of::<Option<Slot>>()
+#[cfg(test)]
+pub(super) const BYTES_PER_FLOW: usize = std::mem::size_of::<Option<Slot>>()
     + std::mem::size_of::<Nanos>()
     + std::mem::size_of::<u32>()
     + 2 * (std::mem::size_of::<u32>() + 1);
