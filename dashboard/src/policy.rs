@@ -64,22 +64,27 @@ pub fn target(yaml: &str) -> Result<Target, PolicyError> {
 /// The resource as `kubectl` names it, unambiguous whatever else is installed.
 const RESOURCE: &str = "peerauthentications.security.istio.io";
 
-/// `--namespace=NS NAME` for `kubectl`: quoted for the shell, and neither can be read as a
-/// flag (a name starting with `-`, which Kubernetes never gives, comes after `--`).
-fn object_args(namespace: &str, name: &str) -> String {
-    let end_of_flags = if name.starts_with('-') { "-- " } else { "" };
-    format!(
-        "--namespace={} {end_of_flags}{}",
-        shell_quote(namespace),
-        shell_quote(name)
-    )
+/// `--namespace=NS NAME` and then `flags` for `kubectl`: quoted for the shell, and neither can
+/// be read as a flag (a name starting with `-`, which Kubernetes never gives, comes after `--`,
+/// and so after `flags` too: after `--` they would be read as more names).
+fn object_args(namespace: &str, name: &str, flags: &str) -> String {
+    let namespace = format!("--namespace={}", shell_quote(namespace));
+    let flag_like = name.starts_with('-');
+    let name = shell_quote(name);
+    let words = if flag_like {
+        [namespace.as_str(), flags, "--", name.as_str()]
+    } else {
+        [namespace.as_str(), name.as_str(), flags, ""]
+    };
+    let words: Vec<&str> = words.into_iter().filter(|w| !w.is_empty()).collect();
+    words.join(" ")
 }
 
 /// `kubectl delete` of the policy `namespace/name`.
 pub fn delete_command(namespace: &str, name: &str) -> String {
     format!(
         "kubectl delete {RESOURCE} {}\n",
-        object_args(namespace, name)
+        object_args(namespace, name, "")
     )
 }
 
@@ -87,20 +92,28 @@ pub fn delete_command(namespace: &str, name: &str) -> String {
 /// applying a suggestion whose rollback is not known for sure.
 pub fn save_command(namespace: &str, name: &str) -> String {
     format!(
-        "kubectl get {RESOURCE} {} -o yaml --ignore-not-found > peerauthentication-before.yaml\n",
-        object_args(namespace, name)
+        "kubectl get {RESOURCE} {} > peerauthentication-before.yaml\n",
+        object_args(namespace, name, "-o yaml --ignore-not-found")
     )
 }
 
 /// `kubectl apply -f -` with `yaml` on standard input (a quoted here-document: nothing in it
-/// is expanded by the shell).
+/// is expanded by the shell). Its end is `EOF`, or `EOF_1`, `EOF_2`, … where the YAML has a
+/// line `EOF` (a crafted source's): no line of the YAML can end it early and run what follows.
 pub fn apply_command(yaml: &str) -> String {
-    let mut cmd = String::from("kubectl apply -f - <<'EOF'\n");
+    let mut end = "EOF".to_owned();
+    let mut n = 0u32;
+    while yaml.lines().any(|l| l == end) {
+        n += 1;
+        end = format!("EOF_{n}");
+    }
+    let mut cmd = format!("kubectl apply -f - <<'{end}'\n");
     cmd.push_str(yaml);
     if !yaml.ends_with('\n') {
         cmd.push('\n');
     }
-    cmd.push_str("EOF\n");
+    cmd.push_str(&end);
+    cmd.push('\n');
     cmd
 }
 

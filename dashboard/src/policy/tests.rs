@@ -111,3 +111,58 @@ fn hostile_names_stay_one_word_each() {
         assert_eq!(words, want, "{cmd}");
     }
 }
+
+/// The save command's flags stay flags: with a name that starts with `-` (which Kubernetes never
+/// gives, a crafted source may), the word after `--` is that name alone — never followed by
+/// `-o yaml --ignore-not-found`, which would be read as more names.
+#[test]
+fn the_save_command_keeps_its_flags_before_the_end_of_flags() {
+    let flags = ["-o", "yaml", "--ignore-not-found"].map(str::to_owned);
+    for (ns, name) in [("bar", "httpbin-strict"), ("bar", "-rf"), ("a b", "--x y")] {
+        let cmd = save_command(ns, name);
+        let line = cmd.trim_end_matches('\n');
+        let args = line
+            .strip_suffix(" > peerauthentication-before.yaml")
+            .unwrap_or_else(|| panic!("no redirect into the file: {cmd}"));
+        let words = shell_words(args.trim_start_matches("kubectl get "));
+        let mut want = vec![RESOURCE.to_owned(), format!("--namespace={ns}")];
+        if name.starts_with('-') {
+            want.extend(flags.clone());
+            want.extend(["--".to_owned(), name.to_owned()]);
+        } else {
+            want.push(name.to_owned());
+            want.extend(flags.clone());
+        }
+        assert_eq!(words, want, "{cmd}");
+    }
+}
+
+/// `kubectl apply` of a policy gets the whole YAML on its standard input, whatever its lines:
+/// a line `EOF` in it (a crafted source's policy or rollback) does not end the here-document
+/// early and run what follows as commands.
+#[test]
+fn the_here_document_holds_the_whole_yaml() {
+    for yaml in [
+        STRICT.to_owned(),
+        format!("{STRICT}EOF\necho injected\n"),
+        format!("EOF\nEOF_1\n{STRICT}EOF_2\necho injected"),
+    ] {
+        let cmd = apply_command(&yaml);
+        // `kubectl` stands in as `cat`: what the shell prints is what kubectl would read
+        let script = format!("kubectl() {{ cat; }}\n{cmd}");
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .unwrap_or_else(|e| panic!("sh: {e}"));
+        assert!(out.status.success(), "{cmd}");
+        let read = String::from_utf8_lossy(&out.stdout);
+        let want = if yaml.ends_with('\n') {
+            yaml.clone()
+        } else {
+            format!("{yaml}\n")
+        };
+        assert_eq!(read, want, "{cmd}");
+    }
+    assert!(apply_command(STRICT).starts_with("kubectl apply -f - <<'EOF'\n"));
+}
