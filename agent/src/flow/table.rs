@@ -27,8 +27,8 @@ const VIEW_INDEX: usize = 16_384;
 /// Slots of the recently-closed cache (a hash per slot): a data segment of a connection that
 /// closed moments ago (a retransmitted FIN with data) opens no new flow.
 const CLOSED_SLOTS: usize = 4096;
-/// Connections tracked at once by default: a slab of ~13 MB (264 bytes a flow with its key) and
-/// an index of ~0.5 MB.
+/// Connections tracked at once by default: a slab of ~11.6 MB (232 bytes a flow with its key),
+/// ~0.6 MB of last-seen times and generations, and an index of ~0.5 MB.
 pub const DEFAULT_MAX_FLOWS: usize = 50_000;
 // Under eviction churn hashbrown doubles a table whose live entries exceed half its capacity
 // (tombstones use up the room), so an index bounded to N flows can reach ~2N slots: 5 bytes
@@ -80,8 +80,8 @@ pub struct Outputs {
     pub finished: Vec<FlowRecord>,
 }
 
-/// Flows by key, bounded: the flows live in a slab (`slots`, a position each, reused through
-/// `free`); `index` maps a key's hash to its position (a bare `u32` per entry, compared through
+/// Flows by key, bounded: the flows live in a slab (`slots`, a position each; a free position
+/// is reused, the free ones chained through `seen`); `index` maps a key's hash to its position (a bare `u32` per entry, compared through
 /// the slab), and `seen` mirrors each position's last packet time. A flood of new flows touches
 /// a small index (5 bytes a slot: cache-resident where a map of whole flows was 26 MB at the
 /// default bound), eviction scans the dense `seen` instead of every flow, and the flows it
@@ -91,13 +91,14 @@ pub struct FlowTable {
     index: HashTable<u32>,
     hasher: RandomState,
     slots: Vec<Option<Slot>>,
-    /// Last packet time by position; [`VACANT`] where the slot is free.
+    /// Last packet time by position; at a free one, [`FREE`] and the next free position (the
+    /// free list costs no memory of its own).
     seen: Vec<Nanos>,
     /// How many flows each position has held: with the position, names one flow for the side
     /// index of views.
     generations: Vec<u32>,
-    /// Free positions, the lowest on top.
-    free: Vec<u32>,
+    /// The free position handed out next ([`NO_NEXT`]: none).
+    free_head: u32,
     limits: TableLimits,
     next_sweep: Nanos,
     stats: TableStats,
@@ -134,11 +135,16 @@ struct Slot {
     flow: Flow,
 }
 
-/// `seen` of a free position.
-const VACANT: Nanos = Nanos::MAX;
+/// The mark of a free position in `seen`, the next free position in its low bits; a flow's
+/// time stays below it.
+const FREE: Nanos = 1 << 63;
+/// The end of the chain of free positions.
+const NO_NEXT: u32 = u32::MAX;
+/// Positions a table may have: below [`NO_NEXT`], and below [`FlowRef::NONE`]'s.
+const MAX_POSITIONS: usize = u32::MAX as usize - 1;
 
-/// Bytes a tracked flow costs the table: its slot (key and state), its last-seen time and
-/// generation, and its index entry (a `u32` and a control byte) at the two index slots per flow
+/// Bytes a tracked flow costs the table: its slot (key and state), its last-seen time (which,
+/// at a free position, chains the free list) and generation, and its index entry (a `u32` and a control byte) at the two index slots per flow
 /// the index settles at under eviction churn.
 #[cfg(test)]
 pub(super) const BYTES_PER_FLOW: usize = std::mem::size_of::<Option<Slot>>()
@@ -146,10 +152,10 @@ pub(super) const BYTES_PER_FLOW: usize = std::mem::size_of::<Option<Slot>>()
     + std::mem::size_of::<u32>()
     + 2 * (std::mem::size_of::<u32>() + 1);
 
-/// A flow's time in `seen`: its last packet's, short of [`VACANT`] (a timestamp that large,
-/// from a hostile capture, must not hide a flow from eviction).
+/// A flow's time in `seen`: its last packet's, short of [`FREE`] (a timestamp that large —
+/// the year 2262, from a hostile capture — must not hide a flow from eviction).
 fn seen_time(flow: &Flow) -> Nanos {
-    flow.last_seen().min(VACANT - 1)
+    flow.last_seen().min(FREE - 1)
 }
 
 /// The index's hash of a key: two words for IPv4 ([`FlowKey::hash_compact`]).
@@ -160,14 +166,15 @@ fn hash_key(hasher: &RandomState, key: &FlowKey) -> u64 {
 }
 
 impl FlowTable {
-    pub fn new(limits: TableLimits) -> Self {
+    pub fn new(mut limits: TableLimits) -> Self {
+        limits.max_flows = limits.max_flows.min(MAX_POSITIONS);
         FlowTable {
             index: HashTable::with_capacity(1024),
             hasher: RandomState::default(),
             slots: Vec::new(),
             seen: Vec::new(),
             generations: Vec::new(),
-            free: Vec::new(),
+            free_head: NO_NEXT,
             limits,
             next_sweep: 0,
             stats: TableStats::default(),
@@ -192,23 +199,21 @@ impl FlowTable {
     fn insert(&mut self, key: FlowKey, flow: Flow) -> FlowRef {
         let seen = seen_time(&flow);
         let slot = Some(Slot { key, flow });
-        let at = match self.free.pop() {
-            Some(at) => {
-                if let (Some(s), Some(t)) = (
-                    self.slots.get_mut(at as usize),
-                    self.seen.get_mut(at as usize),
-                ) {
-                    *s = slot;
-                    *t = seen;
-                }
-                at
+        let head = self.free_head as usize;
+        let at = match (self.slots.get_mut(head), self.seen.get_mut(head)) {
+            (Some(s), Some(t)) => {
+                self.free_head = (*t & !FREE) as u32;
+                *s = slot;
+                *t = seen;
+                head as u32
             }
-            None => {
+            _ => {
+                // below the bound, itself below `MAX_POSITIONS`
+                let at = u32::try_from(self.slots.len()).unwrap_or(NO_NEXT - 1);
                 self.slots.push(slot);
                 self.seen.push(seen);
                 self.generations.push(0);
-                // positions stay below the bound (`max_flows` is a usize, a table is far smaller)
-                (self.slots.len() - 1) as u32
+                at
             }
         };
         let generation = match self.generations.get_mut(at as usize) {
@@ -248,7 +253,8 @@ impl FlowTable {
             *s = None;
         }
         if let Some(t) = self.seen.get_mut(at) {
-            *t = VACANT;
+            *t = FREE | Nanos::from(self.free_head);
+            self.free_head = at as u32;
         }
         if let Ok(entry) = self
             .index
@@ -256,7 +262,6 @@ impl FlowTable {
         {
             entry.remove();
         }
-        self.free.push(at as u32);
     }
 
     /// Join a new client SYN to the connection it is another view of: the same ISN and client
@@ -338,7 +343,15 @@ impl FlowTable {
                 "seen mirrors the flow"
             );
         }
-        let mut free = self.free.clone();
+        // the chain of free positions, walked at most once round the slab
+        let mut free = Vec::new();
+        let mut next = self.free_head;
+        while next != NO_NEXT && free.len() <= self.slots.len() {
+            free.push(next);
+            let t = self.seen.get(next as usize).copied().unwrap_or(0);
+            assert!(t >= FREE, "a chained position is marked free");
+            next = (t & !FREE) as u32;
+        }
         free.sort_unstable();
         let vacant: Vec<u32> = (0..self.slots.len())
             .filter(|&at| self.slots.get(at).is_some_and(Option::is_none))
@@ -348,9 +361,6 @@ impl FlowTable {
             free, vacant,
             "the free list is exactly the vacant positions, once each"
         );
-        assert!(vacant
-            .iter()
-            .all(|&at| self.seen.get(at as usize) == Some(&VACANT)));
         assert_eq!(self.seen.len(), self.slots.len());
         assert_eq!(self.generations.len(), self.slots.len());
         assert!(
@@ -548,9 +558,9 @@ impl FlowTable {
     }
 
     /// At the bound: finish the least recently seen eighth of the table, so eviction costs O(n)
-    /// once per n/8 new flows rather than per flow. The victims are retired in slab order (the
-    /// highest position first, so the free list hands the lowest out first): new flows fill
-    /// the freed positions in turn, and under a flood each eviction walks one run of the slab.
+    /// once per n/8 new flows rather than per flow. The victims are retired in slab order, the
+    /// highest position first, so that the new flows after an eviction fill the freed positions
+    /// from the lowest up: under a flood each eviction walks one run of the slab.
     fn evict_oldest(&mut self, done: &mut Outputs) {
         let n = (self.len() / 8).max(1);
         let slots = &self.slots;
@@ -580,7 +590,8 @@ fn retire(
 }
 
 /// The positions of the `n` least recently seen flows, ties broken by key: the `n` smallest
-/// `(last seen, key)` pairs among the filled positions of `seen` ([`VACANT`] marks a free one).
+/// `(last seen, key)` pairs among the filled positions of `seen` (a time from [`FREE`] up marks
+/// a free one).
 /// The n-th smallest time is selected among bare times (8 bytes each, cheap to compare;
 /// selecting among whole pairs cost a 1M-SYN flood a third of its time); every flow seen before
 /// it goes, and the smallest keys (`key_at`) of those seen at it fill up to `n`. Keys are read
@@ -590,7 +601,7 @@ pub(super) fn oldest(
     n: usize,
     key_at: impl Fn(usize) -> Option<FlowKey>,
 ) -> Vec<usize> {
-    let mut times: Vec<Nanos> = seen.iter().copied().filter(|&t| t != VACANT).collect();
+    let mut times: Vec<Nanos> = seen.iter().copied().filter(|&t| t < FREE).collect();
     if n == 0 || times.is_empty() {
         return Vec::new();
     }
