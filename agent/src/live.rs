@@ -38,7 +38,7 @@ use crate::Nanos;
 
 mod mode_clock;
 mod series;
-use mode_clock::ModeClock;
+use mode_clock::{Covers, ModeClock};
 use series::SeriesCache;
 
 /// Finished flows kept for `/api/v1/flows`.
@@ -125,19 +125,20 @@ impl LiveState {
 
     /// Stamp every workload's modes with since when they hold, as this agent saw them: also
     /// by the latest policy change in `changes` that may have touched each (its pods' labels
-    /// from `known`).
+    /// from `known`). `covers`: whether `modes` holds every workload judged.
     fn stamp_modes<'a>(
         &self,
         modes: &mut verdict::Modes,
         now: Nanos,
         changes: &ChangeLog,
         known: impl Iterator<Item = (&'a str, &'a str, &'a PodLabels)>,
+        covers: Covers,
     ) {
         let root = self.policy.istio_root_namespace.as_str();
         let labels = labels_by_workload(known);
         let last_change = |ns: &str, wl: &str| last_touching(changes, root, &labels, ns, wl);
         if let Ok(mut clock) = self.mode_clock.lock() {
-            clock.stamp(modes, now, last_change);
+            clock.stamp(modes, now, last_change, covers);
         }
     }
 
@@ -233,7 +234,7 @@ impl LiveState {
                 &policies,
                 |modes| {
                     let labels = known.iter().map(|k| (k.namespace, k.workload, &*k.labels));
-                    self.stamp_modes(modes, now, &changes, labels);
+                    self.stamp_modes(modes, now, &changes, labels, Covers::All);
                 },
             ),
             None => verdict::evaluate(&edges, &policy, &known),
@@ -529,8 +530,13 @@ impl Recorder {
                 known.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
             );
             let labels = known.iter().map(|k| (k.namespace, k.workload, &*k.labels));
-            self.state
-                .stamp_modes(&mut modes, now(), ids.peer_auth_changes(), labels);
+            self.state.stamp_modes(
+                &mut modes,
+                now(),
+                ids.peer_auth_changes(),
+                labels,
+                Covers::Some,
+            );
             let here: std::collections::HashSet<(&str, &str)> = ids
                 .local_workloads()
                 .into_iter()

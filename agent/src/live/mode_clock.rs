@@ -24,6 +24,15 @@ pub const PUSH_MARGIN: Nanos = 15 * 1_000_000_000;
 // istiod's debounce alone is up to 10 s
 const _: () = assert!(PUSH_MARGIN >= 10 * 1_000_000_000);
 
+/// What a stamp covers: every workload the verdicts judge (the API: known ones and those seen
+/// only in traffic), or only some (the metrics: the known ones), which must not make the clock
+/// forget the others and date them anew at the next full look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Covers {
+    All,
+    Some,
+}
+
 /// The last mode seen of each workload (without its `since`), and since when.
 #[derive(Debug, Default)]
 pub struct ModeClock {
@@ -35,15 +44,18 @@ impl ModeClock {
     /// when it last changed as seen here, or the latest policy change that may have touched it
     /// (`last_change(namespace, workload)`, from the watcher's
     /// [`crate::peer_auth::ChangeLog`]), never before the deciding policies' creation (`since`
-    /// from [`crate::peer_auth::modes_of`]); plus [`PUSH_MARGIN`]. Workloads not in `modes` are
-    /// forgotten.
+    /// from [`crate::peer_auth::modes_of`]); plus [`PUSH_MARGIN`]. When `modes` covers every
+    /// workload ([`Covers::All`]), the workloads not in it are forgotten.
     pub fn stamp(
         &mut self,
         modes: &mut Modes,
         now: Nanos,
         last_change: impl Fn(&str, &str) -> Option<Nanos>,
+        covers: Covers,
     ) {
-        self.seen.retain(|key, _| modes.contains_key(key));
+        if covers == Covers::All {
+            self.seen.retain(|key, _| modes.contains_key(key));
+        }
         for (key, mode) in modes.iter_mut() {
             let created = mode.since.take().map_or(0, |s| s.at);
             let touched = last_change(&key.0, &key.1).unwrap_or(0);
@@ -108,27 +120,27 @@ mod tests {
         let mut clock = ModeClock::default();
         // first seen at start-up (the policy is older): since then
         let mut m = modes(Mode::Permissive, Some(10));
-        clock.stamp(&mut m, 100, no_change);
+        clock.stamp(&mut m, 100, no_change, Covers::All);
         assert_eq!(since(&m), agent(100));
         // unchanged: still since then
         let mut m = modes(Mode::Permissive, Some(10));
-        clock.stamp(&mut m, 200, no_change);
+        clock.stamp(&mut m, 200, no_change, Covers::All);
         assert_eq!(since(&m), agent(100));
         // STRICT at 300: since 300, and it stays so
         let mut m = modes(Mode::Strict, Some(10));
-        clock.stamp(&mut m, 300, no_change);
+        clock.stamp(&mut m, 300, no_change, Covers::All);
         assert_eq!(since(&m), agent(300));
         let mut m = modes(Mode::Strict, Some(10));
-        clock.stamp(&mut m, 400, no_change);
+        clock.stamp(&mut m, 400, no_change, Covers::All);
         assert_eq!(since(&m), agent(300));
         // a policy created after the agent saw the change (a clock ahead of ours): its time
         let mut m = modes(Mode::Strict, Some(350));
-        clock.stamp(&mut m, 500, no_change);
+        clock.stamp(&mut m, 500, no_change, Covers::All);
         assert_eq!(since(&m), agent(350));
         // gone, then back: since it came back
-        clock.stamp(&mut Modes::new(), 600, no_change);
+        clock.stamp(&mut Modes::new(), 600, no_change, Covers::All);
         let mut m = modes(Mode::Strict, None);
-        clock.stamp(&mut m, 700, no_change);
+        clock.stamp(&mut m, 700, no_change, Covers::All);
         assert_eq!(since(&m), agent(700));
     }
 
@@ -140,22 +152,22 @@ mod tests {
     fn a_flip_between_two_looks_dates_the_mode_by_the_last_change() {
         let mut clock = ModeClock::default();
         let mut m = modes(Mode::Strict, Some(10));
-        clock.stamp(&mut m, 100, no_change);
+        clock.stamp(&mut m, 100, no_change, Covers::All);
         assert_eq!(since(&m), agent(100));
         let flipped = |ns: &str, w: &str| ((ns, w) == ("foo", "web")).then_some(160);
         let mut m = modes(Mode::Strict, Some(10));
-        clock.stamp(&mut m, 200, flipped);
+        clock.stamp(&mut m, 200, flipped, Covers::All);
         assert_eq!(since(&m), agent(160));
         let mut m = modes(Mode::Strict, Some(10));
-        clock.stamp(&mut m, 300, no_change);
+        clock.stamp(&mut m, 300, no_change, Covers::All);
         assert_eq!(since(&m), agent(160), "the change is remembered");
         let elsewhere = |ns: &str, _: &str| (ns == "bar").then_some(250);
         let mut m = modes(Mode::Strict, Some(10));
-        clock.stamp(&mut m, 400, elsewhere);
+        clock.stamp(&mut m, 400, elsewhere, Covers::All);
         assert_eq!(since(&m), agent(160));
         // a change seen with the new mode: dated when seen, never before the change
         let mut m = modes(Mode::Permissive, Some(10));
-        clock.stamp(&mut m, 500, |_, _| Some(450));
+        clock.stamp(&mut m, 500, |_, _| Some(450), Covers::All);
         assert_eq!(since(&m), agent(500));
     }
 
@@ -165,8 +177,42 @@ mod tests {
     fn strict_is_deemed_in_force_only_a_margin_after_the_change() {
         let mut clock = ModeClock::default();
         let mut m = modes(Mode::Strict, Some(1_000));
-        clock.stamp(&mut m, 900, no_change);
+        clock.stamp(&mut m, 900, no_change, Covers::All);
         let at = since(&m).map_or(0, |s| s.at);
         assert_eq!(at, 1_000 + PUSH_MARGIN, "the creation, plus the margin");
+    }
+
+    /// A look at some workloads (the metrics publish the known ones) does not make the clock
+    /// forget the others (seen only in traffic): the next full look keeps their date.
+    #[test]
+    fn a_partial_look_forgets_nothing() {
+        let mut clock = ModeClock::default();
+        let other = ("foo".to_owned(), "from-traffic".to_owned());
+        let mut all = modes(Mode::Strict, Some(10));
+        let strict = all.values().next().cloned().unwrap_or_default();
+        all.insert(other.clone(), strict);
+        clock.stamp(&mut all, 100, no_change, Covers::All);
+        let mut known = modes(Mode::Strict, Some(10));
+        clock.stamp(&mut known, 200, no_change, Covers::Some);
+        let mut all = modes(Mode::Strict, Some(10));
+        let strict = all.values().next().cloned().unwrap_or_default();
+        all.insert(other.clone(), strict);
+        clock.stamp(&mut all, 300, no_change, Covers::All);
+        assert_eq!(all.get(&other).and_then(|m| m.since), agent(100));
+        // a full look forgets what it does not cover
+        clock.stamp(
+            &mut modes(Mode::Strict, Some(10)),
+            400,
+            no_change,
+            Covers::All,
+        );
+        let mut back = Modes::new();
+        let fresh = modes(Mode::Strict, Some(10));
+        back.insert(
+            other.clone(),
+            fresh.values().next().cloned().unwrap_or_default(),
+        );
+        clock.stamp(&mut back, 500, no_change, Covers::All);
+        assert_eq!(back.get(&other).and_then(|m| m.since), agent(500));
     }
 }
