@@ -24,6 +24,9 @@ pub const PUSH_MARGIN: Nanos = 15 * 1_000_000_000;
 // istiod's debounce alone is up to 10 s
 const _: () = assert!(PUSH_MARGIN >= 10 * 1_000_000_000);
 
+/// Workloads remembered at most between two full looks.
+const MAX_REMEMBERED: usize = 65_536;
+
 /// What a stamp covers: every workload the verdicts judge (the API: known ones and those seen
 /// only in traffic), or only some (the metrics: the known ones), which must not make the clock
 /// forget the others and date them anew at the next full look.
@@ -53,7 +56,9 @@ impl ModeClock {
         last_change: impl Fn(&str, &str) -> Option<Nanos>,
         covers: Covers,
     ) {
-        if covers == Covers::All {
+        // a partial look forgets too once the clock holds more than it may (workloads come
+        // and go while nobody asks the API)
+        if covers == Covers::All || self.seen.len() > MAX_REMEMBERED {
             self.seen.retain(|key, _| modes.contains_key(key));
         }
         for (key, mode) in modes.iter_mut() {
@@ -214,5 +219,20 @@ mod tests {
         );
         clock.stamp(&mut back, 500, no_change, Covers::All);
         assert_eq!(back.get(&other).and_then(|m| m.since), agent(500));
+    }
+
+    /// Partial looks alone keep the clock bounded.
+    #[test]
+    fn partial_looks_stay_bounded() {
+        let mut clock = ModeClock::default();
+        let strict = modes(Mode::Strict, Some(10));
+        let m = strict.values().next().cloned().unwrap_or_default();
+        for i in 0..3 * MAX_REMEMBERED / 1024 {
+            let mut some: Modes = (0..1024)
+                .map(|j| (("ns".to_owned(), format!("w{i}-{j}")), m.clone()))
+                .collect();
+            clock.stamp(&mut some, 100, no_change, Covers::Some);
+            assert!(clock.seen.len() <= MAX_REMEMBERED + 1024);
+        }
     }
 }
