@@ -275,11 +275,15 @@ def main():
             code, _ = (lambda r: (r.stdout.strip(), None))(in_node("curl", "-s", "-o", "/dev/null", "-w", "%{http_code}",
                                                                    "-X", "POST", f"http://127.0.0.1:{AGENT_PORT}/api/v1/verdicts"))
             check("the API is read-only (POST is refused)", code == "405", code)
-            code, metrics = http_get(AGENT_PORT, "/metrics")
-            check("agent health metrics are exported",
-                  code == 200 and all(m in metrics for m in ("meshwatch_packets_total", "meshwatch_flows_active",
-                                                              "meshwatch_build_info", "meshwatch_capture_dropped_packets_total",
-                                                              "meshwatch_identity_cache_entries 7")), metrics[-800:])
+            # the status API reads the identity map itself; the metrics follow at the next
+            # once-a-second publish, so the reloaded count may take that long to show there
+            def health_metrics():
+                code, metrics = http_get(AGENT_PORT, "/metrics")
+                return code == 200 and all(m in metrics for m in (
+                    "meshwatch_packets_total", "meshwatch_flows_active", "meshwatch_build_info",
+                    "meshwatch_capture_dropped_packets_total", "meshwatch_identity_cache_entries 7"))
+            check("agent health metrics are exported", wait_for(health_metrics, 5),
+                  http_get(AGENT_PORT, "/metrics")[1][-800:])
             to_server = ('sum(meshwatch_bytes_total{source_namespace="legacy",destination_workload="httpbin",'
                          'direction="to_server"})')
             check("prometheus sums request bytes of finished flows",
