@@ -281,6 +281,27 @@ pub enum Rollback {
     },
 }
 
+/// A new workload-level policy suggested without the policies in force (the cluster view, a
+/// report without `--peer-authentications`): the modes cannot show an older policy that selects
+/// the same pods with mode UNSET (it inherits, so it names no mode), and Istio lets the oldest
+/// workload-level policy win, so the new one might not take effect. Said in the policy itself,
+/// as a `# UNCHECKED:` comment line; empty where the policies were known.
+fn unchecked_caveat(s: &suggest::Suggested) -> String {
+    if s.checked || s.was.is_some() || s.policy.selector.is_none() {
+        return String::new();
+    }
+    // a comment line stays one line whatever the name holds
+    let ns: String = s
+        .policy
+        .namespace
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    format!(
+        "# UNCHECKED: the PeerAuthentications in force are not known here: an older one in {ns} that selects these pods, even with mode UNSET, would win over this one (Istio applies the oldest): check kubectl get peerauthentications -n {ns} before applying\n"
+    )
+}
+
 impl Rollback {
     fn of(s: &suggest::Suggested) -> Rollback {
         let p = &s.policy;
@@ -940,13 +961,17 @@ fn suggest_for(
     };
     match suggest::for_workload(&ask, &ctx) {
         suggest::Suggestion::Policy(s) => {
-            v.suggested_policy = Some(render(&s.policy));
+            v.suggested_policy = Some(format!("{}{}", unchecked_caveat(&s), render(&s.policy)));
             v.suggested_rollback = Some(Rollback::of(&s));
         }
         suggest::Suggestion::Assumed(s, why) => {
             // the assumption travels with the policy itself (a YAML comment), not only in the
             // reason: whoever applies it, or a script that reads only the policy, sees it
-            v.suggested_policy = Some(format!("# ASSUMED: {why}\n{}", render(&s.policy)));
+            v.suggested_policy = Some(format!(
+                "# ASSUMED: {why}\n{}{}",
+                unchecked_caveat(&s),
+                render(&s.policy)
+            ));
             v.suggested_rollback = Some(Rollback::of(&s));
             v.reason = format!("{}; {why}", v.reason);
         }

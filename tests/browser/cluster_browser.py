@@ -151,7 +151,7 @@ def main():
     started = time.time()
     sources = [("prometheus", ["--prometheus", a.prometheus, "--window", a.window]),
                ("agents", [x for url in a.agent for x in ("--agent", url)])]
-    with tempfile.TemporaryDirectory(prefix="mw-cluster-browser-") as work:
+    with tempfile.TemporaryDirectory(prefix="mw-cluster-browser-", ignore_cleanup_errors=True) as work:
         b = Browser(os.path.join(work, "profile"))
         try:
             for label, args in sources:

@@ -115,12 +115,15 @@ fn essence(vs: &[VerdictView]) -> Vec<String> {
                 // source lacks: the agents report labels for their own pods only, a capture none
                 v.suggested_policy.as_deref().map(|p| {
                     let assumed = p.starts_with("# ASSUMED: ");
+                    let unchecked = p.lines().any(|l| l.starts_with("# UNCHECKED: "));
                     let policy: String = p
                         .lines()
-                        .filter(|l| !l.starts_with("# ASSUMED: "))
+                        .filter(|l| {
+                            !l.starts_with("# ASSUMED: ") && !l.starts_with("# UNCHECKED: ")
+                        })
                         .map(|l| format!("{l}\n"))
                         .collect();
-                    (assumed, policy)
+                    (assumed, unchecked, policy)
                 })
             )
         })

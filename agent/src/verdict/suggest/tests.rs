@@ -653,3 +653,38 @@ fn with_modes_only_the_rollback_says_what_it_cannot_know() {
         other => panic!("{other:?}"),
     }
 }
+
+/// With modes only, a new workload-level policy may lose to an older one the modes cannot show
+/// (mode UNSET: it inherits, naming no mode): the policy itself says so, in a `# UNCHECKED:`
+/// line above it. With the policies known it is simulated instead, and says nothing of the kind.
+#[test]
+fn with_modes_only_a_new_workload_policy_says_an_older_one_may_win() {
+    let policies = vec![policy(PERMISSIVE_NS)];
+    let ks = bar_workloads();
+    let modes = crate::peer_auth::modes_of(
+        &policies,
+        ROOT,
+        ks.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
+    );
+    let v = evaluate_with_modes(&bar_edges(), &Policy::default(), &ks, Some(&modes));
+    let yaml = find(&v, "bar", "httpbin")
+        .suggested_policy
+        .clone()
+        .unwrap_or_default();
+    let caveat = yaml.lines().find(|l| l.starts_with("# UNCHECKED: "));
+    assert!(
+        caveat.is_some_and(|l| l.contains("even with mode UNSET") && l.contains("-n bar")),
+        "{yaml}"
+    );
+    assert!(yaml.contains("name: httpbin-strict"), "{yaml}");
+    // the namespace-wide policy edits the one the modes name: nothing unchecked to say
+    let ns = v.namespaces[0].suggested_policy.clone().unwrap_or_default();
+    assert!(!ns.contains("# UNCHECKED"), "{ns}");
+    // with the policies known, the suggestion is simulated: no caveat
+    let known = evaluate_with_policies(&bar_edges(), &Policy::default(), &ks, &policies);
+    let yaml = find(&known, "bar", "httpbin")
+        .suggested_policy
+        .clone()
+        .unwrap_or_default();
+    assert!(!yaml.is_empty() && !yaml.contains("# UNCHECKED"), "{yaml}");
+}
