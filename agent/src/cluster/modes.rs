@@ -237,6 +237,7 @@ fn combine_port(ports: &mut BTreeMap<u16, PortMode>, port: u16, p: PortMode) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::tests::run_promtool;
 
     fn sample(pairs: &[(&str, &str)]) -> Sample {
         Sample {
@@ -427,30 +428,6 @@ mod tests {
             test += &format!("          - labels: '{{{labels}}}'\n            value: 1\n");
         }
         run_promtool("modes", &test);
-    }
-
-    /// Run a `promtool test rules` file; skipped when promtool is not installed, a failure
-    /// then under CI ([`crate::cluster::tests::promtool`]).
-    fn run_promtool(name: &str, test: &str) {
-        let Some(promtool) = crate::cluster::tests::promtool() else {
-            return;
-        };
-        let dir = std::env::temp_dir().join(format!("meshwatch-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("tmp dir");
-        let file = dir.join("test.yaml");
-        std::fs::write(&file, test).expect("write test");
-        let out = std::process::Command::new(promtool)
-            .args(["test", "rules"])
-            .arg(&file)
-            .output()
-            .expect("run promtool");
-        assert!(
-            out.status.success(),
-            "{}\n{}\n{test}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr),
-        );
-        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The series of one agent in the `foo` namespace.

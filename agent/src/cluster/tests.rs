@@ -249,30 +249,12 @@ fn a_missing_promtool_fails_under_ci_and_skips_elsewhere() {
 /// once; drops and down agents by instance.
 #[test]
 fn window_arithmetic_on_prometheus_engine() {
-    let Some(promtool) = promtool() else {
-        return;
-    };
-    let dir = std::env::temp_dir().join(format!("meshwatch-promql-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("tmp dir");
-    let file = dir.join("cluster_test.yaml");
-    std::fs::write(&file, promtool_test()).expect("write test");
-    let out = Command::new(promtool)
-        .args(["test", "rules"])
-        .arg(&file)
-        .output()
-        .expect("run promtool");
-    assert!(
-        out.status.success(),
-        "{}\n{}\n(test file {})",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        file.display()
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    run_promtool("promql", &promtool_test());
 }
 
-/// Run a `promtool test rules` file named `name`; skipped when promtool is not installed.
-fn run_promtool(name: &str, test: &str) {
+/// Run a `promtool test rules` file named `name`; skipped when promtool is not installed (a
+/// failure under CI, see [`promtool`]).
+pub(super) fn run_promtool(name: &str, test: &str) {
     let Some(promtool) = promtool() else {
         return;
     };

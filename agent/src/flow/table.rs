@@ -165,6 +165,15 @@ fn hash_key(hasher: &RandomState, key: &FlowKey) -> u64 {
     h.finish()
 }
 
+/// The index's hash of the flow at position `i` (the index rehashes its entries through it
+/// when it grows; a free position, never indexed, hashes to 0).
+fn hash_at(slots: &[Option<Slot>], hasher: &RandomState, i: u32) -> u64 {
+    slots
+        .get(i as usize)
+        .and_then(Option::as_ref)
+        .map_or(0, |s| hash_key(hasher, &s.key))
+}
+
 impl FlowTable {
     pub fn new(mut limits: TableLimits) -> Self {
         limits.max_flows = limits.max_flows.min(MAX_POSITIONS);
@@ -186,17 +195,24 @@ impl FlowTable {
     }
 
     /// The position of `key`'s flow.
+    #[cfg(test)]
     fn find(&self, key: &FlowKey) -> Option<usize> {
+        self.find_hashed(hash_key(&self.hasher, key), key)
+    }
+
+    /// The position of `key`'s flow, `hash` being its [`hash_key`] (a packet's key is hashed
+    /// once, for the lookup and, when new, the insertion).
+    fn find_hashed(&self, hash: u64, key: &FlowKey) -> Option<usize> {
         let slots = &self.slots;
         let at = self.index.find(
-            hash_key(&self.hasher, key),
+            hash,
             |&i| matches!(slots.get(i as usize), Some(Some(s)) if s.key == *key),
         )?;
         Some(*at as usize)
     }
 
-    /// Put a new flow in the table (its key is not there).
-    fn insert(&mut self, key: FlowKey, flow: Flow) -> FlowRef {
+    /// Put a new flow in the table (its key, of [`hash_key`] `hash`, is not there).
+    fn insert(&mut self, key: FlowKey, hash: u64, flow: Flow) -> FlowRef {
         let seen = seen_time(&flow);
         let slot = Some(Slot { key, flow });
         let head = self.free_head as usize;
@@ -229,12 +245,7 @@ impl FlowTable {
             slots,
             ..
         } = self;
-        index.insert_unique(hash_key(hasher, &key), at, |&i| {
-            slots
-                .get(i as usize)
-                .and_then(Option::as_ref)
-                .map_or(0, |s| hash_key(hasher, &s.key))
-        });
+        index.insert_unique(hash, at, |&i| hash_at(slots, hasher, i));
         FlowRef { at, generation }
     }
 
@@ -401,7 +412,8 @@ impl FlowTable {
             self.next_sweep = now.saturating_add(SECOND);
         }
         let (key, dir) = FlowKey::new((seg.src, seg.sport), (seg.dst, seg.dport));
-        if let Some(at) = self.find(&key) {
+        let hash = hash_key(&self.hasher, &key);
+        if let Some(at) = self.find_hashed(hash, &key) {
             let (Some(Some(Slot { flow, .. })), Some(seen)) =
                 (self.slots.get_mut(at), self.seen.get_mut(at))
             else {
@@ -472,16 +484,13 @@ impl FlowTable {
                 ..
             } = self;
             index.reserve(room.saturating_sub(index.len()), |&i| {
-                slots
-                    .get(i as usize)
-                    .and_then(Option::as_ref)
-                    .map_or(0, |s| hash_key(hasher, &s.key))
+                hash_at(slots, hasher, i)
             });
             let more = self.limits.max_flows.saturating_sub(self.slots.len());
             self.slots.reserve_exact(more);
             self.seen.reserve_exact(more);
         }
-        let placed = self.insert(key, flow);
+        let placed = self.insert(key, hash, flow);
         if let Some(id) = view_id {
             self.views.insert(id, (placed, now));
         }

@@ -614,11 +614,9 @@ fn the_rollback_of_a_suggestion_gives_back_every_mode_as_it_was() {
     }
 }
 
-/// Where only the modes are known (the cluster view), a new policy's rollback deletes it but
-/// says that one of its name may exist unseen; a namespace's edits the policy the modes name,
-/// restored with the mode it has.
-#[test]
-fn with_modes_only_the_rollback_says_what_it_cannot_know() {
+/// bar's traffic judged from the modes alone (bar's PERMISSIVE namespace policy resolved, the
+/// policy set itself not passed on), as the cluster view judges.
+fn bar_judged_by_modes_only() -> Verdicts {
     let policies = vec![policy(PERMISSIVE_NS)];
     let ks = bar_workloads();
     let modes = crate::peer_auth::modes_of(
@@ -626,7 +624,15 @@ fn with_modes_only_the_rollback_says_what_it_cannot_know() {
         ROOT,
         ks.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
     );
-    let v = evaluate_with_modes(&bar_edges(), &Policy::default(), &ks, Some(&modes));
+    evaluate_with_modes(&bar_edges(), &Policy::default(), &ks, Some(&modes))
+}
+
+/// Where only the modes are known (the cluster view), a new policy's rollback deletes it but
+/// says that one of its name may exist unseen; a namespace's edits the policy the modes name,
+/// restored with the mode it has.
+#[test]
+fn with_modes_only_the_rollback_says_what_it_cannot_know() {
+    let v = bar_judged_by_modes_only();
     let w = find(&v, "bar", "httpbin");
     match &w.suggested_rollback {
         Some(Rollback::Delete {
@@ -659,14 +665,8 @@ fn with_modes_only_the_rollback_says_what_it_cannot_know() {
 /// line above it. With the policies known it is simulated instead, and says nothing of the kind.
 #[test]
 fn with_modes_only_a_new_workload_policy_says_an_older_one_may_win() {
-    let policies = vec![policy(PERMISSIVE_NS)];
-    let ks = bar_workloads();
-    let modes = crate::peer_auth::modes_of(
-        &policies,
-        ROOT,
-        ks.iter().map(|k| (k.namespace, k.workload, &*k.labels)),
-    );
-    let v = evaluate_with_modes(&bar_edges(), &Policy::default(), &ks, Some(&modes));
+    let v = bar_judged_by_modes_only();
+    let (policies, ks) = (vec![policy(PERMISSIVE_NS)], bar_workloads());
     let yaml = find(&v, "bar", "httpbin")
         .suggested_policy
         .clone()
