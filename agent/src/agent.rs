@@ -12,6 +12,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 use crate::auth::Authorizer;
+use crate::capture::batching::Batching;
 use crate::capture::live::{self, LiveConfig};
 use crate::capture::Frame;
 use crate::cli::AgentArgs;
@@ -168,13 +169,22 @@ async fn serve(
     let limits = args.table.limits();
     let capture_stop = stop_rx.clone();
     let loopback = crate::capture::interface_is_loopback(&cfg.interface);
+    let ring_bytes = u64::try_from(cfg.buffer_bytes).unwrap_or(0);
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
     let capture_thread = std::thread::Builder::new()
         .name("meshwatch-capture".into())
         .spawn(move || {
             // the guard tells the runtime the capture ended, also when it panics
             let _ended = ended_tx;
-            capture_loop(capture, link, loopback, limits, recorder, &capture_stop)
+            capture_loop(
+                capture,
+                link,
+                loopback,
+                limits,
+                recorder,
+                &capture_stop,
+                ring_bytes,
+            )
         })?;
 
     let listener = tokio::net::TcpListener::bind(plan.listen)
@@ -321,6 +331,7 @@ fn capture_loop(
     limits: TableLimits,
     mut recorder: Recorder,
     stop: &watch::Receiver<bool>,
+    ring_bytes: u64,
 ) -> Result<(), pcap::Error> {
     // Non-blocking reads and poll(2): libpcap's read timeout does not start before a first
     // packet, so a blocking read on a quiet interface would never return to sweep flows,
@@ -328,6 +339,8 @@ fn capture_loop(
     let mut capture = capture.setnonblock()?;
     let mut pipeline = Pipeline::live(limits);
     let mut last_publish = Instant::now();
+    let started = Instant::now();
+    let mut batching = Batching::new(ring_bytes, started.elapsed());
     recorder.set_running(true);
     let result = loop {
         // the stop flag (a lock inside tokio's watch) and the clock (a vDSO call) are looked at
@@ -343,6 +356,7 @@ fn capture_loop(
         // pcap_dispatch hands each packet over where it lies in the ring; pcap_next_ex would
         // copy it out first (libpcap's one-shot callback on Linux memcpys every packet)
         let burst = capture.dispatch(Some(STOP_CHECK_EVERY as usize), |packet| {
+            batching.took(packet.header.caplen);
             let ts = packet.header.ts;
             let nanos =
                 (ts.tv_sec.max(0) as u64) * 1_000_000_000 + (ts.tv_usec.max(0) as u64) * 1000;
@@ -356,7 +370,11 @@ fn capture_loop(
             hand_over(&mut pipeline, &mut recorder);
         });
         match burst {
-            Ok(0) => wait_readable(&capture),
+            Ok(0) => {
+                // drained: rest while a batch gathers (bounded by the ring), then wait for it
+                std::thread::sleep(batching.rest(started.elapsed()));
+                wait_readable(&capture);
+            }
             Ok(_) => {}
             Err(e) => break Err(e),
         }

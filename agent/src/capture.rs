@@ -1,5 +1,7 @@
 //! Packet sources: where frames come from. I/O lives here, nothing else does.
 
+#[cfg(feature = "agent")]
+pub mod batching;
 pub mod epb;
 pub mod file;
 pub mod inputs;

@@ -3,7 +3,7 @@
 //! flow is marked `mid_stream`.
 
 mod key;
-mod recent;
+pub(crate) mod recent;
 mod state;
 mod table;
 

@@ -207,7 +207,7 @@ pub struct IdentityMap {
     /// Service ClusterIP -> its ports' backends (a ClusterIP is never a destination of its own).
     /// Keyed by address alone, so a Service's addresses go in one step whatever its ports; a
     /// Service has a handful of ports, searched in order.
-    services: HashMap<IpAddr, Vec<(u16, ServiceBackend)>>,
+    services: HashMap<IpAddr, Vec<(u16, ServiceBackend)>, foldhash::fast::RandomState>,
     /// The cluster's PeerAuthentications, when watched and listed (`None`: unknown).
     peer_authentications: Option<Arc<Vec<PeerAuthentication>>>,
     /// When the watcher saw them change, and what each change touched (the mode clock's input).

@@ -36,8 +36,10 @@ use crate::verdict::{self, KnownWorkload, Policy, Verdicts};
 use crate::window::WindowedEdges;
 use crate::Nanos;
 
+mod described;
 mod mode_clock;
 mod series;
+use described::{Described, Ends, Memo};
 use mode_clock::{Covers, ModeClock};
 use series::SeriesCache;
 
@@ -273,6 +275,8 @@ pub struct Recorder {
     ports: PortLabels,
     /// The metric series of the edges counted so far.
     series: SeriesCache,
+    /// How connections were described, for their next event.
+    described: Memo,
     /// Packet counters already published (to add deltas).
     published: PacketStats,
     /// Finished flows not yet in the shared ring (a reader held it).
@@ -280,6 +284,35 @@ pub struct Recorder {
     cpu_seconds: f64,
     /// The identity map's generation the workload series were last built from (`None`: never).
     identities_published: Option<u64>,
+}
+
+/// The edge key of a connection this agent reports, and as which side, if it does: judged at
+/// its backend (after DNAT), named by its client.
+fn describe(
+    state: &LiveState,
+    ids: &dyn IdentitySource,
+    c: &Connection,
+) -> Option<(EdgeKey, Reporter)> {
+    let backend = backend_of((c.dst, c.dport), c.alt_dst.into_iter(), ids);
+    let (src, security, mesh) = (c.src, c.security, c.mesh);
+    let reporter = match &backend.to {
+        BackendKind::Address((ip, _)) => state.reporter(ids, src, *ip)?,
+        // a Service's backend is a pod: the agent that sees it after DNAT reports it
+        BackendKind::Service(..) if matches!(state.feed, IdentityFeed::None) => {
+            Reporter::destination
+        }
+        BackendKind::Service(..) => return None,
+    };
+    let (destination, dport) = backend.peer(ids);
+    let key = EdgeKey {
+        destination,
+        port: dport,
+        source: Peer::resolve(src, ids),
+        security,
+        mesh,
+        origin: Origin::of(c.kube_probe, backend.through_node),
+    };
+    Some((key, reporter))
 }
 
 /// A peer's names for the labels (a Service's backend has no address of its own).
@@ -320,6 +353,7 @@ impl Recorder {
             state,
             ports: PortLabels::default(),
             series: SeriesCache::default(),
+            described: Memo::default(),
             published: PacketStats::default(),
             spill: Vec::new(),
             cpu_seconds: 0.0,
@@ -332,30 +366,31 @@ impl Recorder {
         self.state.status.running.store(running, Ordering::Relaxed);
     }
 
-    /// The edge key of a connection this agent reports, and as which side, if it does: judged
-    /// at its backend (after DNAT), named by its client.
-    fn describe(&self, c: &Connection) -> Option<(EdgeKey, Reporter)> {
+    /// The edge a connection this agent reports is counted on (its position in the series
+    /// cache), and as which side, if it does; remembered for the connection's next event.
+    fn edge_of(&mut self, c: &Connection) -> Option<(u32, Reporter)> {
         let ids = self.state.identities.read().ok()?;
-        let backend = backend_of((c.dst, c.dport), c.alt_dst.into_iter(), &*ids);
-        let (src, security, mesh) = (c.src, c.security, c.mesh);
-        let reporter = match &backend.to {
-            BackendKind::Address((ip, _)) => self.state.reporter(&*ids, src, *ip)?,
-            // a Service's backend is a pod: the agent that sees it after DNAT reports it
-            BackendKind::Service(..) if matches!(self.state.feed, IdentityFeed::None) => {
-                Reporter::destination
+        let (ends, generation) = (Ends::of(c), ids.generation());
+        let described = match self.described.get(&ends, generation, self.series.epoch()) {
+            Some(d) => d,
+            None => {
+                let d = match describe(&self.state, &*ids, c) {
+                    Some((key, reporter)) => Described::Edge {
+                        at: self.series.position(key),
+                        reporter,
+                    },
+                    None => Described::NotOurs,
+                };
+                // the epoch after `position`: it may have started the cache over
+                let epoch = self.series.epoch();
+                self.described.insert(ends, generation, epoch, d);
+                d
             }
-            BackendKind::Service(..) => return None,
         };
-        let (destination, dport) = backend.peer(&*ids);
-        let key = EdgeKey {
-            destination,
-            port: dport,
-            source: Peer::resolve(src, &*ids),
-            security,
-            mesh,
-            origin: Origin::of(c.kube_probe, backend.through_node),
-        };
-        Some((key, reporter))
+        match described {
+            Described::Edge { at, reporter } => Some((at, reporter)),
+            Described::NotOurs => None,
+        }
     }
 
     /// A connection was classified (or finished unclassified): count it once — as an attempt
@@ -369,14 +404,17 @@ impl Recorder {
         if c.view {
             return; // its first view counts it
         }
-        let Some((key, reporter)) = self.describe(c) else {
+        let Some((at, reporter)) = self.edge_of(c) else {
             return;
         };
         let m = &self.state.metrics.connections;
         let ports = &mut self.ports;
-        let series = self
+        let Some((key, series)) = self
             .series
-            .get(&key, reporter, || connection_labels(ports, &key, reporter));
+            .series(at, reporter, |key| connection_labels(ports, key, reporter))
+        else {
+            return;
+        };
         if c.attempt {
             series.attempts(m).inc();
         } else {
@@ -395,20 +433,22 @@ impl Recorder {
     /// A flow finished: its bytes and packets, and the recent-flows list.
     pub fn on_finished(&mut self, r: FlowRecord) {
         if !r.local && !r.view {
-            if let Some((key, reporter)) = self.describe(&Connection::from(&r)) {
+            if let Some((at, reporter)) = self.edge_of(&Connection::from(&r)) {
                 let ports = &mut self.ports;
-                let series = self
+                let counted = self
                     .series
-                    .get(&key, reporter, || connection_labels(ports, &key, reporter));
-                let [to_server, to_client] = series.bytes(&self.state.metrics.connections);
-                to_server.inc_by(r.bytes_to_server);
-                to_client.inc_by(r.bytes_to_client);
-                let delta = EdgeStats {
-                    packets: r.packets,
-                    bytes: r.bytes,
-                    ..EdgeStats::default()
-                };
-                self.state.edges.add(key, r.last_seen, delta);
+                    .series(at, reporter, |key| connection_labels(ports, key, reporter));
+                if let Some((key, series)) = counted {
+                    let [to_server, to_client] = series.bytes(&self.state.metrics.connections);
+                    to_server.inc_by(r.bytes_to_server);
+                    to_client.inc_by(r.bytes_to_client);
+                    let delta = EdgeStats {
+                        packets: r.packets,
+                        bytes: r.bytes,
+                        ..EdgeStats::default()
+                    };
+                    self.state.edges.add(key, r.last_seen, delta);
+                }
             }
         }
         // straight into the ring when no reader holds it (one copy less of a large record)

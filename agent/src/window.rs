@@ -9,12 +9,13 @@
 //! needs while it sorts or serializes.
 
 use std::collections::VecDeque;
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
-use crate::aggregate::{fold_when_full, Edge, EdgeKey, EdgeStats, Peer, OTHER_PORTS};
+use crate::aggregate::{fold_when_full, Edge, EdgeKey, EdgeStats, Peer, MAX_EDGES, OTHER_PORTS};
 use crate::Nanos;
 
 /// Buckets per window: the window's resolution is 1/60th of it (24 min for 24 h).
@@ -27,12 +28,66 @@ struct Bucket {
     stats: EdgeStats,
 }
 
+/// An edge key with its hash, computed once: the store is keyed by it, so an edge's names are
+/// hashed when the capture thread first describes it, not at every flow event (hashing the
+/// names was half of what counting a finished flow cost).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashedKey {
+    // first: equality looks at the hash before the names
+    hash: u64,
+    key: EdgeKey,
+}
+
+impl HashedKey {
+    pub fn new(key: EdgeKey) -> Self {
+        HashedKey {
+            hash: foldhash::fast::FixedState::with_seed(0x6564_6765_6b65_7973).hash_one(&key),
+            key,
+        }
+    }
+
+    pub fn key(&self) -> &EdgeKey {
+        &self.key
+    }
+
+    pub fn hash(&self) -> u64 {
+        self.hash
+    }
+}
+
+impl Hash for HashedKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hands a [`HashedKey`]'s hash through.
+#[derive(Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // only `write_u64` is used by `HashedKey`; anything else still hashes to something
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// Edges with their recent history.
 #[derive(Debug)]
 pub struct WindowedEdges {
     window: Nanos,
     bucket: Nanos,
-    edges: DashMap<EdgeKey, VecDeque<Bucket>, foldhash::fast::RandomState>,
+    edges: DashMap<HashedKey, VecDeque<Bucket>, BuildHasherDefault<KeyHasher>>,
     /// How many edges `edges` holds, counted as they come and go (each under its shard's lock):
     /// `DashMap::len` would lock every shard on every add.
     count: AtomicUsize,
@@ -59,29 +114,40 @@ impl WindowedEdges {
 
     /// Add `delta` to an edge at time `ts` (new connections or attempts, traffic). Bounded by
     /// [`fold_when_full`].
-    pub fn add(&self, mut key: EdgeKey, ts: Nanos, delta: EdgeStats) {
+    pub fn add(&self, key: &HashedKey, ts: Nanos, delta: EdgeStats) {
         let edges = &self.edges;
-        fold_when_full(
-            &mut key,
-            self.count.load(Ordering::Relaxed),
-            |k| edges.contains_key(k),
-            |k| k.source = Peer::other_sources(),
-            |k| {
-                k.destination = Peer::other_destinations();
-                k.port = OTHER_PORTS;
-            },
-        );
+        let count = self.count.load(Ordering::Relaxed);
+        // the key is copied only to be folded (a full store), or when it is new
+        let mut folded = None;
+        if count >= MAX_EDGES && !edges.contains_key(key) {
+            let mut k = key.key.clone();
+            fold_when_full(
+                &mut k,
+                count,
+                |k| edges.contains_key(&HashedKey::new(k.clone())),
+                |k| k.source = Peer::other_sources(),
+                |k| {
+                    k.destination = Peer::other_destinations();
+                    k.port = OTHER_PORTS;
+                },
+            );
+            folded = Some(HashedKey::new(k));
+        }
+        let key = folded.as_ref().unwrap_or(key);
         let start = ts - ts % self.bucket;
         // a plain load first: events come in time order, so the minimum rarely moves
         if start < self.earliest.load(Ordering::Relaxed) {
             self.earliest.fetch_min(start, Ordering::Relaxed);
         }
-        let mut buckets = match self.edges.entry(key) {
-            Entry::Occupied(e) => e.into_ref(),
-            Entry::Vacant(e) => {
-                self.count.fetch_add(1, Ordering::Relaxed);
-                e.insert(VecDeque::new())
-            }
+        let mut buckets = match self.edges.get_mut(key) {
+            Some(b) => b,
+            None => match self.edges.entry(key.clone()) {
+                Entry::Occupied(e) => e.into_ref(),
+                Entry::Vacant(e) => {
+                    self.count.fetch_add(1, Ordering::Relaxed);
+                    e.insert(VecDeque::new())
+                }
+            },
         };
         let bucket = match buckets.iter_mut().rev().find(|b| b.start == start) {
             Some(b) => b,
@@ -144,7 +210,7 @@ impl WindowedEdges {
                 for b in entry.value().iter().filter(|b| b.stats.last_seen > horizon) {
                     sum.merge(&b.stats);
                 }
-                (sum.connections + sum.attempts > 0).then(|| (entry.key().clone(), sum))
+                (sum.connections + sum.attempts > 0).then(|| (entry.key().key.clone(), sum))
             })
             .collect();
         out.sort_by(|a, b| a.0.cmp(&b.0));
@@ -196,8 +262,16 @@ mod tests {
     #[test]
     fn old_plaintext_leaves_the_window() {
         let w = WindowedEdges::new(60 * S);
-        w.add(key(Security::Plaintext), 100 * S, delta(3, 30, 300));
-        w.add(key(Security::IstioMtls), 150 * S, delta(6, 60, 600));
+        w.add(
+            &HashedKey::new(key(Security::Plaintext)),
+            100 * S,
+            delta(3, 30, 300),
+        );
+        w.add(
+            &HashedKey::new(key(Security::IstioMtls)),
+            150 * S,
+            delta(6, 60, 600),
+        );
         let snap = w.snapshot(155 * S);
         assert_eq!(snap.len(), 2);
         let plain = snap
@@ -227,8 +301,9 @@ mod tests {
         let mut k = key(Security::Plaintext);
         for port in 0..100u16 {
             k.port = port;
-            w.add(k.clone(), (100 + u64::from(port)) * S, delta(1, 1, 1));
-            w.add(k.clone(), (100 + u64::from(port)) * S, delta(1, 1, 1));
+            let k = HashedKey::new(k.clone());
+            w.add(&k, (100 + u64::from(port)) * S, delta(1, 1, 1));
+            w.add(&k, (100 + u64::from(port)) * S, delta(1, 1, 1));
         }
         assert_eq!((w.len(), w.edges.len()), (100, 100));
         // buckets are a second wide: ports 0..=49 were last seen more than 60 s before 210 s
@@ -244,13 +319,16 @@ mod tests {
     #[test]
     fn a_late_event_already_out_of_the_window_is_pruned_too() {
         let w = WindowedEdges::new(60 * S);
-        let (a, b) = (key(Security::IstioMtls), key(Security::Plaintext));
-        w.add(a.clone(), 200 * S, delta(1, 1, 1));
+        let (a, b) = (
+            HashedKey::new(key(Security::IstioMtls)),
+            HashedKey::new(key(Security::Plaintext)),
+        );
+        w.add(&a, 200 * S, delta(1, 1, 1));
         w.prune(210 * S);
         assert_eq!(w.len(), 1);
         // 10 s: 140 s before the horizon when it arrives
-        w.add(b, 10 * S, delta(1, 1, 1));
-        w.add(a, 205 * S, delta(1, 1, 1));
+        w.add(&b, 10 * S, delta(1, 1, 1));
+        w.add(&a, 205 * S, delta(1, 1, 1));
         assert_eq!(w.len(), 2);
         w.prune(211 * S);
         assert_eq!((w.len(), w.edges.len()), (1, 1), "the late edge goes");
@@ -259,7 +337,7 @@ mod tests {
         w.prune(266 * S);
         assert!(w.is_empty(), "205 s ended before 206 s");
         // and it fills again
-        w.add(key(Security::Tls), 300 * S, delta(1, 1, 1));
+        w.add(&HashedKey::new(key(Security::Tls)), 300 * S, delta(1, 1, 1));
         w.prune(361 * S);
         assert!(w.is_empty());
     }
@@ -267,9 +345,21 @@ mod tests {
     #[test]
     fn late_and_repeated_events_sum_in_order() {
         let w = WindowedEdges::new(3600 * S);
-        w.add(key(Security::IstioMtls), 1000 * S, delta(1, 0, 0));
-        w.add(key(Security::IstioMtls), 500 * S, delta(1, 0, 0));
-        w.add(key(Security::IstioMtls), 1000 * S, delta(0, 10, 1000));
+        w.add(
+            &HashedKey::new(key(Security::IstioMtls)),
+            1000 * S,
+            delta(1, 0, 0),
+        );
+        w.add(
+            &HashedKey::new(key(Security::IstioMtls)),
+            500 * S,
+            delta(1, 0, 0),
+        );
+        w.add(
+            &HashedKey::new(key(Security::IstioMtls)),
+            1000 * S,
+            delta(0, 10, 1000),
+        );
         let snap = w.snapshot(1001 * S);
         assert_eq!(snap[0].stats.connections, 2);
         assert_eq!(

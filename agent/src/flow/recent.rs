@@ -15,16 +15,17 @@ pub struct Recent<K, V> {
 }
 
 impl<K: Hash + Eq + Copy, V: Copy> Recent<K, V> {
-    /// A memory of `slots` slots (at least one).
+    /// A memory of `slots` slots, rounded up to a power of two (at least one).
     pub fn new(slots: usize, seed: u64) -> Self {
         Recent {
-            slots: vec![None; slots.max(1)].into_boxed_slice(),
+            slots: vec![None; slots.max(1).next_power_of_two()].into_boxed_slice(),
             hasher: FixedState::with_seed(seed),
         }
     }
 
+    /// A mask, not a division: the same slot as `hash % len` for a power of two.
     fn slot(&self, key: &K) -> usize {
-        (self.hasher.hash_one(key) % self.slots.len() as u64) as usize
+        self.hasher.hash_one(key) as usize & (self.slots.len() - 1)
     }
 
     /// Remember `key` (whatever held its slot is forgotten).

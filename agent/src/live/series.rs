@@ -7,14 +7,14 @@
 //! so counting through it counts in the registry — as long as nothing removes series from the
 //! connection families, which nothing does.
 
-use std::collections::HashMap;
-
+use hashbrown::HashTable;
 use prometheus_client::metrics::counter::Counter;
 
 use crate::aggregate::EdgeKey;
 use crate::metrics::{
     AttemptLabels, BytesLabels, ConnectionLabels, ConnectionMetrics, Direction, Reporter,
 };
+use crate::window::HashedKey;
 
 /// Distinct edges whose series are kept; at the bound the cache starts over (the series stay in
 /// the registry, they are only looked up again).
@@ -73,38 +73,70 @@ impl Series {
     }
 }
 
-/// Edge -> its series, per reporter.
+/// An edge and its series, per reporter.
+#[derive(Debug)]
+struct Cached {
+    key: HashedKey,
+    series: [Option<Series>; 2],
+}
+
+/// Edge -> its series, per reporter. An edge is named by its position while the cache's epoch
+/// lasts (the recorder's memo of described connections keeps positions, not keys).
 #[derive(Debug, Default)]
 pub struct SeriesCache {
-    index: HashMap<EdgeKey, usize, foldhash::fast::RandomState>,
-    series: Vec<[Option<Series>; 2]>,
+    /// Positions in `edges`, by their key's hash (the key is kept once, in `edges`).
+    index: HashTable<u32>,
+    edges: Vec<Cached>,
+    /// Changes each time the cache starts over: a position of another epoch names nothing.
+    epoch: u32,
 }
 
 impl SeriesCache {
-    /// The series of `key` as `reporter` counts it; `labels` names it when it is not cached.
-    pub fn get(
+    /// The position of `key`, kept from now on if new (at the bound the cache starts over
+    /// first, in a new epoch).
+    pub fn position(&mut self, key: EdgeKey) -> u32 {
+        let key = HashedKey::new(key);
+        let hash = key.hash();
+        let edges = &self.edges;
+        if let Some(&at) = self.index.find(hash, |&at| edges[at as usize].key == key) {
+            return at;
+        }
+        if self.edges.len() >= MAX_CACHED_EDGES {
+            self.index.clear();
+            self.edges.clear();
+            self.epoch = self.epoch.wrapping_add(1);
+        }
+        let at = self.edges.len() as u32;
+        let edges = &self.edges;
+        self.index
+            .insert_unique(hash, at, |&i| edges[i as usize].key.hash());
+        self.edges.push(Cached {
+            key,
+            series: [None, None],
+        });
+        at
+    }
+
+    /// The epoch positions are valid in.
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The edge at `at` and its series as `reporter` counts it; `labels` names the series when
+    /// it is not cached yet. `None` for a position not held (of another epoch).
+    pub fn series(
         &mut self,
-        key: &EdgeKey,
+        at: u32,
         reporter: Reporter,
-        labels: impl FnOnce() -> ConnectionLabels,
-    ) -> &mut Series {
-        let at = match self.index.get(key) {
-            Some(&at) => at,
-            None => {
-                if self.series.len() >= MAX_CACHED_EDGES {
-                    self.index.clear();
-                    self.series.clear();
-                }
-                self.index.insert(key.clone(), self.series.len());
-                self.series.push([None, None]);
-                self.series.len() - 1
-            }
-        };
-        let slot = &mut self.series[at][match reporter {
+        labels: impl FnOnce(&EdgeKey) -> ConnectionLabels,
+    ) -> Option<(&HashedKey, &mut Series)> {
+        let cached = self.edges.get_mut(at as usize)?;
+        let slot = &mut cached.series[match reporter {
             Reporter::destination => 0,
             Reporter::source => 1,
         }];
-        slot.get_or_insert_with(|| Series::new(labels()))
+        let series = slot.get_or_insert_with(|| Series::new(labels(cached.key.key())));
+        Some((&cached.key, series))
     }
 }
 
@@ -168,10 +200,13 @@ mod tests {
         let mut cache = SeriesCache::default();
         let mut built = 0;
         let mut count = |cache: &mut SeriesCache, port: u16, reporter: Reporter| {
-            let series = cache.get(&key(port), reporter, || {
-                built += 1;
-                labels(reporter, port)
-            });
+            let at = cache.position(key(port));
+            let (_, series) = cache
+                .series(at, reporter, |_| {
+                    built += 1;
+                    labels(reporter, port)
+                })
+                .expect("a position just given");
             series.connections(m).inc();
             series.attempts(m).inc_by(2);
             let [to_server, to_client] = series.bytes(m);
@@ -182,11 +217,14 @@ mod tests {
         count(&mut cache, 8000, Reporter::destination);
         count(&mut cache, 8000, Reporter::source);
         // more edges than the cache keeps: it starts over, port 8000 is looked up again
+        let epoch = cache.epoch();
         for port in 20_000..20_000 + MAX_CACHED_EDGES as u16 {
-            cache.get(&key(port), Reporter::destination, || {
+            let at = cache.position(key(port));
+            cache.series(at, Reporter::destination, |_| {
                 labels(Reporter::destination, port)
             });
         }
+        assert_ne!(cache.epoch(), epoch, "started over, in a new epoch");
         count(&mut cache, 8000, Reporter::destination);
         assert_eq!(
             built, 3,
