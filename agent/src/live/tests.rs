@@ -466,3 +466,69 @@ fn a_policy_change_between_two_looks_dates_the_modes_it_touched() {
     assert_eq!(since(&later, "httpbin"), Some(T0 + 1_101 * S + margin));
     assert_eq!(since(&later, "sleep"), Some(T0 + 1_000 * S + margin));
 }
+
+/// A connection is described once for its two events (remembered in between), unless the
+/// identity map changed between them: the finished flow's bytes then go where describing it
+/// now says, as they did before anything was remembered (red with the generation left out of
+/// the memory's key). And the series cache starting over between the two events leaves the
+/// bytes on their edge (that a remembered position of an old epoch is never used is checked
+/// in `described.rs`: here the 16,384 other connections also push it out of the memory).
+#[test]
+fn a_remembered_connection_is_described_again_once_the_identities_or_the_cache_change() {
+    let state = state(HTTPBIN_HERE, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    let flow = || {
+        let mut r = crate::flow::tests_support::record();
+        r.src = "10.244.1.12".parse().expect("ip");
+        r.dst = "10.244.1.11".parse().expect("ip");
+        r
+    };
+    let bytes = |text: &str, source: &str| -> u64 {
+        series(text, "meshwatch_bytes_total")
+            .iter()
+            .filter(|l| l.contains(&format!("source_workload=\"{source}\"")))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    // an unknown client: both events on the `unknown` source's edge
+    rec.on_connection(&Connection::from(&flow()));
+    // the client becomes a pod between the connection and its end
+    state.identities.write().expect("identities").upsert_pod(
+        7,
+        &["10.244.1.12".parse().expect("ip")],
+        Workload {
+            namespace: "foo".into(),
+            workload: "sleep".into(),
+            service_account: None,
+            labels: crate::peer_auth::PodLabels::Unknown,
+            mesh: None,
+        },
+        true,
+    );
+    rec.on_finished(flow());
+    let text = state.metrics_text();
+    assert_eq!(bytes(&text, "sleep"), 100, "described anew:\n{text}");
+    assert_eq!(bytes(&text, "unknown"), 0, "{text}");
+
+    // the cache starts over between a connection and its end: its bytes still go to its edge
+    rec.on_connection(&Connection::from(&flow()));
+    for i in 0..super::series::MAX_CACHED_EDGES as u32 {
+        let mut c = Connection::from(&flow());
+        c.src = IpAddr::from([172, 16, (i >> 8) as u8, i as u8]);
+        c.dport = 1 + (i % 60_000) as u16;
+        rec.on_connection(&c);
+    }
+    rec.on_finished(flow());
+    let text = state.metrics_text();
+    assert_eq!(bytes(&text, "sleep"), 200, "{text}");
+    let sleep_edge = state
+        .edges(10)
+        .into_iter()
+        .find(|e| e.source.workload.as_deref() == Some("sleep"))
+        .expect("the sleep edge");
+    assert_eq!(
+        (sleep_edge.stats.connections, sleep_edge.stats.bytes),
+        (1, 200),
+        "one connection (the first was counted as unknown), both flows' bytes"
+    );
+}
