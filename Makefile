@@ -94,10 +94,12 @@ fuzz-long: deps
 test: lint deny unit generator e2e nat-e2e e2e-cluster auth-e2e fuzz monitoring deploy-check image-test monitoring-e2e dashboard-browser
 
 # Benchmarks (see BENCHMARKS.md): offline side by side with tcpdump, nDPI, tshark; criterion
-# micro-benchmarks; the live replay (root); the agent's CPU and RSS on a node (root).
+# micro-benchmarks; the agent's capture thread without libpcap (agent_path); the live replay
+# (root); the agent's CPU and RSS on a node (root).
 bench: deps
 	bench/run.sh
 	$(CARGO) bench -p meshwatch-agent --bench hot_path
+	$(CARGO) bench -p meshwatch-agent --bench agent_path
 	bench/live.sh bench/data/mixed-20k.pcap
 	$(MAKE) bench-live
 

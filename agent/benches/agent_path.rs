@@ -4,8 +4,11 @@
 //! measures on a veth pair, minus the kernel and the ring; run beside the pipeline alone, the
 //! difference is what the agent adds per connection.
 //!
-//! Usage (the paths default to the bench captures and a generated 10k-pod map):
+//! Usage (the capture defaults to `bench/data/churn-100k.pcap`, made if missing, and the map to
+//! a generated 10k-pod one):
 //!   cargo bench -p meshwatch-agent --bench agent_path -- [CAPTURE [WORKLOADS.yaml]]
+//! `MESHWATCH_BENCH_PACE=N` pauses 40 ms every N packets (not timed), as a live capture thread
+//! sleeps between wakeups: the cost of coming back to cold caches.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -113,9 +116,22 @@ fn main() {
         .skip(1)
         .filter(|a| !a.starts_with("--"))
         .collect();
-    let capture = args
-        .first()
-        .map_or_else(|| root.join("bench/data/churn-100k.pcap"), PathBuf::from);
+    let capture = args.first().map_or_else(
+        || {
+            // the default is made as `bench/live_cpu.sh` makes its captures (deterministic)
+            let out = root.join("bench/data/churn-100k.pcap");
+            if !out.exists() {
+                let status = std::process::Command::new("python3")
+                    .arg(root.join("bench/gen_capture.py"))
+                    .args(["churn".as_ref(), out.as_os_str(), "100000".as_ref()])
+                    .status()
+                    .expect("python3 runs bench/gen_capture.py");
+                assert!(status.success(), "bench/gen_capture.py failed");
+            }
+            out
+        },
+        PathBuf::from,
+    );
     let workloads = args.get(1).map_or_else(
         || {
             let out = std::env::temp_dir().join("meshwatch-bench-workloads-10k.yaml");
@@ -133,11 +149,8 @@ fn main() {
         PathBuf::from,
     );
     if !capture.exists() {
-        eprintln!(
-            "agent_path: no {} (make it with bench/gen_capture.py); skipped",
-            capture.display()
-        );
-        return;
+        eprintln!("agent_path: no capture {}", capture.display());
+        std::process::exit(2);
     }
     let frames = load(&capture);
     let map = WorkloadsFile::load(&workloads).unwrap_or_else(|e| panic!("{e}"));
