@@ -369,12 +369,27 @@ impl Recorder {
     /// The edge a connection this agent reports is counted on (its position in the series
     /// cache), and as which side, if it does; remembered for the connection's next event.
     fn edge_of(&mut self, c: &Connection) -> Option<(u32, Reporter)> {
-        let ids = self.state.identities.read().ok()?;
-        let (ends, generation) = (Ends::of(c), ids.generation());
-        let described = match self.described.get(&ends, generation, self.series.epoch()) {
-            Some(d) => d,
-            None => {
-                let d = match describe(&self.state, &*ids, c) {
+        let ends = Ends::of(c);
+        let (generation, remembered, fresh) = {
+            let ids = self.state.identities.read().ok()?;
+            let generation = ids.generation();
+            let remembered = self.described.get(&ends, generation, self.series.epoch());
+            // a debug build describes a remembered connection anyway, to check the memory
+            let fresh = match remembered {
+                Some(_) if !cfg!(debug_assertions) => None,
+                _ => Some(describe(&self.state, &*ids, c)),
+            };
+            (generation, remembered, fresh)
+        };
+        let described = match (remembered, fresh) {
+            (Some(d), fresh) => {
+                if let Some(fresh) = fresh {
+                    self.check_remembered(d, fresh);
+                }
+                d
+            }
+            (None, Some(fresh)) => {
+                let d = match fresh {
                     Some((key, reporter)) => Described::Edge {
                         at: self.series.position(key),
                         reporter,
@@ -386,10 +401,25 @@ impl Recorder {
                 self.described.insert(ends, generation, epoch, d);
                 d
             }
+            (None, None) => return None,
         };
         match described {
             Described::Edge { at, reporter } => Some((at, reporter)),
             Described::NotOurs => None,
+        }
+    }
+
+    /// Debug builds: what was remembered is what describing gives now.
+    fn check_remembered(&self, remembered: Described, fresh: Option<(EdgeKey, Reporter)>) {
+        match (remembered, fresh) {
+            (Described::NotOurs, None) => {}
+            (Described::Edge { at, reporter }, Some((key, now))) => {
+                debug_assert_eq!(reporter, now, "remembered reporter");
+                debug_assert_eq!(self.series.key(at), Some(&key), "remembered edge at {at}");
+            }
+            (remembered, fresh) => {
+                debug_assert!(false, "remembered {remembered:?}, described {fresh:?}");
+            }
         }
     }
 
@@ -438,6 +468,7 @@ impl Recorder {
                 let counted = self
                     .series
                     .series(at, reporter, |key| connection_labels(ports, key, reporter));
+                debug_assert!(counted.is_some(), "series position {at} not held");
                 if let Some((key, series)) = counted {
                     let [to_server, to_client] = series.bytes(&self.state.metrics.connections);
                     to_server.inc_by(r.bytes_to_server);

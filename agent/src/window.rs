@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
@@ -38,10 +39,15 @@ pub struct HashedKey {
     key: EdgeKey,
 }
 
+/// The hasher of [`HashedKey`]s: seeded at random once per process, since a key holds
+/// addresses taken from packets (an unknown client is named by its address) and a seed known
+/// in advance would let a sender pick addresses that collide.
+static KEY_HASHER: OnceLock<foldhash::fast::RandomState> = OnceLock::new();
+
 impl HashedKey {
     pub fn new(key: EdgeKey) -> Self {
         HashedKey {
-            hash: foldhash::fast::FixedState::with_seed(0x6564_6765_6b65_7973).hash_one(&key),
+            hash: KEY_HASHER.get_or_init(Default::default).hash_one(&key),
             key,
         }
     }

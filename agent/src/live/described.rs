@@ -16,7 +16,7 @@ use crate::metrics::Reporter;
 
 use std::net::IpAddr;
 
-/// Slots of the memory: 1,024 answers of ~90 bytes (92 KiB) fit a core's L2 cache, and a
+/// Slots of the memory: 1,024 answers of 80 bytes (80 KiB) fit a core's L2 cache, and a
 /// connection's two events are mostly a few packets apart (4,096 measured the same, within
 /// this machine's noise).
 const SLOTS: usize = 1024;

@@ -117,6 +117,11 @@ impl SeriesCache {
         at
     }
 
+    /// The key at `at`, if held (debug checks).
+    pub fn key(&self, at: u32) -> Option<&EdgeKey> {
+        self.edges.get(at as usize).map(|c| c.key.key())
+    }
+
     /// The epoch positions are valid in.
     pub fn epoch(&self) -> u32 {
         self.epoch

@@ -532,3 +532,43 @@ fn a_remembered_connection_is_described_again_once_the_identities_or_the_cache_c
         "one connection (the first was counted as unknown), both flows' bytes"
     );
 }
+
+/// The series cache starting over between a connection's two events: the position remembered
+/// for the connection names another edge in the new epoch and is never used (red with the
+/// epoch left out of what `edge_of` remembers by: the bytes went to another edge).
+#[test]
+fn a_position_of_an_old_epoch_is_never_used() {
+    let state = state(HTTPBIN_HERE, file_feed());
+    let mut rec = Recorder::new(state.clone());
+    let mut r = crate::flow::tests_support::record();
+    r.src = "10.244.2.11".parse().expect("ip");
+    r.dst = "10.244.1.11".parse().expect("ip");
+    rec.on_connection(&Connection::from(&r));
+    // the cache starts over behind the memory's back (which keeps its answer)
+    let epoch = rec.series.epoch();
+    for port in 0..super::series::MAX_CACHED_EDGES as u16 {
+        rec.series.position(EdgeKey {
+            destination: Peer {
+                ip: Some([10, 9, 9, 9].into()),
+                ..Peer::default()
+            },
+            port,
+            source: Peer::default(),
+            security: Security::Plaintext,
+            mesh: Mesh::None,
+            origin: Origin::Direct,
+        });
+    }
+    assert_ne!(rec.series.epoch(), epoch, "the cache started over");
+    rec.on_finished(r);
+    let edges = state.edges(10);
+    assert_eq!(edges.len(), 1, "{edges:?}");
+    assert_eq!(
+        (
+            edges[0].source.workload.as_deref(),
+            edges[0].stats.connections,
+            edges[0].stats.bytes
+        ),
+        (Some("remote"), 1, 100)
+    );
+}
