@@ -370,43 +370,28 @@ impl Recorder {
     /// cache), and as which side, if it does; remembered for the connection's next event.
     fn edge_of(&mut self, c: &Connection) -> Option<(u32, Reporter)> {
         let ends = Ends::of(c);
-        let (generation, remembered, fresh) = {
-            let ids = self.state.identities.read().ok()?;
-            let generation = ids.generation();
-            let remembered = self.described.get(&ends, generation, self.series.epoch());
+        let ids = self.state.identities.read().ok()?;
+        let generation = ids.generation();
+        if let Some(d) = self.described.get(&ends, generation, self.series.epoch()) {
             // a debug build describes a remembered connection anyway, to check the memory
-            let fresh = match remembered {
-                Some(_) if !cfg!(debug_assertions) => None,
-                _ => Some(describe(&self.state, &*ids, c)),
-            };
-            (generation, remembered, fresh)
-        };
-        let described = match (remembered, fresh) {
-            (Some(d), fresh) => {
-                if let Some(fresh) = fresh {
-                    self.check_remembered(d, fresh);
-                }
-                d
+            if cfg!(debug_assertions) {
+                self.check_remembered(d, describe(&self.state, &*ids, c));
             }
-            (None, Some(fresh)) => {
-                let d = match fresh {
-                    Some((key, reporter)) => Described::Edge {
-                        at: self.series.position(key),
-                        reporter,
-                    },
-                    None => Described::NotOurs,
-                };
-                // the epoch after `position`: it may have started the cache over
-                let epoch = self.series.epoch();
-                self.described.insert(ends, generation, epoch, d);
-                d
-            }
-            (None, None) => return None,
-        };
-        match described {
-            Described::Edge { at, reporter } => Some((at, reporter)),
-            Described::NotOurs => None,
+            return d.edge();
         }
+        let fresh = describe(&self.state, &*ids, c);
+        drop(ids);
+        let d = match fresh {
+            Some((key, reporter)) => Described::Edge {
+                at: self.series.position(key),
+                reporter,
+            },
+            None => Described::NotOurs,
+        };
+        // the epoch after `position`: it may have started the cache over
+        let epoch = self.series.epoch();
+        self.described.insert(ends, generation, epoch, d);
+        d.edge()
     }
 
     /// Debug builds: what was remembered is what describing gives now.

@@ -249,6 +249,10 @@ mod tests {
         }
     }
 
+    fn hashed(sec: Security) -> HashedKey {
+        HashedKey::new(key(sec))
+    }
+
     fn key(sec: Security) -> EdgeKey {
         let p = |w: &str| Peer {
             namespace: Some("ns".into()),
@@ -268,16 +272,8 @@ mod tests {
     #[test]
     fn old_plaintext_leaves_the_window() {
         let w = WindowedEdges::new(60 * S);
-        w.add(
-            &HashedKey::new(key(Security::Plaintext)),
-            100 * S,
-            delta(3, 30, 300),
-        );
-        w.add(
-            &HashedKey::new(key(Security::IstioMtls)),
-            150 * S,
-            delta(6, 60, 600),
-        );
+        w.add(&hashed(Security::Plaintext), 100 * S, delta(3, 30, 300));
+        w.add(&hashed(Security::IstioMtls), 150 * S, delta(6, 60, 600));
         let snap = w.snapshot(155 * S);
         assert_eq!(snap.len(), 2);
         let plain = snap
@@ -325,10 +321,7 @@ mod tests {
     #[test]
     fn a_late_event_already_out_of_the_window_is_pruned_too() {
         let w = WindowedEdges::new(60 * S);
-        let (a, b) = (
-            HashedKey::new(key(Security::IstioMtls)),
-            HashedKey::new(key(Security::Plaintext)),
-        );
+        let (a, b) = (hashed(Security::IstioMtls), hashed(Security::Plaintext));
         w.add(&a, 200 * S, delta(1, 1, 1));
         w.prune(210 * S);
         assert_eq!(w.len(), 1);
@@ -343,7 +336,7 @@ mod tests {
         w.prune(266 * S);
         assert!(w.is_empty(), "205 s ended before 206 s");
         // and it fills again
-        w.add(&HashedKey::new(key(Security::Tls)), 300 * S, delta(1, 1, 1));
+        w.add(&hashed(Security::Tls), 300 * S, delta(1, 1, 1));
         w.prune(361 * S);
         assert!(w.is_empty());
     }
@@ -351,21 +344,9 @@ mod tests {
     #[test]
     fn late_and_repeated_events_sum_in_order() {
         let w = WindowedEdges::new(3600 * S);
-        w.add(
-            &HashedKey::new(key(Security::IstioMtls)),
-            1000 * S,
-            delta(1, 0, 0),
-        );
-        w.add(
-            &HashedKey::new(key(Security::IstioMtls)),
-            500 * S,
-            delta(1, 0, 0),
-        );
-        w.add(
-            &HashedKey::new(key(Security::IstioMtls)),
-            1000 * S,
-            delta(0, 10, 1000),
-        );
+        w.add(&hashed(Security::IstioMtls), 1000 * S, delta(1, 0, 0));
+        w.add(&hashed(Security::IstioMtls), 500 * S, delta(1, 0, 0));
+        w.add(&hashed(Security::IstioMtls), 1000 * S, delta(0, 10, 1000));
         let snap = w.snapshot(1001 * S);
         assert_eq!(snap[0].stats.connections, 2);
         assert_eq!(

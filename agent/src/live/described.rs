@@ -56,6 +56,16 @@ pub enum Described {
     Edge { at: u32, reporter: Reporter },
 }
 
+impl Described {
+    /// The series-cache position and reporter, if this agent reports it.
+    pub fn edge(self) -> Option<(u32, Reporter)> {
+        match self {
+            Described::Edge { at, reporter } => Some((at, reporter)),
+            Described::NotOurs => None,
+        }
+    }
+}
+
 /// (ends, identity map generation, series cache epoch) -> how they were described.
 #[derive(Debug)]
 pub struct Memo(Recent<(Ends, u64, u32), Described>);

@@ -191,6 +191,22 @@ fn workload_info_lists_this_nodes_workloads() {
     assert!(series(&text, "meshwatch_identity_synced").contains(&"meshwatch_identity_synced 1"));
 }
 
+/// A pod of `foo/sleep` at 10.244.1.12 on this node (a change of the identity map).
+fn add_sleep_pod(state: &LiveState, mesh: Option<Mesh>) {
+    state.identities.write().expect("identities").upsert_pod(
+        7,
+        &["10.244.1.12".parse().expect("ip")],
+        Workload {
+            namespace: "foo".into(),
+            workload: "sleep".into(),
+            service_account: None,
+            labels: crate::peer_auth::PodLabels::Unknown,
+            mesh,
+        },
+        true,
+    );
+}
+
 fn publish(rec: &mut Recorder) {
     rec.publish(
         &PacketStats::default(),
@@ -221,21 +237,7 @@ fn workload_info_is_rebuilt_only_when_the_identities_change() {
         "rebuilt from an unchanged map:\n{text}"
     );
 
-    {
-        let mut m = state.identities.write().expect("identities");
-        m.upsert_pod(
-            7,
-            &["10.244.1.12".parse().expect("ip")],
-            Workload {
-                namespace: "foo".into(),
-                workload: "sleep".into(),
-                service_account: None,
-                labels: crate::peer_auth::PodLabels::Unknown,
-                mesh: Some(Mesh::Sidecar),
-            },
-            true,
-        );
-    }
+    add_sleep_pod(&state, Some(Mesh::Sidecar));
     publish(&mut rec);
     let text = state.metrics_text();
     let info = series(&text, "meshwatch_workload_info");
@@ -493,18 +495,7 @@ fn a_remembered_connection_is_described_again_once_the_identities_or_the_cache_c
     // an unknown client: both events on the `unknown` source's edge
     rec.on_connection(&Connection::from(&flow()));
     // the client becomes a pod between the connection and its end
-    state.identities.write().expect("identities").upsert_pod(
-        7,
-        &["10.244.1.12".parse().expect("ip")],
-        Workload {
-            namespace: "foo".into(),
-            workload: "sleep".into(),
-            service_account: None,
-            labels: crate::peer_auth::PodLabels::Unknown,
-            mesh: None,
-        },
-        true,
-    );
+    add_sleep_pod(&state, None);
     rec.on_finished(flow());
     let text = state.metrics_text();
     assert_eq!(bytes(&text, "sleep"), 100, "described anew:\n{text}");

@@ -73,16 +73,20 @@ fn a_rollback_not_said_is_not_made_up() {
     assert!(p.rollback_yaml.is_none() && p.save_command.is_none() && p.rollback_error.is_some());
 }
 
-/// The words of a command line as `sh` reads them.
-fn shell_words(line: &str) -> Vec<String> {
-    let script = format!("set -- {line}\nprintf '%s\\0' \"$@\"");
+/// What `sh -c script` prints (it must succeed).
+fn sh(script: &str) -> String {
     let out = std::process::Command::new("sh")
         .arg("-c")
         .arg(script)
         .output()
         .unwrap_or_else(|e| panic!("sh: {e}"));
-    assert!(out.status.success(), "{line}");
-    String::from_utf8_lossy(&out.stdout)
+    assert!(out.status.success(), "{script}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The words of a command line as `sh` reads them.
+fn shell_words(line: &str) -> Vec<String> {
+    sh(&format!("set -- {line}\nprintf '%s\\0' \"$@\""))
         .split_terminator('\0')
         .map(str::to_owned)
         .collect()
@@ -149,14 +153,7 @@ fn the_here_document_holds_the_whole_yaml() {
     ] {
         let cmd = apply_command(&yaml);
         // `kubectl` stands in as `cat`: what the shell prints is what kubectl would read
-        let script = format!("kubectl() {{ cat; }}\n{cmd}");
-        let out = std::process::Command::new("sh")
-            .arg("-c")
-            .arg(script)
-            .output()
-            .unwrap_or_else(|e| panic!("sh: {e}"));
-        assert!(out.status.success(), "{cmd}");
-        let read = String::from_utf8_lossy(&out.stdout);
+        let read = sh(&format!("kubectl() {{ cat; }}\n{cmd}"));
         let want = if yaml.ends_with('\n') {
             yaml.clone()
         } else {
