@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::aggregate::Edges;
-use crate::capture::file::{CaptureError, CaptureFile};
+use crate::capture::file::{Ahead, CaptureError, CaptureFile};
 use crate::capture::inputs;
 use crate::capture::merge::{self, FileReport};
 use crate::cli::{AnalyzeArgs, Format, When};
@@ -149,9 +149,11 @@ pub fn analyze(
         }
     };
     let files = match inputs.as_slice() {
-        // one capture: straight from its reader, no copy
+        // one capture: straight from its reader, no copy; read ahead on a core to spare
         [one] => {
-            let mut capture = CaptureFile::open(one)?;
+            let spare_core = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+            let ahead = if spare_core { Ahead::Yes } else { Ahead::No };
+            let mut capture = CaptureFile::open_with(one, ahead)?;
             let summary = capture
                 .for_each_frame(|frame| engine.on_frame(&frame, &mut collector), on_progress)?;
             vec![FileReport {

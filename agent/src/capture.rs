@@ -8,6 +8,7 @@ pub mod inputs;
 #[cfg(feature = "agent")]
 pub mod live;
 pub mod merge;
+pub mod read_ahead;
 pub mod record;
 
 use crate::decode::LinkType;

@@ -160,11 +160,13 @@ fn capture(pcapng: bool, packets: usize) -> Vec<u8> {
     out
 }
 
-/// Allocations made while reading a whole capture (the reader is built before counting).
-fn allocations_reading(bytes: Vec<u8>) -> (usize, u64) {
-    use meshwatch::capture::file::CaptureFile;
-    let mut file =
-        CaptureFile::from_reader("test".into(), std::io::Cursor::new(bytes)).expect("a capture");
+use meshwatch::capture::file::{Ahead, CaptureFile};
+
+/// Allocations made while reading a whole capture (the reader is built before counting), on
+/// any thread (the read-ahead's too).
+fn allocations_reading(bytes: Vec<u8>, ahead: Ahead) -> (usize, u64) {
+    let mut file = CaptureFile::from_reader_with("test".into(), std::io::Cursor::new(bytes), ahead)
+        .expect("a capture");
     let mut frames = 0u64;
     let before = ALLOCATIONS.load(Ordering::Relaxed);
     let summary = file.for_each_frame(|_| frames += 1, |_| {}).expect("read");
@@ -176,13 +178,16 @@ fn allocations_reading(bytes: Vec<u8>) -> (usize, u64) {
 #[test]
 fn reading_pcap_and_pcapng_costs_no_allocation_per_packet() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    for pcapng in [false, true] {
-        let (few, n_few) = allocations_reading(capture(pcapng, 1_000));
-        let (many, n_many) = allocations_reading(capture(pcapng, 10_000));
+    for (pcapng, ahead) in [false, true]
+        .into_iter()
+        .flat_map(|ng| [(ng, Ahead::No), (ng, Ahead::Yes)])
+    {
+        let (few, n_few) = allocations_reading(capture(pcapng, 1_000), ahead);
+        let (many, n_many) = allocations_reading(capture(pcapng, 10_000), ahead);
         assert_eq!((n_few, n_many), (1_000, 10_000));
         assert_eq!(
             few, many,
-            "pcapng={pcapng}: {few} allocations for 1,000 packets, {many} for 10,000"
+            "pcapng={pcapng} {ahead:?}: {few} allocations for 1,000 packets, {many} for 10,000"
         );
     }
 }

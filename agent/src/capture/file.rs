@@ -15,6 +15,7 @@ use pcap_parser::pcapng::{build_ts_resolution, Block, OptionCode};
 use pcap_parser::traits::PcapReaderIterator;
 use pcap_parser::{create_reader, PcapBlockOwned, PcapError};
 
+use super::read_ahead::ReadAhead;
 use super::{epb, interface_is_loopback, record, Frame};
 use crate::decode::LinkType;
 use crate::Nanos;
@@ -90,6 +91,14 @@ pub enum Step {
     End,
 }
 
+/// Whether a capture is read ahead on a thread of its own ([`ReadAhead`]): worth it for one
+/// large capture on a machine with a core to spare, not for each of many merged ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ahead {
+    No,
+    Yes,
+}
+
 /// How a capture file was stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -113,6 +122,20 @@ impl<R: Read> Read for Counted<R> {
         let n = self.inner.read(buf)?;
         self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
+    }
+}
+
+/// A read into no room reads nothing. zstd's decoder fails such a read ("no progress") and
+/// stays failed, and pcap-parser makes one when its first read filled its buffer: without this,
+/// a zstd capture of more than a buffer's worth was refused at byte 0.
+struct EmptyReadsEnd<R>(R);
+
+impl<R: Read> Read for EmptyReadsEnd<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        self.0.read(buf)
     }
 }
 
@@ -165,8 +188,14 @@ impl CaptureFile {
     /// Open a capture file; `-` reads standard input. gzip and zstd captures are read through
     /// their decoder, told by their magic bytes.
     pub fn open(path: &Path) -> Result<Self, CaptureError> {
+        Self::open_with(path, Ahead::No)
+    }
+
+    /// [`open`](Self::open), reading (and decompressing) ahead on a thread of its own when
+    /// asked to.
+    pub fn open_with(path: &Path, ahead: Ahead) -> Result<Self, CaptureError> {
         if path == Path::new("-") {
-            return Self::from_reader(PathBuf::from("<stdin>"), std::io::stdin());
+            return Self::from_reader_with(PathBuf::from("<stdin>"), std::io::stdin(), ahead);
         }
         let file = File::open(path).map_err(|source| CaptureError::Open {
             path: path.to_owned(),
@@ -178,13 +207,22 @@ impl CaptureFile {
                 source: std::io::Error::other("is a directory"),
             });
         }
-        Self::from_reader(path.to_owned(), file)
+        Self::from_reader_with(path.to_owned(), file, ahead)
     }
 
     /// Read a capture from any byte stream (compressed or not); `name` is used in errors.
     pub fn from_reader<R: Read + Send + 'static>(
         name: PathBuf,
         reader: R,
+    ) -> Result<Self, CaptureError> {
+        Self::from_reader_with(name, reader, Ahead::No)
+    }
+
+    /// [`from_reader`](Self::from_reader), reading ahead when asked to.
+    pub fn from_reader_with<R: Read + Send + 'static>(
+        name: PathBuf,
+        reader: R,
+        ahead: Ahead,
     ) -> Result<Self, CaptureError> {
         let raw_read = Arc::new(AtomicU64::new(0));
         let counted = Counted {
@@ -211,6 +249,13 @@ impl CaptureFile {
             } else {
                 (Compression::None, Box::new(buffered))
             };
+        // pcap-parser reads once more into a buffer the first read may have filled
+        let stream: Box<dyn Read + Send> = Box::new(EmptyReadsEnd(stream));
+        let stream = match ahead {
+            Ahead::No => stream,
+            // no thread to be had: read it here, as without
+            Ahead::Yes => ReadAhead::spawn(stream).map_or_else(|s| s, |r| Box::new(r) as _),
+        };
         let reader = match create_reader(BUFFER_BYTES, stream) {
             Ok(r) => r,
             Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
@@ -495,5 +540,136 @@ fn describe(e: &PcapError<&[u8]>) -> String {
         PcapError::OwnedNomError(_, kind) => format!("malformed block ({kind:?})"),
         PcapError::UnexpectedEof => "unexpected end of file".to_owned(),
         other => format!("{other:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::hash::BuildHasher;
+
+    /// A frame as compared: its time, link, length and a hash of its bytes.
+    type Seen = (Nanos, u32, u32, u64);
+
+    /// Everything a reader yields: its frames and summary, or the error's words.
+    fn read(bytes: &[u8], ahead: Ahead) -> Result<(Vec<Seen>, ReadSummary), String> {
+        let hasher = foldhash::fast::FixedState::with_seed(7);
+        let mut frames = Vec::new();
+        let mut capture =
+            CaptureFile::from_reader_with("t".into(), std::io::Cursor::new(bytes.to_vec()), ahead)
+                .map_err(|e| e.to_string())?;
+        let summary = capture
+            .for_each_frame(
+                |f| frames.push((f.ts, f.link.0, f.wire_len, hasher.hash_one(f.data))),
+                |_| {},
+            )
+            .map_err(|e| e.to_string())?;
+        Ok((frames, summary))
+    }
+
+    /// A capture of a few MiB: a real one's records over and over (so reads cross the read-ahead's
+    /// chunks many times), in pcap or pcapng.
+    fn large(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../pcaps")
+            .join(name);
+        let real = std::fs::read(&path).expect("a capture in pcaps/");
+        // pcap: a 24-byte header, then records; pcapng: the header blocks, then packets (the
+        // section's blocks repeated are a valid capture too: a new section each time)
+        let (head, body) = if name.ends_with(".pcapng") {
+            (&real[..0], &real[..])
+        } else {
+            real.split_at(24)
+        };
+        let mut out = head.to_vec();
+        while out.len()
+            < 3 * super::super::read_ahead::CHUNK_BYTES * super::super::read_ahead::CHUNKS
+        {
+            out.extend_from_slice(body);
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+
+        /// Reading ahead changes nothing read: the same frames, summary, truncation or error,
+        /// whether the capture is whole, cut anywhere, or has a byte changed anywhere.
+        #[test]
+        fn reading_ahead_changes_nothing_read(
+            ng: bool,
+            cut in proptest::option::of(0.0f64..1.0),
+            flip in proptest::option::of((0.0f64..1.0, 1u8..=255)),
+        ) {
+            let mut bytes = large(if ng { "mixed-interfaces.pcapng" } else { "any-cooked-v2.pcap" });
+            if let Some((at, xor)) = flip {
+                let i = ((bytes.len() - 1) as f64 * at) as usize;
+                bytes[i] ^= xor;
+            }
+            if let Some(at) = cut {
+                bytes.truncate((bytes.len() as f64 * at) as usize);
+            }
+            let direct = read(&bytes, Ahead::No);
+            let ahead = read(&bytes, Ahead::Yes);
+            if let Ok((frames, _)) = &direct {
+                prop_assert!(cut.is_some() || flip.is_some() || frames.len() > 1000, "{} frames", frames.len());
+            }
+            prop_assert_eq!(direct, ahead);
+        }
+    }
+
+    /// A zstd capture of more than the reader's buffer is read whole, read ahead or not.
+    #[test]
+    fn a_zstd_capture_larger_than_the_buffer_is_read_whole() {
+        let raw = large("any-cooked-v2.pcap");
+        assert!(raw.len() > BUFFER_BYTES);
+        let packed = zstd::encode_all(&raw[..], 3).expect("zstd");
+        let plain = read(&raw, Ahead::No).expect("the plain capture");
+        for ahead in [Ahead::No, Ahead::Yes] {
+            assert_eq!(read(&packed, ahead).as_ref(), Ok(&plain), "{ahead:?}");
+        }
+    }
+
+    /// A read error in the middle of a capture is the same error, at the same byte, whether the
+    /// capture is read ahead or not.
+    #[test]
+    fn a_read_error_is_reported_where_it_happened_read_ahead_or_not() {
+        struct FailsAfter(std::io::Cursor<Vec<u8>>, u64);
+        impl Read for FailsAfter {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.position() >= self.1 {
+                    return Err(std::io::Error::other("disk gone"));
+                }
+                let room = (self.1 - self.0.position()) as usize;
+                let n = buf.len().min(room);
+                self.0.read(&mut buf[..n])
+            }
+        }
+        let bytes = large("any-cooked-v2.pcap");
+        let fail_at = bytes.len() as u64 / 2;
+        let outcome = |ahead| {
+            let source = FailsAfter(std::io::Cursor::new(bytes.clone()), fail_at);
+            let mut capture =
+                CaptureFile::from_reader_with("t".into(), source, ahead).expect("opens");
+            let mut frames = 0u64;
+            let err = capture
+                .for_each_frame(|_| frames += 1, |_| {})
+                .expect_err("fails");
+            (frames, err.to_string())
+        };
+        let (frames, err) = outcome(Ahead::No);
+        assert!(err.starts_with("t: read error at byte "), "{err}");
+        let offset: u64 = err
+            .rsplit(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("an offset");
+        assert!(
+            offset <= fail_at && offset + 70_000 > fail_at,
+            "{offset} vs {fail_at}"
+        );
+        assert!(frames > 100, "{frames} frames before the error");
+        assert_eq!(outcome(Ahead::Yes), (frames, err));
     }
 }
