@@ -42,7 +42,7 @@ pub fn captures_in(dir: &Path) -> Vec<PathBuf> {
 /// Analyze captures in-process with the default policy and every flow kept.
 pub fn analyze_files(
     files: &[PathBuf],
-    identities: &dyn IdentitySource,
+    identities: &(dyn IdentitySource + Sync),
     policy: &Policy,
 ) -> Report {
     analyze_files_threads(files, identities, policy, 1)
@@ -51,7 +51,7 @@ pub fn analyze_files(
 /// The same with `threads` workers.
 pub fn analyze_files_threads(
     files: &[PathBuf],
-    identities: &dyn IdentitySource,
+    identities: &(dyn IdentitySource + Sync),
     policy: &Policy,
     threads: usize,
 ) -> Report {

@@ -3,6 +3,8 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{self, Receiver, SyncSender};
+use std::thread::{Scope, ScopedJoinHandle};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -31,6 +33,8 @@ pub enum AnalyzeError {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Worker(#[from] crate::sharded::WorkerPanicked),
+    #[error("the thread folding finished flows into edges panicked; the analysis is lost")]
+    Folding,
     #[error("{path}: {error}")]
     PeerAuthentications {
         path: String,
@@ -43,7 +47,7 @@ const DRAIN_EVERY: usize = 4096;
 
 /// Where finished flows go: edges, counts, and (with `--flows`) the list.
 struct Collector<'a> {
-    identities: &'a dyn IdentitySource,
+    identities: &'a (dyn IdentitySource + Sync),
     edges: Edges,
     counts: FlowCounts,
     flows: Option<Vec<FlowRecord>>,
@@ -66,6 +70,97 @@ impl Collector<'_> {
     }
 }
 
+/// Batches of finished flows in flight to a folding thread (bounds their memory).
+const BATCHES_IN_FLIGHT: usize = 2;
+
+/// Where finished flows are folded in: on this thread, or on a thread of their own (the
+/// batches go there whole, in order, and come back empty to be filled again).
+enum Sink<'scope, 'a> {
+    Here(Box<Collector<'a>>),
+    Thread {
+        full: SyncSender<Vec<FlowRecord>>,
+        empty: Receiver<Vec<FlowRecord>>,
+        folding: ScopedJoinHandle<'scope, Collector<'a>>,
+    },
+}
+
+impl<'scope, 'a: 'scope> Sink<'scope, 'a> {
+    /// Fold on a thread of its own; here when no thread can be started.
+    fn spawn<'env>(scope: &'scope Scope<'scope, 'env>, collector: Collector<'a>) -> Self
+    where
+        'a: 'env,
+    {
+        let (full, full_rx) = mpsc::sync_channel::<Vec<FlowRecord>>(BATCHES_IN_FLIGHT);
+        let (empty_tx, empty) = mpsc::sync_channel(BATCHES_IN_FLIGHT + 2);
+        let (start_tx, start_rx) = mpsc::sync_channel::<Collector<'a>>(1);
+        let folding = std::thread::Builder::new()
+            .name("meshwatch-fold".into())
+            .spawn_scoped(scope, move || {
+                let Ok(mut collector) = start_rx.recv() else {
+                    unreachable!("the collector is sent once the thread runs")
+                };
+                for mut batch in full_rx {
+                    collector.absorb(batch.drain(..));
+                    // room for every batch there is; a full channel just drops one
+                    let _ = empty_tx.try_send(batch);
+                }
+                collector
+            });
+        match folding {
+            Ok(folding) => match start_tx.send(collector) {
+                Ok(()) => Sink::Thread {
+                    full,
+                    empty,
+                    folding,
+                },
+                Err(mpsc::SendError(collector)) => Sink::Here(Box::new(collector)),
+            },
+            Err(_) => Sink::Here(Box::new(collector)),
+        }
+    }
+}
+
+impl<'a> Sink<'_, 'a> {
+    /// The pipeline's finished flows, folded in (here) or handed over whole (to the thread).
+    fn take_from(&mut self, pipeline: &mut Pipeline) {
+        match self {
+            Sink::Here(collector) => collector.absorb(pipeline.take_finished()),
+            Sink::Thread { full, empty, .. } => {
+                if pipeline.finished_len() == 0 {
+                    return;
+                }
+                let batch = pipeline.swap_finished(empty.try_recv().unwrap_or_default());
+                // the thread is gone only if it panicked: `collector` reports that
+                let _ = full.send(batch);
+            }
+        }
+    }
+
+    fn absorb(&mut self, records: impl IntoIterator<Item = FlowRecord>) {
+        match self {
+            Sink::Here(collector) => collector.absorb(records),
+            Sink::Thread { full, empty, .. } => {
+                let mut batch = empty.try_recv().unwrap_or_default();
+                batch.extend(records);
+                if !batch.is_empty() {
+                    let _ = full.send(batch);
+                }
+            }
+        }
+    }
+
+    /// Every flow folded in: the collector back.
+    fn collector(self) -> Result<Collector<'a>, AnalyzeError> {
+        match self {
+            Sink::Here(collector) => Ok(*collector),
+            Sink::Thread { full, folding, .. } => {
+                drop(full); // the end of the batches
+                folding.join().map_err(|_| AnalyzeError::Folding)
+            }
+        }
+    }
+}
+
 /// A warning that does not stop the run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Warning(pub String);
@@ -77,35 +172,35 @@ enum Engine {
 }
 
 impl Engine {
-    fn on_frame(&mut self, frame: &crate::capture::Frame<'_>, collector: &mut Collector<'_>) {
+    fn on_frame(&mut self, frame: &crate::capture::Frame<'_>, sink: &mut Sink<'_, '_>) {
         match self {
             Engine::Single(p) => {
                 p.on_frame(frame);
                 // records are folded into edges as they come: memory stays flat
                 if p.finished_len() >= DRAIN_EVERY {
-                    collector.absorb(p.take_finished());
+                    sink.take_from(p);
                 }
             }
             Engine::Sharded(s) => {
                 s.push(frame);
-                collector.absorb(s.finished());
+                sink.absorb(s.finished());
             }
         }
     }
 
-    fn drain(&mut self, collector: &mut Collector<'_>) {
+    fn drain(&mut self, sink: &mut Sink<'_, '_>) {
         match self {
-            Engine::Single(p) => collector.absorb(p.take_finished()),
-            Engine::Sharded(s) => collector.absorb(s.finished()),
+            Engine::Single(p) => sink.take_from(p),
+            Engine::Sharded(s) => sink.absorb(s.finished()),
         }
     }
 
     /// End of input: every flow finished; the packet and table totals.
-    fn finish(self, collector: &mut Collector<'_>) -> Result<WorkerTotals, AnalyzeError> {
+    fn finish(self, sink: &mut Sink<'_, '_>) -> Result<WorkerTotals, AnalyzeError> {
         match self {
             Engine::Single(mut p) => {
                 p.finish();
-                collector.absorb(p.take_finished());
+                sink.take_from(&mut p);
                 Ok(WorkerTotals {
                     packets: p.packet_stats().clone(),
                     table: p.table_stats(),
@@ -114,7 +209,7 @@ impl Engine {
             }
             Engine::Sharded(s) => {
                 let (totals, rest) = s.finish()?;
-                collector.absorb(rest);
+                sink.absorb(rest);
                 Ok(totals)
             }
         }
@@ -124,7 +219,7 @@ impl Engine {
 /// Run the analysis of `captures` and build the report. `threads` > 1 shards flows to workers.
 pub fn analyze(
     captures: &[PathBuf],
-    identities: &dyn IdentitySource,
+    identities: &(dyn IdentitySource + Sync),
     policy: &Policy,
     limits: TableLimits,
     keep_flows: bool,
@@ -136,7 +231,7 @@ pub fn analyze(
     } else {
         Engine::Single(Box::new(Pipeline::new(limits)))
     };
-    let mut collector = Collector {
+    let collector = Collector {
         identities,
         edges: Edges::default(),
         counts: FlowCounts::default(),
@@ -148,28 +243,40 @@ pub fn analyze(
             bar.set_position(bytes);
         }
     };
-    let files = match inputs.as_slice() {
-        // one capture: straight from its reader, no copy; read ahead on a core to spare
-        [one] => {
-            let spare_core = std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
-            let ahead = if spare_core { Ahead::Yes } else { Ahead::No };
-            let mut capture = CaptureFile::open_with(one, ahead)?;
-            let summary = capture
-                .for_each_frame(|frame| engine.on_frame(&frame, &mut collector), on_progress)?;
-            vec![FileReport {
-                path: capture.path().to_owned(),
-                compression: capture.compression(),
-                summary,
-            }]
-        }
-        // several: one stream in timestamp order, so views of a connection meet
-        many => merge::for_each_frame(
-            many,
-            |frame| engine.on_frame(&frame, &mut collector),
-            on_progress,
-        )?,
-    };
-    engine.drain(&mut collector);
+    // One pipeline leaves a core to spare: the capture is read ahead, and finished flows are
+    // folded in, each on a thread of its own. Sharded workers use the cores themselves.
+    let spare_core =
+        threads <= 1 && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    let (files, totals, collector) = std::thread::scope(|scope| {
+        let mut sink = if spare_core {
+            Sink::spawn(scope, collector)
+        } else {
+            Sink::Here(Box::new(collector))
+        };
+        let files = match inputs.as_slice() {
+            // one capture: straight from its reader, no copy
+            [one] => {
+                let ahead = if spare_core { Ahead::Yes } else { Ahead::No };
+                let mut capture = CaptureFile::open_with(one, ahead)?;
+                let summary = capture
+                    .for_each_frame(|frame| engine.on_frame(&frame, &mut sink), on_progress)?;
+                vec![FileReport {
+                    path: capture.path().to_owned(),
+                    compression: capture.compression(),
+                    summary,
+                }]
+            }
+            // several: one stream in timestamp order, so views of a connection meet
+            many => merge::for_each_frame(
+                many,
+                |frame| engine.on_frame(&frame, &mut sink),
+                on_progress,
+            )?,
+        };
+        engine.drain(&mut sink);
+        let totals = engine.finish(&mut sink)?;
+        Ok::<_, AnalyzeError>((files, totals, sink.collector()?))
+    })?;
     let mut warnings = Vec::new();
     for f in &files {
         let name = f.path.display();
@@ -185,7 +292,6 @@ pub fn analyze(
             )));
         }
     }
-    let totals = engine.finish(&mut collector)?;
     let Collector {
         edges,
         counts,
@@ -217,7 +323,7 @@ pub fn analyze(
 
 /// The `analyze` subcommand: arguments in, report on stdout, warnings on stderr.
 pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
-    let identities: Box<dyn IdentitySource> = match &args.workloads {
+    let identities: Box<dyn IdentitySource + Sync> = match &args.workloads {
         Some(path) => Box::new(WorkloadsFile::load(path)?),
         None => Box::new(NoIdentities),
     };
@@ -322,4 +428,71 @@ fn progress_bar(args: &AnalyzeArgs) -> Option<ProgressBar> {
     .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     Some(bar)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::MAX_PEERS;
+    use std::net::IpAddr;
+
+    /// A real capture's flows, then again and again from other clients: far past the bound of
+    /// distinct peers, where what is folded depends on the order the flows come in.
+    fn records() -> Vec<FlowRecord> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps/mixed-interfaces.pcapng");
+        let mut pipeline = Pipeline::new(TableLimits::default());
+        let mut capture = CaptureFile::open(&path).expect("a capture in pcaps/");
+        capture
+            .for_each_frame(|frame| pipeline.on_frame(&frame), |_| {})
+            .expect("read");
+        pipeline.finish();
+        let real: Vec<FlowRecord> = pipeline.take_finished().collect();
+        assert!(real.iter().any(|r| !r.local && !r.view), "no flow counts");
+        (0..3 * MAX_PEERS as u32)
+            .map(|i| {
+                let mut r = real[i as usize % real.len()].clone();
+                r.src = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+                r
+            })
+            .collect()
+    }
+
+    /// What a collector holds, as compared.
+    fn held(c: &Collector<'_>) -> (Vec<crate::aggregate::Edge>, FlowCounts, u64, usize) {
+        let listed = c.flows.as_ref().map_or(0, Vec::len);
+        (c.edges.to_vec(), c.counts, c.edges.folded(), listed)
+    }
+
+    /// Folding on a thread of its own counts exactly what folding here does: every batch,
+    /// in order (past the bounds, the order decides what folds).
+    #[test]
+    fn folding_on_a_thread_counts_what_folding_here_does() {
+        let identities = NoIdentities;
+        let records = records();
+        let collector = || Collector {
+            identities: &identities,
+            edges: Edges::default(),
+            counts: FlowCounts::default(),
+            flows: Some(Vec::new()),
+        };
+        let mut here = Sink::Here(Box::new(collector()));
+        let there = std::thread::scope(|scope| {
+            let mut there = Sink::spawn(scope, collector());
+            assert!(matches!(there, Sink::Thread { .. }), "no thread");
+            for batch in records.chunks(DRAIN_EVERY) {
+                here.absorb(batch.to_vec());
+                there.absorb(batch.to_vec());
+            }
+            there
+                .collector()
+                .map(|c| held(&c))
+                .map_err(|e| e.to_string())
+        });
+        let Ok(here) = here.collector() else {
+            unreachable!("folding here cannot fail")
+        };
+        let here = held(&here);
+        assert!(here.2 > 0, "nothing folded: the bound was not reached");
+        assert_eq!(there, Ok(here));
+    }
 }

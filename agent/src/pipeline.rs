@@ -97,6 +97,12 @@ impl Pipeline {
         self.out.finished.drain(..)
     }
 
+    /// Flow records finished so far, taken whole; `empty` (cleared) collects the next ones.
+    pub fn swap_finished(&mut self, mut empty: Vec<FlowRecord>) -> Vec<FlowRecord> {
+        empty.clear();
+        std::mem::replace(&mut self.out.finished, empty)
+    }
+
     /// How many finished flow records wait to be taken.
     pub fn finished_len(&self) -> usize {
         self.out.finished.len()

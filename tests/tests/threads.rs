@@ -19,7 +19,7 @@ fn sharded_workers_give_the_same_report() {
     for f in &files {
         let ids: IdentityMap =
             WorkloadsFile::load(&f.with_extension("workloads.yaml")).unwrap_or_default();
-        let ids: &dyn meshwatch::identity::IdentitySource =
+        let ids: &(dyn meshwatch::identity::IdentitySource + Sync) =
             if ids.is_empty() { &NoIdentities } else { &ids };
         let one = analyze_files_threads(std::slice::from_ref(f), ids, &Policy::default(), 1);
         for threads in [2, 3] {
