@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use meshwatch::analyze::analyze;
+use meshwatch::analyze::{analyze, Helpers, Threads};
 use meshwatch::flow::TableLimits;
 use meshwatch::identity::IdentitySource;
 use meshwatch::report::Report;
@@ -55,6 +55,17 @@ pub fn analyze_files_threads(
     policy: &Policy,
     threads: usize,
 ) -> Report {
+    analyze_files_with(files, identities, policy, threads, Helpers::Auto)
+}
+
+/// The same with `threads` workers, and one pipeline's helper threads as asked.
+pub fn analyze_files_with(
+    files: &[PathBuf],
+    identities: &(dyn IdentitySource + Sync),
+    policy: &Policy,
+    threads: usize,
+    helpers: Helpers,
+) -> Report {
     match analyze(
         files,
         identities,
@@ -62,7 +73,10 @@ pub fn analyze_files_threads(
         TableLimits::default(),
         true,
         None,
-        threads,
+        Threads {
+            workers: threads,
+            helpers,
+        },
     ) {
         Ok((report, _warnings)) => report,
         Err(e) => panic!("analyzing {files:?}: {e}"),

@@ -3,8 +3,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{self, Receiver, SyncSender};
-use std::thread::{Scope, ScopedJoinHandle};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -22,6 +20,9 @@ use crate::report::{format_time, table, Report, Summary};
 use crate::sharded::{Shards, WorkerTotals};
 use crate::verdict::{self, Policy};
 
+mod sink;
+use sink::Sink;
+
 /// Errors of an analysis run; all are the input's fault (exit code 2) except `Output`.
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
@@ -33,8 +34,8 @@ pub enum AnalyzeError {
     Output(#[from] std::io::Error),
     #[error(transparent)]
     Worker(#[from] crate::sharded::WorkerPanicked),
-    #[error("the thread folding finished flows into edges panicked; the analysis is lost")]
-    Folding,
+    #[error("the thread folding finished flows into edges panicked ({0}); the analysis is lost")]
+    Folding(String),
     #[error("{path}: {error}")]
     PeerAuthentications {
         path: String,
@@ -65,97 +66,6 @@ impl Collector<'_> {
             }
             if let Some(flows) = self.flows.as_mut() {
                 flows.push(rec);
-            }
-        }
-    }
-}
-
-/// Batches of finished flows in flight to a folding thread (bounds their memory).
-const BATCHES_IN_FLIGHT: usize = 2;
-
-/// Where finished flows are folded in: on this thread, or on a thread of their own (the
-/// batches go there whole, in order, and come back empty to be filled again).
-enum Sink<'scope, 'a> {
-    Here(Box<Collector<'a>>),
-    Thread {
-        full: SyncSender<Vec<FlowRecord>>,
-        empty: Receiver<Vec<FlowRecord>>,
-        folding: ScopedJoinHandle<'scope, Collector<'a>>,
-    },
-}
-
-impl<'scope, 'a: 'scope> Sink<'scope, 'a> {
-    /// Fold on a thread of its own; here when no thread can be started.
-    fn spawn<'env>(scope: &'scope Scope<'scope, 'env>, collector: Collector<'a>) -> Self
-    where
-        'a: 'env,
-    {
-        let (full, full_rx) = mpsc::sync_channel::<Vec<FlowRecord>>(BATCHES_IN_FLIGHT);
-        let (empty_tx, empty) = mpsc::sync_channel(BATCHES_IN_FLIGHT + 2);
-        let (start_tx, start_rx) = mpsc::sync_channel::<Collector<'a>>(1);
-        let folding = std::thread::Builder::new()
-            .name("meshwatch-fold".into())
-            .spawn_scoped(scope, move || {
-                let Ok(mut collector) = start_rx.recv() else {
-                    unreachable!("the collector is sent once the thread runs")
-                };
-                for mut batch in full_rx {
-                    collector.absorb(batch.drain(..));
-                    // room for every batch there is; a full channel just drops one
-                    let _ = empty_tx.try_send(batch);
-                }
-                collector
-            });
-        match folding {
-            Ok(folding) => match start_tx.send(collector) {
-                Ok(()) => Sink::Thread {
-                    full,
-                    empty,
-                    folding,
-                },
-                Err(mpsc::SendError(collector)) => Sink::Here(Box::new(collector)),
-            },
-            Err(_) => Sink::Here(Box::new(collector)),
-        }
-    }
-}
-
-impl<'a> Sink<'_, 'a> {
-    /// The pipeline's finished flows, folded in (here) or handed over whole (to the thread).
-    fn take_from(&mut self, pipeline: &mut Pipeline) {
-        match self {
-            Sink::Here(collector) => collector.absorb(pipeline.take_finished()),
-            Sink::Thread { full, empty, .. } => {
-                if pipeline.finished_len() == 0 {
-                    return;
-                }
-                let batch = pipeline.swap_finished(empty.try_recv().unwrap_or_default());
-                // the thread is gone only if it panicked: `collector` reports that
-                let _ = full.send(batch);
-            }
-        }
-    }
-
-    fn absorb(&mut self, records: impl IntoIterator<Item = FlowRecord>) {
-        match self {
-            Sink::Here(collector) => collector.absorb(records),
-            Sink::Thread { full, empty, .. } => {
-                let mut batch = empty.try_recv().unwrap_or_default();
-                batch.extend(records);
-                if !batch.is_empty() {
-                    let _ = full.send(batch);
-                }
-            }
-        }
-    }
-
-    /// Every flow folded in: the collector back.
-    fn collector(self) -> Result<Collector<'a>, AnalyzeError> {
-        match self {
-            Sink::Here(collector) => Ok(*collector),
-            Sink::Thread { full, folding, .. } => {
-                drop(full); // the end of the batches
-                folding.join().map_err(|_| AnalyzeError::Folding)
             }
         }
     }
@@ -216,7 +126,64 @@ impl Engine {
     }
 }
 
-/// Run the analysis of `captures` and build the report. `threads` > 1 shards flows to workers.
+/// The threads an analysis uses: `workers` > 1 shards flows to as many workers; one pipeline
+/// may have helpers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Threads {
+    pub workers: usize,
+    pub helpers: Helpers,
+}
+
+/// Whether one pipeline gets helper threads: the capture read ahead, and finished flows folded
+/// into edges, each on a thread of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Helpers {
+    /// When the process may use more than one core (`taskset -c 0` says it may not).
+    Auto,
+    Always,
+    Never,
+}
+
+impl Helpers {
+    fn wanted(self) -> bool {
+        match self {
+            Helpers::Auto => std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
+            Helpers::Always => true,
+            Helpers::Never => false,
+        }
+    }
+}
+
+/// Every frame of the inputs through the engine into the sink: what each file held, and the
+/// packet and table totals.
+fn read_all(
+    inputs: &[PathBuf],
+    ahead: Ahead,
+    mut engine: Engine,
+    sink: &mut Sink<'_, '_>,
+    on_progress: impl FnMut(u64),
+) -> Result<(Vec<FileReport>, WorkerTotals), AnalyzeError> {
+    let files = match inputs {
+        // one capture: straight from its reader, no copy
+        [one] => {
+            let mut capture = CaptureFile::open_with(one, ahead)?;
+            let summary =
+                capture.for_each_frame(|frame| engine.on_frame(&frame, sink), on_progress)?;
+            vec![FileReport {
+                path: capture.path().to_owned(),
+                compression: capture.compression(),
+                summary,
+            }]
+        }
+        // several: one stream in timestamp order, so views of a connection meet
+        many => merge::for_each_frame(many, |frame| engine.on_frame(&frame, sink), on_progress)?,
+    };
+    engine.drain(sink);
+    let totals = engine.finish(sink)?;
+    Ok((files, totals))
+}
+
+/// Run the analysis of `captures` and build the report.
 pub fn analyze(
     captures: &[PathBuf],
     identities: &(dyn IdentitySource + Sync),
@@ -224,10 +191,11 @@ pub fn analyze(
     limits: TableLimits,
     keep_flows: bool,
     progress: Option<&ProgressBar>,
-    threads: usize,
+    threads: Threads,
 ) -> Result<(Report, Vec<Warning>), AnalyzeError> {
-    let mut engine = if threads > 1 {
-        Engine::Sharded(Shards::new(threads, limits))
+    let Threads { workers, helpers } = threads;
+    let engine = if workers > 1 {
+        Engine::Sharded(Shards::new(workers, limits))
     } else {
         Engine::Single(Box::new(Pipeline::new(limits)))
     };
@@ -245,37 +213,20 @@ pub fn analyze(
     };
     // One pipeline leaves a core to spare: the capture is read ahead, and finished flows are
     // folded in, each on a thread of its own. Sharded workers use the cores themselves.
-    let spare_core =
-        threads <= 1 && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1);
+    let helped = workers <= 1 && helpers.wanted();
     let (files, totals, collector) = std::thread::scope(|scope| {
-        let mut sink = if spare_core {
+        let mut sink = if helped {
             Sink::spawn(scope, collector)
         } else {
             Sink::Here(Box::new(collector))
         };
-        let files = match inputs.as_slice() {
-            // one capture: straight from its reader, no copy
-            [one] => {
-                let ahead = if spare_core { Ahead::Yes } else { Ahead::No };
-                let mut capture = CaptureFile::open_with(one, ahead)?;
-                let summary = capture
-                    .for_each_frame(|frame| engine.on_frame(&frame, &mut sink), on_progress)?;
-                vec![FileReport {
-                    path: capture.path().to_owned(),
-                    compression: capture.compression(),
-                    summary,
-                }]
-            }
-            // several: one stream in timestamp order, so views of a connection meet
-            many => merge::for_each_frame(
-                many,
-                |frame| engine.on_frame(&frame, &mut sink),
-                on_progress,
-            )?,
-        };
-        engine.drain(&mut sink);
-        let totals = engine.finish(&mut sink)?;
-        Ok::<_, AnalyzeError>((files, totals, sink.collector()?))
+        let ahead = if helped { Ahead::Yes } else { Ahead::No };
+        let read = read_all(&inputs, ahead, engine, &mut sink, on_progress);
+        // the folding thread is joined before any error is returned (an error left with a
+        // panicked thread unjoined would make the scope panic); the input's error comes first
+        let collector = sink.collector();
+        let (files, totals) = read?;
+        Ok::<_, AnalyzeError>((files, totals, collector?))
     })?;
     let mut warnings = Vec::new();
     for f in &files {
@@ -340,7 +291,10 @@ pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
         args.table.limits(),
         args.flows,
         bar.as_ref(),
-        usize::try_from(args.threads).unwrap_or(1),
+        Threads {
+            workers: usize::try_from(args.threads).unwrap_or(1),
+            helpers: Helpers::Auto,
+        },
     )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
@@ -428,71 +382,4 @@ fn progress_bar(args: &AnalyzeArgs) -> Option<ProgressBar> {
     .unwrap_or_else(|_| ProgressStyle::default_bar());
     bar.set_style(style);
     Some(bar)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::aggregate::MAX_PEERS;
-    use std::net::IpAddr;
-
-    /// A real capture's flows, then again and again from other clients: far past the bound of
-    /// distinct peers, where what is folded depends on the order the flows come in.
-    fn records() -> Vec<FlowRecord> {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../pcaps/mixed-interfaces.pcapng");
-        let mut pipeline = Pipeline::new(TableLimits::default());
-        let mut capture = CaptureFile::open(&path).expect("a capture in pcaps/");
-        capture
-            .for_each_frame(|frame| pipeline.on_frame(&frame), |_| {})
-            .expect("read");
-        pipeline.finish();
-        let real: Vec<FlowRecord> = pipeline.take_finished().collect();
-        assert!(real.iter().any(|r| !r.local && !r.view), "no flow counts");
-        (0..3 * MAX_PEERS as u32)
-            .map(|i| {
-                let mut r = real[i as usize % real.len()].clone();
-                r.src = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
-                r
-            })
-            .collect()
-    }
-
-    /// What a collector holds, as compared.
-    fn held(c: &Collector<'_>) -> (Vec<crate::aggregate::Edge>, FlowCounts, u64, usize) {
-        let listed = c.flows.as_ref().map_or(0, Vec::len);
-        (c.edges.to_vec(), c.counts, c.edges.folded(), listed)
-    }
-
-    /// Folding on a thread of its own counts exactly what folding here does: every batch,
-    /// in order (past the bounds, the order decides what folds).
-    #[test]
-    fn folding_on_a_thread_counts_what_folding_here_does() {
-        let identities = NoIdentities;
-        let records = records();
-        let collector = || Collector {
-            identities: &identities,
-            edges: Edges::default(),
-            counts: FlowCounts::default(),
-            flows: Some(Vec::new()),
-        };
-        let mut here = Sink::Here(Box::new(collector()));
-        let there = std::thread::scope(|scope| {
-            let mut there = Sink::spawn(scope, collector());
-            assert!(matches!(there, Sink::Thread { .. }), "no thread");
-            for batch in records.chunks(DRAIN_EVERY) {
-                here.absorb(batch.to_vec());
-                there.absorb(batch.to_vec());
-            }
-            there
-                .collector()
-                .map(|c| held(&c))
-                .map_err(|e| e.to_string())
-        });
-        let Ok(here) = here.collector() else {
-            unreachable!("folding here cannot fail")
-        };
-        let here = held(&here);
-        assert!(here.2 > 0, "nothing folded: the bound was not reached");
-        assert_eq!(there, Ok(here));
-    }
 }

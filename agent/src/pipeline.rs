@@ -103,6 +103,12 @@ impl Pipeline {
         std::mem::replace(&mut self.out.finished, empty)
     }
 
+    /// The finished records, to be filled by a test.
+    #[cfg(test)]
+    pub fn finished_mut(&mut self) -> &mut Vec<FlowRecord> {
+        &mut self.out.finished
+    }
+
     /// How many finished flow records wait to be taken.
     pub fn finished_len(&self) -> usize {
         self.out.finished.len()

@@ -183,11 +183,14 @@ fn reading_pcap_and_pcapng_costs_no_allocation_per_packet() {
         .flat_map(|ng| [(ng, Ahead::No), (ng, Ahead::Yes)])
     {
         let (few, n_few) = allocations_reading(capture(pcapng, 1_000), ahead);
-        let (many, n_many) = allocations_reading(capture(pcapng, 10_000), ahead);
-        assert_eq!((n_few, n_many), (1_000, 10_000));
-        assert_eq!(
-            few, many,
-            "pcapng={pcapng} {ahead:?}: {few} allocations for 1,000 packets, {many} for 10,000"
+        let (many, n_many) = allocations_reading(capture(pcapng, 20_000), ahead);
+        assert_eq!((n_few, n_many), (1_000, 20_000));
+        // reading ahead, a channel allocates once when a thread first waits on it, before or
+        // after counting starts; one allocation per packet would be thousands, per buffer ~45
+        let slack = if ahead == Ahead::Yes { 8 } else { 0 };
+        assert!(
+            many <= few + slack,
+            "pcapng={pcapng} {ahead:?}: {few} allocations for 1,000 packets, {many} for 20,000"
         );
     }
 }

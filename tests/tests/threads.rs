@@ -1,10 +1,12 @@
-//! `--threads N` shards flows to workers: the report must be the same as with one thread, on
-//! every capture of pcaps/ and of the third-party corpus.
+//! `--threads N` shards flows to workers, and one pipeline may have helper threads (the
+//! capture read ahead, flows folded into edges apart): the report must be the same as with one
+//! thread and no helpers, on every capture of pcaps/ and of the third-party corpus.
 
+use meshwatch::analyze::Helpers;
 use meshwatch::identity::file::WorkloadsFile;
 use meshwatch::identity::{IdentityMap, NoIdentities};
 use meshwatch::verdict::Policy;
-use meshwatch_tests::{analyze_files_threads, captures_in, corpus_dir, repo_root};
+use meshwatch_tests::{analyze_files_with, captures_in, corpus_dir, repo_root};
 
 #[test]
 fn sharded_workers_give_the_same_report() {
@@ -21,14 +23,18 @@ fn sharded_workers_give_the_same_report() {
             WorkloadsFile::load(&f.with_extension("workloads.yaml")).unwrap_or_default();
         let ids: &(dyn meshwatch::identity::IdentitySource + Sync) =
             if ids.is_empty() { &NoIdentities } else { &ids };
-        let one = analyze_files_threads(std::slice::from_ref(f), ids, &Policy::default(), 1);
-        for threads in [2, 3] {
-            let many =
-                analyze_files_threads(std::slice::from_ref(f), ids, &Policy::default(), threads);
+        let file = std::slice::from_ref(f);
+        let one = analyze_files_with(file, ids, &Policy::default(), 1, Helpers::Never);
+        for (threads, helpers) in [
+            (1, Helpers::Always),
+            (2, Helpers::Never),
+            (3, Helpers::Never),
+        ] {
+            let many = analyze_files_with(file, ids, &Policy::default(), threads, helpers);
             assert_eq!(
                 one.flows,
                 many.flows,
-                "{} flows with {threads} threads",
+                "{} flows with {threads} threads, helpers {helpers:?}",
                 f.display()
             );
             assert_eq!(one.edges, many.edges, "{} edges", f.display());

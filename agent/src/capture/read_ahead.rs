@@ -1,11 +1,15 @@
 //! Reading ahead: a thread reads (and, for a compressed capture, decompresses) the next chunks
 //! of a capture while the analysis works on the current one, so the kernel's copy out of the
-//! page cache (half of `analyze`'s time on a large capture) runs on another core.
+//! page cache (a quarter of all samples on a large capture, `_copy_to_iter`) runs on another
+//! core.
 //!
 //! A fixed set of [`CHUNKS`] buffers of [`CHUNK_BYTES`] goes round between the two threads:
 //! memory is bounded by construction, and nothing is allocated after the start. The reader
 //! stops at the end of the input, at its first error (handed on, in order, as the next read's
-//! result), or when the consuming side is dropped.
+//! result), or when the consuming side is gone — noticed between reads: a thread blocked reading
+//! a pipe stays until that read returns. A thread that stops any other way (a panic in a
+//! decoder) is an error for the consumer, never an early end of the input. The bytes counted as
+//! read from the file (progress) run ahead of the analysis by up to the buffers' worth.
 
 use std::io::{self, Read};
 use std::sync::mpsc::{self, Receiver, SyncSender};
@@ -15,21 +19,39 @@ pub const CHUNK_BYTES: usize = 512 << 10;
 /// Buffers in all: one being consumed, the rest read ahead.
 pub const CHUNKS: usize = 4;
 
+/// What the thread hands on.
+enum Filled {
+    Bytes(Vec<u8>),
+    Error(io::Error),
+    /// The input ended (anything else that ends the channel is the thread dying).
+    End,
+}
+
 /// The consuming side: a [`Read`] over the chunks the thread filled.
-#[derive(Debug)]
 pub struct ReadAhead {
-    filled: Receiver<io::Result<Vec<u8>>>,
+    filled: Receiver<Filled>,
     emptied: SyncSender<Vec<u8>>,
     current: Vec<u8>,
     at: usize,
     ended: bool,
 }
 
+impl std::fmt::Debug for ReadAhead {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadAhead")
+            .field("at", &self.at)
+            .field("len", &self.current.len())
+            .field("ended", &self.ended)
+            .finish()
+    }
+}
+
 impl ReadAhead {
     /// Start reading `inner` ahead on a thread of its own; `Err` only when no thread could be
     /// started (the caller reads `inner` directly then, so it is handed back).
     pub fn spawn<R: Read + Send + 'static>(inner: R) -> Result<Self, R> {
-        let (fill_tx, filled) = mpsc::sync_channel(CHUNKS);
+        // room for every buffer and the end (or an error)
+        let (fill_tx, filled) = mpsc::sync_channel(CHUNKS + 1);
         let (emptied, empty_rx) = mpsc::sync_channel(CHUNKS);
         // the reader moves in only once the thread runs, so a failed spawn can hand it back
         let (start_tx, start_rx) = mpsc::sync_channel::<R>(1);
@@ -62,7 +84,7 @@ impl ReadAhead {
 fn fill<R: Read>(
     mut inner: R,
     mut spare: Vec<Vec<u8>>,
-    filled: &SyncSender<io::Result<Vec<u8>>>,
+    filled: &SyncSender<Filled>,
     emptied: &Receiver<Vec<u8>>,
 ) {
     loop {
@@ -85,22 +107,23 @@ fn fill<R: Read>(
                     // what was read before the error first, then the error
                     if len > 0 {
                         buf.truncate(len);
-                        if filled.send(Ok(buf)).is_err() {
+                        if filled.send(Filled::Bytes(buf)).is_err() {
                             return;
                         }
                     }
-                    let _ = filled.send(Err(e));
+                    let _ = filled.send(Filled::Error(e));
                     return;
                 }
             }
         }
         let at_end = len < CHUNK_BYTES;
         buf.truncate(len);
-        if len > 0 && filled.send(Ok(buf)).is_err() {
+        if len > 0 && filled.send(Filled::Bytes(buf)).is_err() {
             return;
         }
         if at_end {
-            return; // dropping the sender is the end of the input
+            let _ = filled.send(Filled::End);
+            return;
         }
     }
 }
@@ -118,14 +141,18 @@ impl Read for ReadAhead {
             }
             self.at = 0;
             match self.filled.recv() {
-                Ok(Ok(buf)) => self.current = buf,
-                Ok(Err(e)) => {
+                Ok(Filled::Bytes(buf)) => self.current = buf,
+                Ok(Filled::Error(e)) => {
                     self.ended = true;
                     return Err(e);
                 }
-                Err(_) => {
+                Ok(Filled::End) => {
                     self.ended = true;
                     return Ok(0);
+                }
+                Err(_) => {
+                    self.ended = true;
+                    return Err(io::Error::other("the read-ahead thread stopped"));
                 }
             }
         }
@@ -201,6 +228,33 @@ mod tests {
             // and the end stays the end
             prop_assert_eq!(ahead.read(&mut [0; 16]).ok(), Some(0));
         }
+    }
+
+    /// A reader that panics part way (a decoder's bug) ends in an error after the bytes
+    /// before it, never in what looks like the end of the input.
+    #[test]
+    fn a_thread_that_dies_is_an_error_not_the_end() {
+        struct Panics(usize);
+        impl Read for Panics {
+            fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+                assert!(self.0 < 3 * CHUNK_BYTES, "a decoder's bug");
+                let n = out.len().min(4096);
+                out[..n].fill(7);
+                self.0 += n;
+                Ok(n)
+            }
+        }
+        let Ok(mut ahead) = ReadAhead::spawn(Panics(0)) else {
+            panic!("no thread")
+        };
+        let (got, err) = read_all(&mut ahead, 10_000);
+        assert_eq!(
+            got.len(),
+            3 * CHUNK_BYTES,
+            "the full buffers before the panic"
+        );
+        let err = err.map(|e| e.to_string());
+        assert_eq!(err.as_deref(), Some("the read-ahead thread stopped"));
     }
 
     #[test]

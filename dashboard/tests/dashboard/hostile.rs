@@ -308,7 +308,10 @@ async fn hostile_policy_names_are_text_on_every_page_and_data_in_every_api() {
         meshwatch::flow::TableLimits::default(),
         false,
         None,
-        1,
+        meshwatch::analyze::Threads {
+            workers: 1,
+            helpers: meshwatch::analyze::Helpers::Auto,
+        },
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let in_bar = |name: &str, created: &str, selector| PeerAuthentication {

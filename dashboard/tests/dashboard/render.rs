@@ -314,7 +314,10 @@ fn report_judged_with(yaml: &str) -> String {
         meshwatch::flow::TableLimits::default(),
         false,
         None,
-        1,
+        meshwatch::analyze::Threads {
+            workers: 1,
+            helpers: meshwatch::analyze::Helpers::Auto,
+        },
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let policies = meshwatch::peer_auth::parse_list(yaml).unwrap_or_else(|e| panic!("{e}"));

@@ -49,7 +49,10 @@ fn report_with(pcap: &Path, ids: &IdentityMap) -> String {
         meshwatch::flow::TableLimits::default(),
         false,
         None,
-        1,
+        meshwatch::analyze::Threads {
+            workers: 1,
+            helpers: meshwatch::analyze::Helpers::Auto,
+        },
     )
     .unwrap_or_else(|e| panic!("{e}"));
     serde_json::to_string_pretty(&report).unwrap_or_else(|e| panic!("{e}"))
