@@ -9,7 +9,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use pcap_parser::pcapng::{build_ts_resolution, Block, OptionCode};
 use pcap_parser::traits::PcapReaderIterator;
@@ -39,8 +39,12 @@ pub enum CaptureError {
     Empty { path: PathBuf },
     #[error("{path}: not a pcap or pcapng capture (unrecognized header)")]
     NotACapture { path: PathBuf },
-    #[error("{path}: read error at byte {offset}")]
-    Read { path: PathBuf, offset: u64 },
+    #[error("{path}: read error at byte {offset}: {cause}")]
+    Read {
+        path: PathBuf,
+        offset: u64,
+        cause: String,
+    },
     #[error("{path}: corrupt capture at byte {offset}: {detail}")]
     Corrupt {
         path: PathBuf,
@@ -139,6 +143,35 @@ impl<R: Read> Read for EmptyReadsEnd<R> {
     }
 }
 
+/// The words of the last read error, kept for the message.
+#[derive(Debug, Clone, Default)]
+struct LastError(Arc<Mutex<Option<String>>>);
+
+impl LastError {
+    fn keep(&self, e: &std::io::Error) {
+        if let Ok(mut last) = self.0.lock() {
+            *last = Some(e.to_string());
+        }
+    }
+
+    fn take(&self) -> String {
+        let last = self.0.lock().ok().and_then(|mut last| last.take());
+        last.unwrap_or_else(|| "no detail".to_owned())
+    }
+}
+
+/// A reader that keeps the words of its errors in a [`LastError`] as it returns them.
+struct KeepsErrors<R> {
+    inner: R,
+    last: LastError,
+}
+
+impl<R: Read> Read for KeepsErrors<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf).inspect_err(|e| self.last.keep(e))
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Interface {
     link: LinkType,
@@ -153,6 +186,8 @@ struct Interface {
 pub struct CaptureFile {
     path: PathBuf,
     reader: Box<dyn PcapReaderIterator + Send>,
+    /// Why the last read failed (pcap-parser keeps only that it did).
+    last_error: LastError,
     layout: Layout,
     compression: Compression,
     /// Bytes read from the file itself (compressed, when it is).
@@ -230,19 +265,21 @@ impl CaptureFile {
             count: raw_read.clone(),
         };
         let mut buffered = BufReader::with_capacity(64 << 10, counted);
-        let head = buffered.fill_buf().map_err(|_| CaptureError::Read {
+        let head = buffered.fill_buf().map_err(|e| CaptureError::Read {
             path: name.clone(),
             offset: 0,
+            cause: e.to_string(),
         })?;
         let (compression, stream): (Compression, Box<dyn Read + Send>) =
             if head.starts_with(GZIP_MAGIC) {
                 let gz = flate2::bufread::MultiGzDecoder::new(buffered);
                 (Compression::Gzip, Box::new(gz))
             } else if head.starts_with(ZSTD_MAGIC) {
-                let zst = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|_| {
+                let zst = zstd::stream::read::Decoder::with_buffer(buffered).map_err(|e| {
                     CaptureError::Read {
                         path: name.clone(),
                         offset: 0,
+                        cause: e.to_string(),
                     }
                 })?;
                 (Compression::Zstd, Box::new(zst))
@@ -256,6 +293,11 @@ impl CaptureFile {
             // no thread to be had: read it here, as without
             Ahead::Yes => ReadAhead::spawn(stream).map_or_else(|s| s, |r| Box::new(r) as _),
         };
+        let last_error = LastError::default();
+        let stream = KeepsErrors {
+            inner: stream,
+            last: last_error.clone(),
+        };
         let reader = match create_reader(BUFFER_BYTES, stream) {
             Ok(r) => r,
             Err(PcapError::Eof) => return Err(CaptureError::Empty { path: name }),
@@ -263,6 +305,7 @@ impl CaptureFile {
                 return Err(CaptureError::Read {
                     path: name,
                     offset: 0,
+                    cause: last_error.take(),
                 })
             }
             Err(_) => return Err(CaptureError::NotACapture { path: name }),
@@ -270,6 +313,7 @@ impl CaptureFile {
         Ok(CaptureFile {
             path: name,
             reader,
+            last_error,
             layout: Layout::default(),
             compression,
             raw_read,
@@ -405,6 +449,7 @@ impl CaptureFile {
         self.reader.refill().map_err(|_| CaptureError::Read {
             path: self.path.clone(),
             offset,
+            cause: self.last_error.take(),
         })?;
         let stuck = self.reader.data().len() == before && !self.reader.reader_exhausted();
         if stuck {
@@ -631,6 +676,24 @@ mod tests {
         }
     }
 
+    /// A gzip capture cut short is a read error that says why, the same read ahead or not.
+    #[test]
+    fn a_broken_gzip_capture_says_why() {
+        use std::io::Write;
+        let raw = large("any-cooked-v2.pcap");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&raw).expect("gzip");
+        let mut packed = gz.finish().expect("gzip");
+        packed.truncate(packed.len() / 2);
+        let direct = read(&packed, Ahead::No);
+        let Err(err) = &direct else {
+            panic!("a gzip stream cut short read as a whole capture")
+        };
+        assert!(err.starts_with("t: read error at byte "), "{err}");
+        assert!(!err.ends_with("no detail"), "the cause lost: {err}");
+        assert_eq!(read(&packed, Ahead::Yes), direct);
+    }
+
     /// A read error in the middle of a capture is the same error, at the same byte, whether the
     /// capture is read ahead or not.
     #[test]
@@ -660,7 +723,9 @@ mod tests {
         };
         let (frames, err) = outcome(Ahead::No);
         assert!(err.starts_with("t: read error at byte "), "{err}");
+        assert!(err.ends_with(": disk gone"), "the cause kept: {err}");
         let offset: u64 = err
+            .trim_end_matches(": disk gone")
             .rsplit(' ')
             .next()
             .and_then(|n| n.parse().ok())
