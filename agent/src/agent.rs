@@ -29,8 +29,6 @@ use crate::server::{
 
 /// How often the capture thread publishes counters and sweeps idle flows.
 const PUBLISH_EVERY: Duration = Duration::from_secs(1);
-/// Longest wait for packets before the capture thread looks at the stop flag and the clock.
-const POLL_TIMEOUT_MS: u16 = 100;
 /// Packets read between two looks at the stop flag and the clock (both are also looked at
 /// whenever the capture has nothing to read): 1,024 packets are 2.5 ms at 400k pps.
 const STOP_CHECK_EVERY: u32 = 1024;
@@ -167,7 +165,13 @@ async fn serve(
 
     let recorder = Recorder::new(state.clone());
     let limits = args.table.limits();
-    let capture_stop = stop_rx.clone();
+    // the capture thread waits on the capture and on this pair's other end, which the stop
+    // closes: an idle capture sleeps until the next publish, and a stop still wakes it at once
+    let (stop_wake, wake) = std::os::unix::net::UnixStream::pair()?;
+    let capture_stop = CaptureStop {
+        flag: stop_rx.clone(),
+        wake,
+    };
     let loopback = crate::capture::interface_is_loopback(&cfg.interface);
     let ring_bytes = u64::try_from(cfg.buffer_bytes).unwrap_or(0);
     let (ended_tx, ended_rx) = tokio::sync::oneshot::channel::<()>();
@@ -239,6 +243,7 @@ async fn serve(
     };
     tracing::info!(signalled, "stopping");
     let _ = stop_tx.send(true);
+    drop(stop_wake);
     let _ = server.await;
     let joined = tokio::task::spawn_blocking(move || capture_thread.join()).await;
     let c = state.status();
@@ -330,7 +335,7 @@ fn capture_loop(
     loopback: bool,
     limits: TableLimits,
     mut recorder: Recorder,
-    stop: &watch::Receiver<bool>,
+    stop: &CaptureStop,
     ring_bytes: u64,
 ) -> Result<(), pcap::Error> {
     // Non-blocking reads and poll(2): libpcap's read timeout does not start before a first
@@ -345,7 +350,7 @@ fn capture_loop(
     let result = loop {
         // the stop flag (a lock inside tokio's watch) and the clock (a vDSO call) are looked at
         // between bursts of at most STOP_CHECK_EVERY packets, not per packet
-        if *stop.borrow() {
+        if *stop.flag.borrow() {
             break Ok(());
         }
         if last_publish.elapsed() >= PUBLISH_EVERY {
@@ -371,9 +376,13 @@ fn capture_loop(
         });
         match burst {
             Ok(0) => {
-                // drained: rest while a batch gathers (bounded by the ring), then wait for it
+                // drained: rest while a batch gathers (bounded by the ring), then wait for it,
+                // at most until the next publish
                 std::thread::sleep(batching.rest(started.elapsed()));
-                wait_readable(&capture);
+                let publish_in = PUBLISH_EVERY.saturating_sub(last_publish.elapsed());
+                if wait_readable(&capture, stop, publish_in) == Woken::Stop {
+                    break Ok(());
+                }
             }
             Ok(_) => {}
             Err(e) => break Err(e),
@@ -396,13 +405,43 @@ fn hand_over(pipeline: &mut Pipeline, recorder: &mut Recorder) {
     }
 }
 
-/// Wait until the capture has packets, at most [`POLL_TIMEOUT_MS`].
-fn wait_readable(capture: &pcap::Capture<pcap::Active>) {
+/// What the capture thread is told to stop by: the flag, looked at between bursts of packets,
+/// and a socket whose other end the stop closes, which wakes a thread waiting for packets.
+struct CaptureStop {
+    flag: watch::Receiver<bool>,
+    wake: std::os::unix::net::UnixStream,
+}
+
+/// Why [`wait_readable`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Woken {
+    /// Packets, the timeout, or an interrupted wait: read (and look at the clock) again.
+    Read,
+    /// The stop closed its end of the wake socket.
+    Stop,
+}
+
+/// Wait until the capture has packets, the stop comes, or `timeout` (at least a millisecond,
+/// at most [`PUBLISH_EVERY`]) has passed.
+fn wait_readable(
+    capture: &pcap::Capture<pcap::Active>,
+    stop: &CaptureStop,
+    timeout: Duration,
+) -> Woken {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let mut fds = [PollFd::new(capture.as_fd(), PollFlags::POLLIN)];
+    let millis = timeout.clamp(Duration::from_millis(1), PUBLISH_EVERY).as_millis();
+    let timeout = PollTimeout::from(u16::try_from(millis).unwrap_or(u16::MAX));
+    let mut fds = [
+        PollFd::new(capture.as_fd(), PollFlags::POLLIN),
+        PollFd::new(stop.wake.as_fd(), PollFlags::POLLIN),
+    ];
     // EINTR or an error: the loop simply tries to read again
-    let _ = poll(&mut fds, PollTimeout::from(POLL_TIMEOUT_MS));
+    let _ = poll(&mut fds, timeout);
+    match fds[1].revents() {
+        Some(r) if !r.is_empty() => Woken::Stop,
+        _ => Woken::Read,
+    }
 }
 
 fn publish(

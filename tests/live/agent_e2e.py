@@ -170,6 +170,65 @@ def under_load(binary, tmp):
         subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
+def thread_wakeups(pid, name):
+    """Voluntary context switches of the process' thread called `name` (each is a wakeup)."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                if f.read().strip() != name:
+                    continue
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                return next(int(l.split()[1]) for l in f if l.startswith("voluntary_ctxt_switches:"))
+        except (OSError, StopIteration):
+            continue
+    return None
+
+
+def idle_and_stop(binary):
+    """An idle agent (no traffic on its interface) wakes its capture thread about once a second
+    to publish, not every few milliseconds; and a stop still ends it at once, not at the next
+    publish (the capture thread's wait is woken by the stop). Stopped three times, at different
+    points of its publishing second."""
+    ns = "mw-idle"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    procs = []
+    try:
+        run = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], capture_output=True, text=True)
+        run("ip", "link", "add", "vi0", "type", "veth", "peer", "name", "vi1")
+        for dev in ("vi0", "vi1", "lo"):
+            run("ip", "link", "set", dev, "up")
+        stops = []
+        for attempt, settle in enumerate((1.0, 1.3, 1.6)):
+            agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vi1",
+                                      "--listen", "127.0.0.1:19484"], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+            procs.append(agent)
+            wait_for(lambda: run("curl", "-sf", "127.0.0.1:19484/readyz").returncode == 0, 10)
+            time.sleep(settle)
+            if attempt == 0:
+                before = thread_wakeups(agent.pid, "meshwatch-captu")
+                time.sleep(5)
+                after = thread_wakeups(agent.pid, "meshwatch-captu")
+                rate = (after - before) / 5 if None not in (before, after) else None
+                check("an idle agent's capture thread wakes at most 3 times a second",
+                      rate is not None and rate <= 3, f"{rate} wakeups/s")
+            started = time.time()
+            agent.send_signal(signal.SIGTERM)
+            try:
+                rc = agent.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                rc = None
+            stops.append((rc, time.time() - started))
+        check("an idle agent stops within 0.3 s of SIGTERM, three times out of three",
+              all(rc == 0 and secs < 0.3 for rc, secs in stops), str(stops))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
 def capture_failure(binary):
     """The interface goes away under the agent: the process must end non-zero, saying why (a
     DaemonSet then shows CrashLoopBackOff instead of a healthy pod that watches nothing)."""
@@ -311,6 +370,7 @@ def main():
             check("final statistics are logged", "final statistics" in text, text[-500:])
             least_privilege(binary, tmp)
             under_load(binary, tmp)
+            idle_and_stop(binary)
             capture_failure(binary)
         finally:
             for p in procs:

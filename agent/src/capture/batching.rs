@@ -59,12 +59,20 @@ impl Batching {
         self.taken = self.taken.saturating_add(u64::from(caplen) + RING_OVERHEAD);
     }
 
+    /// The longest rest this ring survives a burst through.
+    pub fn longest(&self) -> Duration {
+        self.longest
+    }
+
     /// The ring is drained at `now`: how long to rest before looking again. The rate is what
-    /// came since the last drain (its rest, the wait and the work), over that time.
+    /// came since the last drain (its rest, the wait and the work), over that time. Nothing
+    /// since then is no rest at all: an idle capture waits for its first block instead, so it
+    /// wakes once a publish rather than once a rest.
     pub fn rest(&mut self, now: Duration) -> Duration {
         let cycle = now.saturating_sub(self.since);
         let rest = match self.taken {
-            0 => self.longest,
+            // nothing came: nothing to gather, the wait for the capture rests instead
+            0 => Duration::ZERO,
             taken => {
                 // at `taken / cycle` bytes a second, a quarter of the ring fills in this long
                 let share = self.ring_bytes / RING_SHARE;
@@ -90,16 +98,18 @@ mod tests {
         let mut b = Batching::new(64 * MIB, Duration::ZERO);
         // three quarters of 64 MiB at 10 Gbit/s
         let longest = Duration::from_nanos(40_265_318);
-        assert_eq!(b.rest(100 * MS), longest);
+        assert_eq!(b.longest(), longest);
+        // nothing came: no rest (the capture's wait does it)
+        assert_eq!(b.rest(100 * MS), Duration::ZERO);
         b.took(903);
         // 1,000 bytes in 150 ms: a quarter of the ring would take hours
         assert_eq!(b.rest(250 * MS), longest);
         // a smaller ring, a shorter rest; a huge one, at most MAX_REST
         assert_eq!(
-            Batching::new(8 * MIB, Duration::ZERO).rest(MS),
+            Batching::new(8 * MIB, Duration::ZERO).longest(),
             Duration::from_nanos(5_033_164)
         );
-        assert_eq!(Batching::new(1 << 40, Duration::ZERO).rest(MS), MAX_REST);
+        assert_eq!(Batching::new(1 << 40, Duration::ZERO).longest(), MAX_REST);
     }
 
     #[test]
