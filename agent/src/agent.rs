@@ -430,7 +430,9 @@ fn wait_readable(
 ) -> Woken {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let millis = timeout.clamp(Duration::from_millis(1), PUBLISH_EVERY).as_millis();
+    let millis = timeout
+        .clamp(Duration::from_millis(1), PUBLISH_EVERY)
+        .as_millis();
     let timeout = PollTimeout::from(u16::try_from(millis).unwrap_or(u16::MAX));
     let mut fds = [
         PollFd::new(capture.as_fd(), PollFlags::POLLIN),

@@ -136,11 +136,13 @@ pub struct Threads {
 
 /// Whether one pipeline gets helper threads: the capture read ahead, and finished flows folded
 /// into edges, each on a thread of its own.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Helpers {
     /// When the process may use more than one core (`taskset -c 0` says it may not).
     Auto,
+    /// Whatever the cores.
     Always,
+    /// Everything on the calling thread (a machine whose other cores are busy).
     Never,
 }
 
@@ -293,7 +295,7 @@ pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
         bar.as_ref(),
         Threads {
             workers: usize::try_from(args.threads).unwrap_or(1),
-            helpers: Helpers::Auto,
+            helpers: args.helper_threads,
         },
     )?;
     if let Some(bar) = bar {

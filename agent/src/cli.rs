@@ -6,6 +6,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::analyze::Helpers;
+
 /// Tells which workloads of an Istio mesh are ready for STRICT mTLS, from the packets.
 ///
 /// meshwatch classifies every TCP connection as Istio mTLS (a ClientHello offering an
@@ -222,12 +224,17 @@ pub struct AnalyzeArgs {
     pub progress: When,
 
     /// Worker threads; flows are sharded to them by hash. 1 (the default; the fastest measured
-    /// on 2 cores): one pipeline, with a capture read ahead and finished flows folded into edges
-    /// on threads of their own when the process may use more than one core (`taskset -c 0`
-    /// keeps it to one thread).
+    /// on 2 cores): one pipeline, with helper threads (see --helper-threads).
     #[arg(long, default_value_t = 1, value_name = "N", env = "MESHWATCH_THREADS",
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
+
+    /// With --threads 1: read the capture ahead, and fold finished flows into edges, each on a
+    /// thread of its own. Faster wall time for more CPU time; `auto` uses them when the process
+    /// may use more than one core, `never` keeps everything on one thread.
+    #[arg(long, value_enum, default_value_t = Helpers::Auto, value_name = "WHEN",
+          env = "MESHWATCH_HELPER_THREADS")]
+    pub helper_threads: Helpers,
 }
 
 /// Options of the verdict engine (shared by `analyze` and the agent).

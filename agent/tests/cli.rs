@@ -378,6 +378,48 @@ fn payload_bytes_are_never_in_the_output() {
     );
 }
 
+/// The threads of a running process.
+fn threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
+}
+
+/// `--helper-threads`: `never` keeps an analysis to one thread, `always` adds the read-ahead
+/// and the folding thread whatever the cores; the report is the same. Counted while the
+/// process waits for the rest of its standard input.
+#[test]
+fn helper_threads_start_only_when_asked() {
+    use std::io::Write;
+    let capture = std::fs::read(before()).expect("a capture in pcaps/");
+    let mut reports = Vec::new();
+    for (when, threads) in [("never", 1), ("always", 3)] {
+        let mut child = bin()
+            .args(["analyze", "--format", "json", "--helper-threads", when, "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run meshwatch");
+        let mut stdin = child.stdin.take().expect("its stdin");
+        stdin.write_all(&capture[..1000]).expect("the first bytes");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let mut seen = threads_of(child.id());
+        // at most 500 ms for `never` (it never grows), until there are enough for `always`
+        let settle = std::time::Instant::now() + std::time::Duration::from_millis(500);
+        while (seen < threads || std::time::Instant::now() < settle)
+            && std::time::Instant::now() < deadline
+        {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            seen = seen.max(threads_of(child.id()));
+        }
+        stdin.write_all(&capture[1000..]).expect("the rest");
+        drop(stdin);
+        let out = child.wait_with_output().expect("its output");
+        assert_eq!(seen, threads, "--helper-threads {when}");
+        reports.push(json_of(&out));
+    }
+    assert_eq!(reports[0], reports[1]);
+}
+
 #[test]
 fn help_explains_itself() {
     let out = run(&["analyze", "--help"]);
