@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Offline benchmark, side by side on the same files: tcpdump -r (libpcap's read floor),
-# ndpiReader (nDPI), tshark (on the small file only: slow), meshwatch analyze (1 and 2 threads),
+# ndpiReader (nDPI), tshark (on the small file only: slow), meshwatch analyze (one pipeline with
+# and without its helper threads, and 2 workers),
 # on a mixed capture, a churn of short connections, a 1M-SYN flood and a small mixed one.
 # Wall time is the best of RUNS warm runs; peak RSS from /usr/bin/time -v (mapped file pages
 # count). Then the classification counts of the peers against ours. Prints Markdown.
@@ -56,6 +57,8 @@ for f in mixed-20k churn-1m synflood-1m mixed-2k; do
     fi
     read -r t rss < <(best "$bin" analyze --format json "$file")
     row "meshwatch analyze" "$f" "$t" "$rss" "$pkts" "$size" "$floor"
+    read -r t rss < <(best "$bin" analyze --format json --helper-threads never "$file")
+    row "meshwatch analyze --helper-threads never" "$f" "$t" "$rss" "$pkts" "$size" "$floor"
     read -r t rss < <(best "$bin" analyze --format json --threads 2 "$file")
     row "meshwatch analyze --threads 2" "$f" "$t" "$rss" "$pkts" "$size" "$floor"
 done
