@@ -380,8 +380,12 @@ fn capture_loop(
                 // at most until the next publish
                 std::thread::sleep(batching.rest(started.elapsed()));
                 let publish_in = PUBLISH_EVERY.saturating_sub(last_publish.elapsed());
-                if wait_readable(&capture, stop, publish_in) == Woken::Stop {
-                    break Ok(());
+                match wait_readable(&capture, stop, publish_in) {
+                    Woken::Read => {}
+                    Woken::Stop => break Ok(()),
+                    // never a busy loop: look again after the longest rest, as libpcap reports
+                    // what is wrong at the next read (a device gone is an error there)
+                    Woken::Trouble => std::thread::sleep(batching.longest()),
                 }
             }
             Ok(_) => {}
@@ -419,30 +423,39 @@ enum Woken {
     Read,
     /// The stop closed its end of the wake socket.
     Stop,
+    /// The wait failed, or the capture reported an error or a hang-up: it may do so again at
+    /// once, so the caller waits before it looks again.
+    Trouble,
 }
 
 /// Wait until the capture has packets, the stop comes, or `timeout` (at least a millisecond,
-/// at most [`PUBLISH_EVERY`]) has passed.
+/// at most [`PUBLISH_EVERY`], rounded up to a millisecond) has passed.
 fn wait_readable(
     capture: &pcap::Capture<pcap::Active>,
     stop: &CaptureStop,
     timeout: Duration,
 ) -> Woken {
+    use nix::errno::Errno;
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::AsFd;
-    let millis = timeout
+    let micros = timeout
         .clamp(Duration::from_millis(1), PUBLISH_EVERY)
-        .as_millis();
-    let timeout = PollTimeout::from(u16::try_from(millis).unwrap_or(u16::MAX));
+        .as_micros();
+    let timeout = PollTimeout::from(u16::try_from(micros.div_ceil(1000)).unwrap_or(u16::MAX));
     let mut fds = [
         PollFd::new(capture.as_fd(), PollFlags::POLLIN),
         PollFd::new(stop.wake.as_fd(), PollFlags::POLLIN),
     ];
-    // EINTR or an error: the loop simply tries to read again
-    let _ = poll(&mut fds, timeout);
-    match fds[1].revents() {
-        Some(r) if !r.is_empty() => Woken::Stop,
-        _ => Woken::Read,
+    let polled = poll(&mut fds, timeout);
+    let trouble = PollFlags::POLLERR | PollFlags::POLLHUP | PollFlags::POLLNVAL;
+    let (capture_said, wake_said) = (fds[0].revents(), fds[1].revents());
+    match polled {
+        Err(Errno::EINTR) => Woken::Read,
+        Err(_) => Woken::Trouble,
+        // the wake socket closed (or said anything at all): the stop
+        Ok(_) if !wake_said.is_some_and(|r| r.is_empty()) => Woken::Stop,
+        Ok(_) if capture_said.is_none_or(|r| r.intersects(trouble)) => Woken::Trouble,
+        Ok(_) => Woken::Read,
     }
 }
 

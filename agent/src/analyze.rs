@@ -36,6 +36,8 @@ pub enum AnalyzeError {
     Worker(#[from] crate::sharded::WorkerPanicked),
     #[error("the thread folding finished flows into edges panicked ({0}); the analysis is lost")]
     Folding(String),
+    #[error("--helper-threads {} applies to one pipeline, not to --threads {}", .0.name(), .1)]
+    HelpersWithWorkers(Helpers, u64),
     #[error("{path}: {error}")]
     PeerAuthentications {
         path: String,
@@ -147,6 +149,15 @@ pub enum Helpers {
 }
 
 impl Helpers {
+    /// As on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Helpers::Auto => "auto",
+            Helpers::Always => "always",
+            Helpers::Never => "never",
+        }
+    }
+
     fn wanted(self) -> bool {
         match self {
             Helpers::Auto => std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),
@@ -276,6 +287,12 @@ pub fn analyze(
 
 /// The `analyze` subcommand: arguments in, report on stdout, warnings on stderr.
 pub fn run(args: &AnalyzeArgs) -> Result<(), AnalyzeError> {
+    if args.threads > 1 && args.helper_threads != Helpers::Auto {
+        return Err(AnalyzeError::HelpersWithWorkers(
+            args.helper_threads,
+            args.threads,
+        ));
+    }
     let identities: Box<dyn IdentitySource + Sync> = match &args.workloads {
         Some(path) => Box::new(WorkloadsFile::load(path)?),
         None => Box::new(NoIdentities),

@@ -229,9 +229,10 @@ pub struct AnalyzeArgs {
           value_parser = clap::value_parser!(u64).range(1..=64))]
     pub threads: u64,
 
-    /// With --threads 1: read the capture ahead, and fold finished flows into edges, each on a
-    /// thread of its own. Faster wall time for more CPU time; `auto` uses them when the process
-    /// may use more than one core, `never` keeps everything on one thread.
+    /// With --threads 1: fold finished flows into edges, and read a single capture ahead, each
+    /// on a thread of its own. Faster wall time for more CPU time. `auto`: when the process may
+    /// use more than one core; `always`: whatever the cores; `never`: one thread (a machine
+    /// whose other cores are busy).
     #[arg(long, value_enum, default_value_t = Helpers::Auto, value_name = "WHEN",
           env = "MESHWATCH_HELPER_THREADS")]
     pub helper_threads: Helpers,

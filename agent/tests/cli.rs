@@ -383,41 +383,77 @@ fn threads_of(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/task")).map_or(0, |d| d.count())
 }
 
-/// `--helper-threads`: `never` keeps an analysis to one thread, `always` adds the read-ahead
-/// and the folding thread whatever the cores; the report is the same. Counted while the
+/// Whether a thread of the process waits in a read of a pipe (its standard input).
+fn reads_a_pipe(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().any(|t| {
+        std::fs::read_to_string(t.path().join("wchan")).is_ok_and(|w| w.contains("pipe_read"))
+    })
+}
+
+/// `--helper-threads`: `never` (here through its variable) keeps an analysis to one thread,
+/// `always` adds the read-ahead and the folding thread even where the process may use one core
+/// only (`taskset -c 0`, where `auto` adds none); the report is the same. Counted once the
 /// process waits for the rest of its standard input.
 #[test]
 fn helper_threads_start_only_when_asked() {
     use std::io::Write;
+    use std::time::{Duration, Instant};
     let capture = std::fs::read(before()).expect("a capture in pcaps/");
+    let args = ["analyze", "--format", "json", "-"];
+    let mut never = bin();
+    never.args(args).env("MESHWATCH_HELPER_THREADS", "never");
+    let mut always = Command::new("taskset");
+    always
+        .args(["-c", "0", env!("CARGO_BIN_EXE_meshwatch")])
+        .args(args)
+        .args(["--helper-threads", "always"]);
     let mut reports = Vec::new();
-    for (when, threads) in [("never", 1), ("always", 3)] {
-        let mut child = bin()
-            .args(["analyze", "--format", "json", "--helper-threads", when, "-"])
+    for (what, mut command, threads) in [("never", never, 1), ("always", always, 3)] {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("run meshwatch");
+            .expect("run meshwatch (and taskset)");
         let mut stdin = child.stdin.take().expect("its stdin");
         stdin.write_all(&capture[..1000]).expect("the first bytes");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        let mut seen = threads_of(child.id());
-        // at most 500 ms for `never` (it never grows), until there are enough for `always`
-        let settle = std::time::Instant::now() + std::time::Duration::from_millis(500);
-        while (seen < threads || std::time::Instant::now() < settle)
-            && std::time::Instant::now() < deadline
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(reads_a_pipe(child.id()) && threads_of(child.id()) >= threads)
+            && Instant::now() < deadline
         {
-            std::thread::sleep(std::time::Duration::from_millis(20));
-            seen = seen.max(threads_of(child.id()));
+            std::thread::sleep(Duration::from_millis(20));
         }
+        let waiting = reads_a_pipe(child.id());
+        let seen = threads_of(child.id());
         stdin.write_all(&capture[1000..]).expect("the rest");
         drop(stdin);
         let out = child.wait_with_output().expect("its output");
-        assert_eq!(seen, threads, "--helper-threads {when}");
+        assert!(
+            waiting,
+            "--helper-threads {what}: never seen reading its input"
+        );
+        assert_eq!(seen, threads, "--helper-threads {what}");
         reports.push(json_of(&out));
     }
     assert_eq!(reports[0], reports[1]);
+    // and never beside workers, where it would mean nothing
+    let out = run(&[
+        "analyze",
+        "--threads",
+        "2",
+        "--helper-threads",
+        "never",
+        &before(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--helper-threads never") && err.contains("--threads 2"),
+        "{err}"
+    );
 }
 
 #[test]

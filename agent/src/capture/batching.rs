@@ -11,7 +11,9 @@
 //! The rest is bounded by the ring twice: at the rate of the last cycle it may let a quarter of
 //! the ring fill, and whatever that rate, a burst at [`BURST_BYTES_PER_SEC`] (10 Gbit/s) that
 //! starts as the rest does fills at most three quarters of it (40 ms for the default 64 MiB
-//! ring, 5 ms for 8 MiB); never more than [`MAX_REST`].
+//! ring, 5 ms for 8 MiB); never more than [`MAX_REST`]. When nothing came since the last drain
+//! there is no rest: there is nothing to gather, and the wait for the capture's next block
+//! rests instead (an idle agent wakes once a publish, not once a rest).
 //!
 //! PURE: time is a parameter.
 
@@ -66,8 +68,7 @@ impl Batching {
 
     /// The ring is drained at `now`: how long to rest before looking again. The rate is what
     /// came since the last drain (its rest, the wait and the work), over that time. Nothing
-    /// since then is no rest at all: an idle capture waits for its first block instead, so it
-    /// wakes once a publish rather than once a rest.
+    /// since then is no rest at all (see the module's words).
     pub fn rest(&mut self, now: Duration) -> Duration {
         let cycle = now.saturating_sub(self.since);
         let rest = match self.taken {
@@ -94,7 +95,7 @@ mod tests {
     const MS: Duration = Duration::from_millis(1);
 
     #[test]
-    fn a_quiet_capture_rests_as_long_as_a_burst_allows() {
+    fn an_idle_capture_does_not_rest_and_a_slow_one_rests_as_long_as_a_burst_allows() {
         let mut b = Batching::new(64 * MIB, Duration::ZERO);
         // three quarters of 64 MiB at 10 Gbit/s
         let longest = Duration::from_nanos(40_265_318);
