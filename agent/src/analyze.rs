@@ -36,7 +36,7 @@ pub enum AnalyzeError {
     Worker(#[from] crate::sharded::WorkerPanicked),
     #[error("the thread folding finished flows into edges panicked ({0}); the analysis is lost")]
     Folding(String),
-    #[error("--helper-threads {} applies to one pipeline, not to --threads {}", .0.name(), .1)]
+    #[error("--helper-threads {0} applies to one pipeline, not to --threads {1}")]
     HelpersWithWorkers(Helpers, u64),
     #[error("{path}: {error}")]
     PeerAuthentications {
@@ -148,16 +148,15 @@ pub enum Helpers {
     Never,
 }
 
-impl Helpers {
-    /// As on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Helpers::Auto => "auto",
-            Helpers::Always => "always",
-            Helpers::Never => "never",
-        }
+/// As on the command line (clap's name for the value).
+impl std::fmt::Display for Helpers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let value = clap::ValueEnum::to_possible_value(self);
+        f.write_str(value.as_ref().map_or("", |v| v.get_name()))
     }
+}
 
+impl Helpers {
     fn wanted(self) -> bool {
         match self {
             Helpers::Auto => std::thread::available_parallelism().is_ok_and(|n| n.get() > 1),

@@ -12,6 +12,7 @@ namespaces are removed.
 Usage: sudo python3 tests/live/agent_e2e.py [MESHWATCH_BINARY]
 Prints 'agent e2e: N passed, M failed' and exits non-zero on a failure.
 """
+import contextlib
 import json
 import os
 import signal
@@ -100,74 +101,84 @@ def least_privilege(binary, tmp):
         subprocess.run(["ip", "netns", "del", "mw-caps"], check=False)
 
 
+@contextlib.contextmanager
+def veth_namespace(ns, a, b):
+    """A scratch network namespace `ns` with a veth pair `a`-`b` and lo up; yields `run(*cmd)`,
+    which runs a command in it. The namespace is deleted on the way out."""
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        run = lambda *cmd: subprocess.run(["ip", "netns", "exec", ns, *cmd], capture_output=True, text=True)
+        run("ip", "link", "add", a, "type", "veth", "peer", "name", b)
+        for dev in (a, b, "lo"):
+            run("ip", "link", "set", dev, "up")
+        yield run
+    finally:
+        subprocess.run(["ip", "netns", "del", ns], check=False)
+
+
 def under_load(binary, tmp):
     """Replay at top speed onto a veth the agent captures on; meanwhile /metrics, /healthz and
     the API's edges and verdicts (snapshots of the state the capture thread writes) must answer
     within 1 s every time, and the capture must drop nothing. The agent has no identity source:
     a lab agent counts what it sees."""
     ns = "mw-load"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
     procs = []
-    try:
-        run = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], capture_output=True, text=True)
-        run("ip", "link", "add", "vl0", "type", "veth", "peer", "name", "vl1")
-        for dev in ("vl0", "vl1", "lo"):
-            run("ip", "link", "set", dev, "up")
-        agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vl1",
-                                  "--listen", "127.0.0.1:19481"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(agent)
-        wait_for(lambda: run("curl", "-sf", "127.0.0.1:19481/readyz").returncode == 0, 10)
-        replay = subprocess.Popen(["ip", "netns", "exec", ns, "tcpreplay", "-q", "-K", "--topspeed", "--loop", "4000",
-                                   "-i", "vl0", os.path.join(ROOT, "pcaps", "istio-migration-before.pcap")],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(replay)
-        worst, answered, seen = 0.0, 0, 0
-        while replay.poll() is None:
-            for path in ("/metrics", "/healthz", "/api/v1/edges", "/api/v1/verdicts"):
-                r = run("curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code} %{time_total}",
-                        f"127.0.0.1:19481{path}")
-                code, _, secs = r.stdout.partition(" ")
-                answered += code == "200"
-                seen += 1
-                worst = max(worst, float(secs or 99))
-            time.sleep(0.05)
-        st = json.loads(run("curl", "-s", "127.0.0.1:19481/api/v1/status").stdout or "{}")
-        packets = st.get("capture", {}).get("packets", 0)
-        check(f"under a top-speed replay ({packets} packets) /metrics, /healthz, /api/v1/edges and "
-              f"/api/v1/verdicts answer within 1 s ({seen} requests, worst {worst:.3f} s)",
-              seen >= 8 and answered == seen and worst < 1.0, f"{answered}/{seen} worst {worst}")
-        dropped = st.get("capture", {}).get("dropped_kernel", -1)
-        check("hammering the API during the replay drops no packet", dropped == 0 and packets > 0,
-              json.dumps(st.get("capture")))
-        m = run("curl", "-s", "127.0.0.1:19481/metrics").stdout
-        counted = sum(float(l.split()[-1]) for l in m.splitlines()
-                      if l.startswith("meshwatch_connections_total{") and 'destination_workload="unknown"' in l)
-        check("without identities the agent counts the connections it sees", counted > 0, m[-600:])
-        # a capture that drops packets: freeze the agent so its kernel buffer (1 MiB) overflows
-        agent.kill()
-        agent.wait()
-        agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vl1", "--buffer-size", "1",
-                                  "--listen", "127.0.0.1:19482"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        procs.append(agent)
-        wait_for(lambda: run("curl", "-sf", "127.0.0.1:19482/readyz").returncode == 0, 10)
-        os.kill(agent.pid, signal.SIGSTOP)
-        run("tcpreplay", "-q", "-K", "--topspeed", "--loop", "200", "-i", "vl0",
-            os.path.join(ROOT, "pcaps", "istio-migration-before.pcap"))
-        os.kill(agent.pid, signal.SIGCONT)
-        status = lambda: json.loads(run("curl", "-s", "127.0.0.1:19482/api/v1/status").stdout or "{}")
-        dropped = wait_for(lambda: status().get("capture", {}).get("dropped_kernel", 0) > 0, 10)
-        check("kernel drops are read and reported", dropped, json.dumps(status()))
-        v = json.loads(run("curl", "-s", "127.0.0.1:19482/api/v1/verdicts").stdout or "{}")
-        m = run("curl", "-s", "127.0.0.1:19482/metrics").stdout
-        drop_line = next((l for l in m.splitlines() if l.startswith('meshwatch_capture_dropped_packets_total{point="kernel"}')), "")
-        check("drops make the evidence incomplete and are exported",
-              v.get("evidence_incomplete") is True and drop_line and float(drop_line.split()[-1]) > 0, f"{v.get('evidence_incomplete')} {drop_line}")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    with veth_namespace(ns, "vl0", "vl1") as run:
+        try:
+            agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vl1",
+                                      "--listen", "127.0.0.1:19481"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(agent)
+            wait_for(lambda: run("curl", "-sf", "127.0.0.1:19481/readyz").returncode == 0, 10)
+            replay = subprocess.Popen(["ip", "netns", "exec", ns, "tcpreplay", "-q", "-K", "--topspeed", "--loop", "4000",
+                                       "-i", "vl0", os.path.join(ROOT, "pcaps", "istio-migration-before.pcap")],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(replay)
+            worst, answered, seen = 0.0, 0, 0
+            while replay.poll() is None:
+                for path in ("/metrics", "/healthz", "/api/v1/edges", "/api/v1/verdicts"):
+                    r = run("curl", "-s", "-o", "/dev/null", "-m", "5", "-w", "%{http_code} %{time_total}",
+                            f"127.0.0.1:19481{path}")
+                    code, _, secs = r.stdout.partition(" ")
+                    answered += code == "200"
+                    seen += 1
+                    worst = max(worst, float(secs or 99))
+                time.sleep(0.05)
+            st = json.loads(run("curl", "-s", "127.0.0.1:19481/api/v1/status").stdout or "{}")
+            packets = st.get("capture", {}).get("packets", 0)
+            check(f"under a top-speed replay ({packets} packets) /metrics, /healthz, /api/v1/edges and "
+                  f"/api/v1/verdicts answer within 1 s ({seen} requests, worst {worst:.3f} s)",
+                  seen >= 8 and answered == seen and worst < 1.0, f"{answered}/{seen} worst {worst}")
+            dropped = st.get("capture", {}).get("dropped_kernel", -1)
+            check("hammering the API during the replay drops no packet", dropped == 0 and packets > 0,
+                  json.dumps(st.get("capture")))
+            m = run("curl", "-s", "127.0.0.1:19481/metrics").stdout
+            counted = sum(float(l.split()[-1]) for l in m.splitlines()
+                          if l.startswith("meshwatch_connections_total{") and 'destination_workload="unknown"' in l)
+            check("without identities the agent counts the connections it sees", counted > 0, m[-600:])
+            # a capture that drops packets: freeze the agent so its kernel buffer (1 MiB) overflows
+            agent.kill()
+            agent.wait()
+            agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vl1", "--buffer-size", "1",
+                                      "--listen", "127.0.0.1:19482"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            procs.append(agent)
+            wait_for(lambda: run("curl", "-sf", "127.0.0.1:19482/readyz").returncode == 0, 10)
+            os.kill(agent.pid, signal.SIGSTOP)
+            run("tcpreplay", "-q", "-K", "--topspeed", "--loop", "200", "-i", "vl0",
+                os.path.join(ROOT, "pcaps", "istio-migration-before.pcap"))
+            os.kill(agent.pid, signal.SIGCONT)
+            status = lambda: json.loads(run("curl", "-s", "127.0.0.1:19482/api/v1/status").stdout or "{}")
+            dropped = wait_for(lambda: status().get("capture", {}).get("dropped_kernel", 0) > 0, 10)
+            check("kernel drops are read and reported", dropped, json.dumps(status()))
+            v = json.loads(run("curl", "-s", "127.0.0.1:19482/api/v1/verdicts").stdout or "{}")
+            m = run("curl", "-s", "127.0.0.1:19482/metrics").stdout
+            drop_line = next((l for l in m.splitlines() if l.startswith('meshwatch_capture_dropped_packets_total{point="kernel"}')), "")
+            check("drops make the evidence incomplete and are exported",
+                  v.get("evidence_incomplete") is True and drop_line and float(drop_line.split()[-1]) > 0, f"{v.get('evidence_incomplete')} {drop_line}")
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
 
 
 # Linux keeps the first 15 characters of a thread's name
@@ -195,59 +206,49 @@ def idle_and_stop(binary):
     points of its publishing second: without the wake, each stop would take 0-1 s, and all six
     under 0.3 s would happen 0.07% of the time."""
     ns = "mw-idle"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
     procs = []
-    try:
-        run = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], capture_output=True, text=True)
-        run("ip", "link", "add", "vi0", "type", "veth", "peer", "name", "vi1")
-        for dev in ("vi0", "vi1", "lo"):
-            run("ip", "link", "set", dev, "up")
-        stops = []
-        for attempt, settle in enumerate((1.0, 1.15, 1.3, 1.45, 1.6, 1.75)):
-            agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vi1",
-                                      "--listen", "127.0.0.1:19484"], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True)
-            procs.append(agent)
-            if not wait_for(lambda: run("curl", "-sf", "127.0.0.1:19484/readyz").returncode == 0, 10):
-                agent.kill()
-                _, err = agent.communicate()
-                check("the idle agent starts", False, err[-400:])
-                return
-            time.sleep(settle)
-            if attempt == 0:
-                before, t0 = thread_wakeups(agent.pid, CAPTURE_THREAD), time.monotonic()
-                time.sleep(5)
-                after, t1 = thread_wakeups(agent.pid, CAPTURE_THREAD), time.monotonic()
-                rate = (after - before) / (t1 - t0) if None not in (before, after) else None
-                check("an idle agent's capture thread wakes at most 3 times a second",
-                      rate is not None and rate <= 3, f"{rate} wakeups/s")
-            started = time.monotonic()
-            agent.send_signal(signal.SIGTERM)
-            try:
-                rc = agent.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                rc = None
-            stops.append((rc, round(time.monotonic() - started, 3)))
-        check("an idle agent stops within 0.3 s of SIGTERM, six times out of six",
-              all(rc == 0 and secs < 0.3 for rc, secs in stops), str(stops))
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+    with veth_namespace(ns, "vi0", "vi1") as run:
+        try:
+            stops = []
+            for attempt, settle in enumerate((1.0, 1.15, 1.3, 1.45, 1.6, 1.75)):
+                agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vi1",
+                                          "--listen", "127.0.0.1:19484"], stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.PIPE, text=True)
+                procs.append(agent)
+                if not wait_for(lambda: run("curl", "-sf", "127.0.0.1:19484/readyz").returncode == 0, 10):
+                    agent.kill()
+                    _, err = agent.communicate()
+                    check("the idle agent starts", False, err[-400:])
+                    return
+                time.sleep(settle)
+                if attempt == 0:
+                    before, t0 = thread_wakeups(agent.pid, CAPTURE_THREAD), time.monotonic()
+                    time.sleep(5)
+                    after, t1 = thread_wakeups(agent.pid, CAPTURE_THREAD), time.monotonic()
+                    rate = (after - before) / (t1 - t0) if None not in (before, after) else None
+                    check("an idle agent's capture thread wakes at most 3 times a second",
+                          rate is not None and rate <= 3, f"{rate} wakeups/s")
+                started = time.monotonic()
+                agent.send_signal(signal.SIGTERM)
+                try:
+                    rc = agent.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    rc = None
+                stops.append((rc, round(time.monotonic() - started, 3)))
+            check("an idle agent stops within 0.3 s of SIGTERM, six times out of six",
+                  all(rc == 0 and secs < 0.3 for rc, secs in stops), str(stops))
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
 
 
 def capture_failure(binary):
     """The interface goes away under the agent: the process must end non-zero, saying why (a
     DaemonSet then shows CrashLoopBackOff instead of a healthy pod that watches nothing)."""
     ns = "mw-fail"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    try:
-        run = lambda *a: subprocess.run(["ip", "netns", "exec", ns, *a], capture_output=True, text=True)
-        run("ip", "link", "add", "vf0", "type", "veth", "peer", "name", "vf1")
-        for dev in ("vf0", "vf1", "lo"):
-            run("ip", "link", "set", dev, "up")
+    with veth_namespace(ns, "vf0", "vf1") as run:
         agent = subprocess.Popen(["ip", "netns", "exec", ns, binary, "agent", "--interface", "vf1",
                                   "--listen", "127.0.0.1:19483"], stdout=subprocess.DEVNULL,
                                  stderr=subprocess.PIPE, text=True)
@@ -262,8 +263,6 @@ def capture_failure(binary):
             rc = None
         check("a capture that fails ends the agent non-zero, saying why",
               up and rc not in (0, None) and "capture" in err, f"exit {rc}: {err[-400:]}")
-    finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def main():
